@@ -1,0 +1,95 @@
+//! Conversions between protobuf messages and domain types. Every error names the field it is about,
+//! so a handler can turn it into `INVALID_ARGUMENT` without further work.
+
+use doorzet_domain::{Oin, OrgKind};
+
+use crate::v1;
+
+/// A protobuf value that does not convert to its domain type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {reason}")]
+pub struct ConvertError {
+    /// Name of the offending field, as in the `.proto` file.
+    pub field: &'static str,
+    /// Why it was rejected; never echoes personal data.
+    pub reason: String,
+}
+
+impl ConvertError {
+    /// Makes an error for `field`.
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            field,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Parses an organisation id carried in `field`.
+pub fn oin(field: &'static str, value: &str) -> Result<Oin, ConvertError> {
+    value
+        .parse()
+        .map_err(|e: doorzet_domain::ParseError| ConvertError::new(field, e.to_string()))
+}
+
+impl From<OrgKind> for v1::OrganisationKind {
+    fn from(kind: OrgKind) -> Self {
+        match kind {
+            OrgKind::Municipality => Self::Municipality,
+            OrgKind::MentalHealthInstitution => Self::MentalHealthInstitution,
+            OrgKind::CareOffice => Self::CareOffice,
+            OrgKind::HealthInsurer => Self::HealthInsurer,
+            OrgKind::CareAndSafetyHouse => Self::CareAndSafetyHouse,
+            OrgKind::HousingCorporation => Self::HousingCorporation,
+            OrgKind::Police => Self::Police,
+            OrgKind::PublicProsecutor => Self::PublicProsecutor,
+            OrgKind::ClientSupport => Self::ClientSupport,
+            OrgKind::Other => Self::Other,
+        }
+    }
+}
+
+/// Converts the wire value of an `OrganisationKind` field.
+pub fn org_kind(field: &'static str, value: i32) -> Result<OrgKind, ConvertError> {
+    use v1::OrganisationKind as Pb;
+    let pb = Pb::try_from(value)
+        .map_err(|_| ConvertError::new(field, format!("unknown value {value}")))?;
+    Ok(match pb {
+        Pb::Unspecified => return Err(ConvertError::new(field, "must be set")),
+        Pb::Municipality => OrgKind::Municipality,
+        Pb::MentalHealthInstitution => OrgKind::MentalHealthInstitution,
+        Pb::CareOffice => OrgKind::CareOffice,
+        Pb::HealthInsurer => OrgKind::HealthInsurer,
+        Pb::CareAndSafetyHouse => OrgKind::CareAndSafetyHouse,
+        Pb::HousingCorporation => OrgKind::HousingCorporation,
+        Pb::Police => OrgKind::Police,
+        Pb::PublicProsecutor => OrgKind::PublicProsecutor,
+        Pb::ClientSupport => OrgKind::ClientSupport,
+        Pb::Other => OrgKind::Other,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn org_kind_round_trips_and_rejects_unspecified() {
+        for kind in OrgKind::ALL {
+            let pb: v1::OrganisationKind = kind.into();
+            assert_eq!(org_kind("kind", pb as i32), Ok(kind));
+        }
+        let err = org_kind("member.kind", 0).unwrap_err();
+        assert_eq!(err.field, "member.kind");
+        assert!(org_kind("kind", 999).is_err());
+    }
+
+    #[test]
+    fn oin_error_names_field() {
+        let err = oin("org_id", "12").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid org_id: organisation id must be 20 digits, got 2 characters"
+        );
+    }
+}

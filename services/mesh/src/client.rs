@@ -1,0 +1,102 @@
+//! Mutual-TLS channels to other mesh members. Each new connection takes the current client
+//! certificate (so a reload reaches clients too) and checks that the server's certificate names
+//! the organisation the caller expects.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use doorzet_domain::Oin;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::identity::oin_from_certificate;
+use crate::{MeshError, ReloadingTls};
+
+/// Opens a lazily connecting channel to `endpoint` (`https://host:port`). When `expect` is set, a
+/// server whose certificate carries another organisation id is refused.
+pub fn channel(
+    tls: Arc<ReloadingTls>,
+    endpoint: &str,
+    expect: Option<Oin>,
+    request_timeout: Duration,
+) -> Result<Channel, MeshError> {
+    let bad = |reason: &str| MeshError::Endpoint {
+        endpoint: endpoint.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let uri: http::Uri = endpoint.parse().map_err(|_| bad("not a URI"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(bad("must start with https://"));
+    }
+    let host = uri.host().ok_or_else(|| bad("has no host"))?;
+    let port = uri.port_u16().ok_or_else(|| bad("has no port"))?;
+    let bare_host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let server_name =
+        ServerName::try_from(bare_host.clone()).map_err(|_| bad("host is not a valid name"))?;
+    // The connector does TLS itself; tonic sees plain HTTP/2 over the stream it is given.
+    let inner = Endpoint::from_shared(format!("http://{host}:{port}"))
+        .map_err(|_| bad("not a valid authority"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(request_timeout)
+        .tcp_nodelay(true);
+    let connector = MeshConnector {
+        tls,
+        host: bare_host,
+        port,
+        server_name,
+        expect,
+    };
+    Ok(inner.connect_with_connector_lazy(connector))
+}
+
+#[derive(Clone)]
+struct MeshConnector {
+    tls: Arc<ReloadingTls>,
+    host: String,
+    port: u16,
+    server_name: ServerName<'static>,
+    expect: Option<Oin>,
+}
+
+impl tower_service::Service<http::Uri> for MeshConnector {
+    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: http::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let tcp = TcpStream::connect((this.host.as_str(), this.port)).await?;
+            tcp.set_nodelay(true)?;
+            let connector = tokio_rustls::TlsConnector::from(this.tls.client());
+            let stream = connector.connect(this.server_name.clone(), tcp).await?;
+            if let Some(expected) = this.expect {
+                let leaf = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|certs| certs.first())
+                    .ok_or_else(|| std::io::Error::other("server sent no certificate"))?;
+                let actual = oin_from_certificate(leaf).map_err(std::io::Error::other)?;
+                if actual != expected {
+                    return Err(std::io::Error::other(format!(
+                        "server certificate names organisation {actual}, expected {expected}"
+                    )));
+                }
+            }
+            Ok(TokioIo::new(stream))
+        })
+    }
+}

@@ -1,0 +1,204 @@
+//! Configuration sections every doorzet binary shares, and the loader: a TOML file first, then
+//! `DOORZET_<SECTION>__<KEY>` environment overrides (figment).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::MeshError;
+
+/// Loads a configuration of type `T` from `file`, then applies `DOORZET_*` environment overrides
+/// (`DOORZET_MESH__LISTEN=127.0.0.1:7443` sets `mesh.listen`).
+pub fn load<T: DeserializeOwned>(file: &Path) -> Result<T, MeshError> {
+    Figment::new()
+        .merge(Toml::file_exact(file))
+        .merge(Env::prefixed("DOORZET_").split("__"))
+        .extract()
+        .map_err(|e| MeshError::Config(Box::new(e)))
+}
+
+/// The certificate, key and trust anchors of this organisation, as PEM file paths.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// Certificate chain (leaf first) whose subject serialNumber is this organisation's OIN.
+    pub cert: PathBuf,
+    /// PKCS#8 private key of the certificate.
+    pub key: PathBuf,
+    /// Trust anchors (CA certificates) that peers' certificates must chain to.
+    pub ca: PathBuf,
+    /// How often the files are checked for changes (they are also re-read on SIGHUP).
+    #[serde(with = "humantime_serde", default = "default_reload_interval")]
+    pub reload_interval: Duration,
+}
+
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// A listening socket.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// Address and port, e.g. `127.0.0.1:7443`.
+    pub listen: SocketAddr,
+}
+
+/// Limits that protect a server from too much or too large traffic.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// A request that takes longer is answered with `DEADLINE_EXCEEDED`.
+    #[serde(with = "humantime_serde", default = "default_request_timeout")]
+    pub request_timeout: Duration,
+    /// Requests in progress at once; more are refused with `RESOURCE_EXHAUSTED`.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+    /// Largest request message accepted, in bytes.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[serde(with = "humantime_serde", default = "default_drain_timeout")]
+    pub drain_timeout: Duration,
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_max_concurrent_requests() -> usize {
+    512
+}
+fn default_max_message_bytes() -> usize {
+    1024 * 1024
+}
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            request_timeout: default_request_timeout(),
+            max_concurrent_requests: default_max_concurrent_requests(),
+            max_message_bytes: default_max_message_bytes(),
+            drain_timeout: default_drain_timeout(),
+        }
+    }
+}
+
+/// How person and system tokens are checked.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Jwt {
+    /// The audience every token must carry (one per region's mesh).
+    #[serde(default = "default_audience")]
+    pub audience: String,
+    /// Clock-skew allowance on `exp` and `nbf`.
+    #[serde(with = "humantime_serde", default = "default_leeway")]
+    pub leeway: Duration,
+}
+
+fn default_audience() -> String {
+    "doorzet".to_owned()
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for Jwt {
+    fn default() -> Self {
+        Self {
+            audience: default_audience(),
+            leeway: default_leeway(),
+        }
+    }
+}
+
+/// Log format on standard error.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Logs, traces and their export.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Telemetry {
+    /// `tracing` filter directives, e.g. `info,doorzet_mesh=debug`.
+    #[serde(default = "default_log_filter")]
+    pub log_filter: String,
+    /// Format of the log lines.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// OTLP/gRPC collector to export traces to, e.g. `http://127.0.0.1:4317`; unset = no export.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+}
+
+fn default_log_filter() -> String {
+    "info".to_owned()
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self {
+            log_filter: default_log_filter(),
+            log_format: LogFormat::default(),
+            otlp_endpoint: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Sample {
+        tls: TlsFiles,
+        #[serde(default)]
+        limits: Limits,
+    }
+
+    #[test]
+    fn missing_key_is_named_and_defaults_fill_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sample.toml");
+        std::fs::write(&file, "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n").unwrap();
+        let err = load::<Sample>(&file).unwrap_err().to_string();
+        assert!(err.contains("ca"), "{err}");
+
+        std::fs::write(
+            &file,
+            "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nca = \"ca.pem\"\n[limits]\nrequest_timeout = \"2s\"\n",
+        )
+        .unwrap();
+        let sample = load::<Sample>(&file).unwrap();
+        assert_eq!(sample.limits.request_timeout, Duration::from_secs(2));
+        assert_eq!(sample.limits.max_message_bytes, 1024 * 1024);
+        assert_eq!(sample.tls.reload_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sample.toml");
+        std::fs::write(
+            &file,
+            "[tls]\ncert = \"c\"\nkey = \"k\"\nca = \"a\"\ncerts = \"typo\"\n",
+        )
+        .unwrap();
+        let err = load::<Sample>(&file).unwrap_err().to_string();
+        assert!(err.contains("certs"), "{err}");
+    }
+}

@@ -1,0 +1,299 @@
+//! Who is calling: the organisation from the peer certificate's subject serialNumber (an OIN, as in
+//! the Dutch government PKI), and the person or system from a JWT that organisation issued. The
+//! checks run once per request in [`crate::layers::identity`]; handlers only read [`Caller`].
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use doorzet_domain::{Oin, OrgKind};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::directory::{Directory, Snapshot};
+use crate::{IdentityError, config};
+
+/// Which listener a request came in on; decides what identity it must carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Mutual TLS with other organisations: a client certificate is required, a token optional.
+    Mesh,
+    /// The organisation's own systems and staff: a token issued by this organisation is required.
+    Local,
+}
+
+/// A person or system inside an organisation, from a verified JWT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    /// Subject: employee or system id within the issuing organisation.
+    pub subject: String,
+    /// Role claim, e.g. `procesregisseur`.
+    pub role: String,
+    /// Expiry of the token.
+    pub expires_at: SystemTime,
+    /// The raw token, for forwarding to the coordinator as the same person.
+    pub token: String,
+}
+
+/// The verified identity of a request, put in its extensions by the identity layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The calling organisation.
+    pub org: Oin,
+    /// Its kind, when it is a directory member.
+    pub kind: Option<OrgKind>,
+    /// The person or system, when the call carried a token.
+    pub person: Option<Person>,
+    /// SHA-256 (lowercase hex) of the client certificate, on mesh listeners.
+    pub certificate_sha256: Option<String>,
+}
+
+impl Caller {
+    /// Returns the caller of a request that passed the identity layer.
+    pub fn from_request<T>(request: &tonic::Request<T>) -> Result<&Caller, tonic::Status> {
+        request
+            .extensions()
+            .get::<Caller>()
+            .ok_or_else(|| tonic::Status::unauthenticated("no verified caller"))
+    }
+
+    /// Returns the person, or `UNAUTHENTICATED` when the call carried no token.
+    pub fn person(&self) -> Result<&Person, IdentityError> {
+        self.person.as_ref().ok_or(IdentityError::PersonRequired)
+    }
+
+    /// Returns the label used for the peer in metrics: its kind, never its id.
+    pub fn kind_label(&self) -> &'static str {
+        self.kind.map_or("coordinator_or_unknown", OrgKind::as_str)
+    }
+}
+
+/// Reads the organisation id from a DER certificate's subject serialNumber (OID 2.5.4.5).
+pub fn oin_from_certificate(der: &[u8]) -> Result<Oin, IdentityError> {
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|_| IdentityError::NoOrganisation("certificate does not parse".into()))?;
+    let mut values = cert
+        .subject()
+        .iter_by_oid(&x509_parser::oid_registry::OID_X509_SERIALNUMBER);
+    let attr = values.next().ok_or_else(|| {
+        IdentityError::NoOrganisation("subject has no serialNumber attribute".into())
+    })?;
+    if values.next().is_some() {
+        return Err(IdentityError::NoOrganisation(
+            "subject has more than one serialNumber attribute".into(),
+        ));
+    }
+    let text = attr
+        .as_str()
+        .map_err(|_| IdentityError::NoOrganisation("serialNumber is not a string".into()))?;
+    text.parse()
+        .map_err(|e: doorzet_domain::ParseError| IdentityError::NoOrganisation(e.to_string()))
+}
+
+/// Returns the SHA-256 fingerprint (lowercase hex) of a DER certificate.
+pub fn certificate_sha256(der: &[u8]) -> String {
+    hex::encode(Sha256::digest(der))
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    iss: String,
+    sub: String,
+    #[serde(default)]
+    role: String,
+    exp: u64,
+}
+
+/// Checks the identity of requests on one listener against the directory.
+#[derive(Debug)]
+pub struct Verifier {
+    own_org: Oin,
+    listener: ListenerKind,
+    directory: Arc<Directory>,
+    audience: String,
+    leeway: Duration,
+}
+
+impl Verifier {
+    /// Makes a verifier for a listener of organisation `own_org`.
+    pub fn new(
+        own_org: Oin,
+        listener: ListenerKind,
+        directory: Arc<Directory>,
+        jwt: &config::Jwt,
+    ) -> Self {
+        Self {
+            own_org,
+            listener,
+            directory,
+            audience: jwt.audience.clone(),
+            leeway: jwt.leeway,
+        }
+    }
+
+    /// Returns the listener this verifier guards.
+    pub fn listener(&self) -> ListenerKind {
+        self.listener
+    }
+
+    /// Authenticates a request: strips client-sent `x-doorzet-*` metadata, reads the peer
+    /// certificate and the bearer token, and checks both against the directory.
+    pub fn authenticate<B>(&self, req: &mut http::Request<B>) -> Result<Caller, IdentityError> {
+        let doorzet_headers: Vec<_> = req
+            .headers()
+            .keys()
+            .filter(|name| name.as_str().starts_with("x-doorzet-"))
+            .cloned()
+            .collect();
+        for name in doorzet_headers {
+            req.headers_mut().remove(name);
+        }
+        // Probes must work before the directory is loaded, so health needs only the transport.
+        let is_health = req.uri().path().starts_with("/grpc.health.v1.Health/");
+        let token = bearer(req.headers())?;
+        let now = SystemTime::now();
+
+        match self.listener {
+            ListenerKind::Mesh => {
+                let certs = req
+                    .extensions()
+                    .get::<TlsConnectInfo<TcpConnectInfo>>()
+                    .and_then(TlsConnectInfo::peer_certs)
+                    .ok_or(IdentityError::NoCertificate)?;
+                let leaf = certs.first().ok_or(IdentityError::NoCertificate)?;
+                let org = oin_from_certificate(leaf)?;
+                let fingerprint = certificate_sha256(leaf);
+                if is_health {
+                    return Ok(Caller {
+                        org,
+                        kind: None,
+                        person: None,
+                        certificate_sha256: Some(fingerprint),
+                    });
+                }
+                let snapshot = self.directory.usable(now)?;
+                if snapshot.is_revoked(&fingerprint) {
+                    return Err(IdentityError::Revoked);
+                }
+                if !snapshot.is_participant(&org) {
+                    return Err(IdentityError::NotMember(org));
+                }
+                let person = token
+                    .map(|t| self.verify_token(&snapshot, t, org))
+                    .transpose()?;
+                Ok(Caller {
+                    org,
+                    kind: snapshot.member(&org).map(|m| m.kind),
+                    person,
+                    certificate_sha256: Some(fingerprint),
+                })
+            }
+            ListenerKind::Local => {
+                if is_health {
+                    return Ok(Caller {
+                        org: self.own_org,
+                        kind: None,
+                        person: None,
+                        certificate_sha256: None,
+                    });
+                }
+                let token = token.ok_or(IdentityError::MissingToken)?;
+                let snapshot = self.directory.usable(now)?;
+                let person = self.verify_token(&snapshot, token, self.own_org)?;
+                Ok(Caller {
+                    org: self.own_org,
+                    kind: snapshot.member(&self.own_org).map(|m| m.kind),
+                    person: Some(person),
+                    certificate_sha256: None,
+                })
+            }
+        }
+    }
+
+    /// Verifies a JWT: EdDSA or ES256 only, pinned per key; signature by a key the directory lists
+    /// for the claimed issuer; `exp`, `nbf`, `aud` and `iss` checked with the leeway; and the
+    /// issuer must be `presenter`, the organisation whose connection carried the token.
+    pub fn verify_token(
+        &self,
+        snapshot: &Snapshot,
+        token: &str,
+        presenter: Oin,
+    ) -> Result<Person, IdentityError> {
+        let bad = |reason: &str| IdentityError::BadToken(reason.to_owned());
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| bad("malformed header or algorithm not allowed"))?;
+        if !matches!(header.alg, Algorithm::EdDSA | Algorithm::ES256) {
+            return Err(IdentityError::BadToken(format!(
+                "algorithm {:?} is not allowed; use EdDSA or ES256",
+                header.alg
+            )));
+        }
+        // The issuer picks the keys; the signature is checked with those keys before the issuer is
+        // trusted for anything else.
+        let unverified: Claims = jsonwebtoken::dangerous::insecure_decode_claims(token)
+            .map_err(|_| bad("malformed claims"))?;
+        let issuer: Oin = unverified
+            .iss
+            .parse()
+            .map_err(|_| bad("issuer is not an organisation id"))?;
+        let keys = snapshot
+            .signing_keys(&issuer)
+            .ok_or_else(|| bad("issuer is not in the directory"))?;
+        let key = keys
+            .iter()
+            .find(|k| header.kid.as_deref().is_none_or(|kid| kid == k.kid) && k.alg == header.alg)
+            .ok_or_else(|| bad("signing key unknown for this issuer and algorithm"))?;
+
+        let mut validation = Validation::new(key.alg);
+        validation.leeway = self.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_audience(&[&self.audience]);
+        validation.set_issuer(&[issuer.as_str()]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|e| {
+            bad(match e.kind() {
+                ErrorKind::ExpiredSignature => "token has expired",
+                ErrorKind::ImmatureSignature => "token is not yet valid (nbf)",
+                ErrorKind::InvalidAudience => "token is for another audience",
+                ErrorKind::InvalidIssuer => "issuer mismatch",
+                ErrorKind::InvalidSignature => "signature does not verify",
+                ErrorKind::MissingRequiredClaim(_) => {
+                    "a required claim (exp, iss, aud, sub) is missing"
+                }
+                _ => "token does not verify",
+            })
+        })?;
+        if issuer != presenter {
+            return Err(IdentityError::IssuerNotPeer {
+                issuer,
+                peer: presenter,
+            });
+        }
+        Ok(Person {
+            subject: data.claims.sub,
+            role: data.claims.role,
+            expires_at: UNIX_EPOCH + Duration::from_secs(data.claims.exp),
+            token: token.to_owned(),
+        })
+    }
+}
+
+fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, IdentityError> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| IdentityError::BadToken("authorization header is not ASCII".into()))?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() => {
+            Ok(Some(token.trim()))
+        }
+        _ => Err(IdentityError::BadToken(
+            "authorization header must be `Bearer <token>`".into(),
+        )),
+    }
+}

@@ -1,0 +1,202 @@
+//! Request metrics in Prometheus form: counts by service, method, gRPC status and peer organisation
+//! kind, and latency histograms. Labels never carry person ids, organisation ids or case data.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use super::rpc_names;
+
+/// Where the identity layer, which runs inside this one, leaves the caller's organisation kind.
+#[derive(Debug, Clone, Default)]
+pub struct PeerKindSlot(Arc<std::sync::OnceLock<&'static str>>);
+
+impl PeerKindSlot {
+    /// Records the peer kind label; later calls are ignored.
+    pub fn set(&self, kind: &'static str) {
+        let _ = self.0.set(kind);
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    service: String,
+    method: String,
+    code: String,
+    peer_kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LatencyLabels {
+    service: String,
+    method: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+/// The metrics of one process, registered once and shared by its listeners.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Arc<std::sync::Mutex<Registry>>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
+    /// Age of the directory copy in seconds (nodes), or since the file was loaded (coordinator).
+    pub directory_age_seconds: Gauge<i64>,
+    /// Members in the current directory copy.
+    pub directory_members: Gauge<i64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Makes and registers the metric families under the `doorzet_mesh_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("doorzet_mesh");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency: Family<LatencyLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        let directory_age_seconds = Gauge::<i64>::default();
+        let directory_members = Gauge::<i64>::default();
+        registry.register("requests", "gRPC requests handled", requests.clone());
+        registry.register(
+            "request_duration_seconds",
+            "gRPC request latency until response headers",
+            latency.clone(),
+        );
+        registry.register(
+            "directory_age_seconds",
+            "Age of the directory copy in use",
+            directory_age_seconds.clone(),
+        );
+        registry.register(
+            "directory_members",
+            "Members in the directory copy in use",
+            directory_members.clone(),
+        );
+        Self {
+            registry: Arc::new(std::sync::Mutex::new(registry)),
+            requests,
+            latency,
+            directory_age_seconds,
+            directory_members,
+        }
+    }
+
+    /// Lets another crate register its own metrics in the same registry.
+    pub fn register(&self, f: impl FnOnce(&mut Registry)) {
+        f(&mut self.registry.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Encodes every metric in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+        out
+    }
+
+    fn observe(&self, path: &str, code: &str, peer_kind: &str, seconds: f64) {
+        let (service, method) = rpc_names(path);
+        self.requests
+            .get_or_create(&RequestLabels {
+                service: service.to_owned(),
+                method: method.to_owned(),
+                code: code.to_owned(),
+                peer_kind: peer_kind.to_owned(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&LatencyLabels {
+                service: service.to_owned(),
+                method: method.to_owned(),
+            })
+            .observe(seconds);
+    }
+}
+
+/// Wraps services in [`Measure`].
+#[derive(Debug, Clone)]
+pub struct MetricsLayer {
+    metrics: Metrics,
+}
+
+impl MetricsLayer {
+    /// Makes the layer recording into `metrics`.
+    pub fn new(metrics: Metrics) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for MetricsLayer {
+    type Service = Measure<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Measure {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// Service that records each request's outcome and latency.
+#[derive(Debug, Clone)]
+pub struct Measure<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+impl<S, B, R> tower_service::Service<http::Request<B>> for Measure<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    R: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let path = req.uri().path().to_owned();
+        let slot = PeerKindSlot::default();
+        req.extensions_mut().insert(slot.clone());
+        let metrics = self.metrics.clone();
+        let started = Instant::now();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let response = fut.await;
+            let code = match &response {
+                // A trailers-only response (every error) carries the status in its headers.
+                Ok(r) => r
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("0")
+                    .to_owned(),
+                Err(_) => "transport_error".to_owned(),
+            };
+            let peer_kind = slot.0.get().copied().unwrap_or("unidentified");
+            metrics.observe(&path, &code, peer_kind, started.elapsed().as_secs_f64());
+            response
+        })
+    }
+}

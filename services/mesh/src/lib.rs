@@ -1,0 +1,32 @@
+//! Mesh plumbing shared by every doorzet server and client: who is calling (organisation by mutual
+//! TLS, person by JWT), the region's directory, the tower layers and the server and client builders.
+//!
+//! # Layout
+//! - [`config`]: configuration sections every binary shares, and the figment loader.
+//! - [`directory`]: the member directory as a verified, swappable snapshot.
+//! - [`tls`]: certificate loading, rustls configs, and reload on change or SIGHUP.
+//! - [`identity`]: `Caller`, and the checks that turn a peer certificate and a JWT into one.
+//! - [`layers`]: tower layers for tracing, timeouts, load shedding, identity and metrics.
+//! - [`server`]: the accept loop and the shared gRPC server builder.
+//! - [`client`]: mutual-TLS channels to peers.
+//! - [`admin`]: the admin HTTP listener with Prometheus metrics and probes.
+//! - [`telemetry`]: tracing subscriber, OTLP export and W3C trace-context propagation.
+//! - [`shutdown`]: turning SIGTERM and SIGINT into a cancellation token.
+//! - [`error`]: the crate's errors and their one mapping to `tonic::Status`.
+
+pub mod admin;
+pub mod client;
+pub mod config;
+pub mod directory;
+pub mod error;
+pub mod identity;
+pub mod layers;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tls;
+
+pub use directory::{Directory, Snapshot};
+pub use error::{IdentityError, MeshError};
+pub use identity::{Caller, ListenerKind, Person, Verifier};
+pub use tls::ReloadingTls;

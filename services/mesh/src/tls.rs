@@ -1,0 +1,233 @@
+//! Certificate loading and rustls configurations that follow the files: a changed certificate, key
+//! or trust-anchor file (or SIGHUP) swaps in new configs for new connections, while live connections
+//! keep the config they were made with.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_util::sync::CancellationToken;
+
+use crate::MeshError;
+use crate::config::TlsFiles;
+
+/// Returns the crypto provider every doorzet TLS config uses.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The parsed contents of a [`TlsFiles`] set.
+#[derive(Debug)]
+pub struct TlsMaterial {
+    /// Certificate chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// Private key of the leaf.
+    pub key: PrivateKeyDer<'static>,
+    /// Trust anchors.
+    pub roots: Arc<RootCertStore>,
+}
+
+impl TlsMaterial {
+    /// Reads and parses the three PEM files; errors name the file.
+    pub fn load(files: &TlsFiles) -> Result<Self, MeshError> {
+        let chain = read_certs(&files.cert)?;
+        let key_pem = read(&files.key)?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| MeshError::Pem {
+            path: files.key.clone(),
+            reason: format!("no private key: {e}"),
+        })?;
+        let mut roots = RootCertStore::empty();
+        for ca in read_certs(&files.ca)? {
+            roots.add(ca).map_err(|e| MeshError::Pem {
+                path: files.ca.clone(),
+                reason: format!("unusable trust anchor: {e}"),
+            })?;
+        }
+        Ok(Self {
+            chain,
+            key,
+            roots: Arc::new(roots),
+        })
+    }
+
+    /// Builds the config of a mesh listener: a client certificate chaining to the trust anchors is
+    /// required.
+    pub fn mesh_server_config(&self) -> Result<ServerConfig, MeshError> {
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider()).build()?;
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
+    }
+
+    /// Builds the config of a local listener: server authentication only; callers identify with a
+    /// token.
+    pub fn local_server_config(&self) -> Result<ServerConfig, MeshError> {
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
+    }
+
+    /// Builds the config of a client: presents this organisation's certificate and verifies the
+    /// server against the trust anchors.
+    pub fn client_config(&self) -> Result<ClientConfig, MeshError> {
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(self.roots.clone())
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, MeshError> {
+    std::fs::read(path).map_err(|source| MeshError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads every certificate in a PEM file; an empty file is an error that names it.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, MeshError> {
+    let pem = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| MeshError::Pem {
+            path: path.to_owned(),
+            reason: format!("bad certificate: {e}"),
+        })?;
+    if certs.is_empty() {
+        return Err(MeshError::Pem {
+            path: path.to_owned(),
+            reason: "no certificate found".into(),
+        });
+    }
+    Ok(certs)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp(Vec<Option<(SystemTime, u64)>>);
+
+impl FileStamp {
+    fn of(files: &TlsFiles) -> Self {
+        let stamp = |p: &PathBuf| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        };
+        Self(vec![
+            stamp(&files.cert),
+            stamp(&files.key),
+            stamp(&files.ca),
+        ])
+    }
+}
+
+/// rustls configs built from [`TlsFiles`] that are rebuilt when the files change.
+#[derive(Debug)]
+pub struct ReloadingTls {
+    files: TlsFiles,
+    stamp: std::sync::Mutex<FileStamp>,
+    mesh_server: ArcSwap<ServerConfig>,
+    local_server: ArcSwap<ServerConfig>,
+    client: ArcSwap<ClientConfig>,
+}
+
+impl ReloadingTls {
+    /// Loads the files; fails (naming the file) when any of them is missing or unusable.
+    pub fn load(files: TlsFiles) -> Result<Arc<Self>, MeshError> {
+        let stamp = FileStamp::of(&files);
+        let material = TlsMaterial::load(&files)?;
+        Ok(Arc::new(Self {
+            mesh_server: ArcSwap::from_pointee(material.mesh_server_config()?),
+            local_server: ArcSwap::from_pointee(material.local_server_config()?),
+            client: ArcSwap::from_pointee(material.client_config()?),
+            stamp: std::sync::Mutex::new(stamp),
+            files,
+        }))
+    }
+
+    /// Returns the current config of mesh listeners.
+    pub fn mesh_server(&self) -> Arc<ServerConfig> {
+        self.mesh_server.load_full()
+    }
+
+    /// Returns the current config of local listeners.
+    pub fn local_server(&self) -> Arc<ServerConfig> {
+        self.local_server.load_full()
+    }
+
+    /// Returns the current client config.
+    pub fn client(&self) -> Arc<ClientConfig> {
+        self.client.load_full()
+    }
+
+    /// Re-reads the files and swaps in new configs. On error the old configs stay in force.
+    pub fn reload(&self) -> Result<(), MeshError> {
+        let stamp = FileStamp::of(&self.files);
+        let material = TlsMaterial::load(&self.files)?;
+        let mesh = material.mesh_server_config()?;
+        let local = material.local_server_config()?;
+        let client = material.client_config()?;
+        self.mesh_server.store(Arc::new(mesh));
+        self.local_server.store(Arc::new(local));
+        self.client.store(Arc::new(client));
+        *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
+        Ok(())
+    }
+
+    /// Reloads when a file's modification time or size changed since the last load.
+    pub fn reload_if_changed(&self) -> Result<bool, MeshError> {
+        let now = FileStamp::of(&self.files);
+        let changed = *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) != now;
+        if changed {
+            self.reload()?;
+        }
+        Ok(changed)
+    }
+
+    /// Spawns the task that polls the files every `reload_interval` and reloads on SIGHUP, until
+    /// `shutdown`.
+    pub fn spawn_watcher(self: &Arc<Self>, shutdown: CancellationToken) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(this.files.reload_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut hangup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            loop {
+                let forced = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => false,
+                    Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+                };
+                let result = if forced {
+                    this.reload().map(|()| true)
+                } else {
+                    this.reload_if_changed()
+                };
+                match result {
+                    Ok(true) => {
+                        tracing::info!(cert = %this.files.cert.display(), "TLS certificate and trust anchors reloaded")
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS reload failed; keeping the previous certificate")
+                    }
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,228 @@
+//! Database connections for doorzet services: SQLite is the embedded default (the file is created
+//! and migrated on start, WAL with synchronous=FULL), PostgreSQL the production option. One pool
+//! type serves both, so a store's queries are written once with `$1` placeholders.
+//!
+//! # Layout
+//! - [`Database`]: a connected, migrated pool and which backend it talks to.
+//! - [`Migrations`]: a service's migration sets for both backends.
+//! - [`testing`]: throwaway databases on SQLite and PostgreSQL for storage tests.
+
+pub mod testing;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+
+/// Which database server a [`Database`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An SQLite file, embedded in the process.
+    Sqlite,
+    /// A PostgreSQL server.
+    Postgres,
+}
+
+/// Failures of connecting to or migrating a database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL is neither `sqlite:` nor `postgres://`.
+    #[error("storage.url must start with sqlite: or postgres://, got `{0}`")]
+    UnsupportedUrl(String),
+    /// The database could not be reached or opened.
+    #[error("cannot open database: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A query failed.
+    #[error("database query failed: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+/// A service's migrations, one set per backend (`migrations/{sqlite,postgres}/NNNN_<what>.sql`).
+#[derive(Debug)]
+pub struct Migrations {
+    /// Migrations for SQLite.
+    pub sqlite: &'static Migrator,
+    /// Migrations for PostgreSQL.
+    pub postgres: &'static Migrator,
+}
+
+/// A connected and migrated database.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Database {
+    /// Connects to `url` and applies `migrations`. An SQLite file is created when missing.
+    /// Accepted forms: `sqlite:path/to/file.db`, `sqlite://path`, `sqlite::memory:`,
+    /// `postgres://user@host:port/db`.
+    pub async fn connect(url: &str, migrations: &Migrations) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::UnsupportedUrl(redact(url)));
+        };
+        let url = match backend {
+            Backend::Sqlite if !url.contains("mode=") && !url.contains(":memory:") => {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}mode=rwc")
+            }
+            _ => url.to_owned(),
+        };
+        let options = AnyConnectOptions::from_str(&url).map_err(StoreError::Connect)?;
+        let mut pool = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        pool = match backend {
+            // One writer at a time is SQLite's model; a few readers share the WAL.
+            Backend::Sqlite => pool.max_connections(4).after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            }),
+            Backend::Postgres => pool.max_connections(16),
+        };
+        let pool = pool
+            .connect_with(options)
+            .await
+            .map_err(StoreError::Connect)?;
+        let migrator = match backend {
+            Backend::Sqlite => migrations.sqlite,
+            Backend::Postgres => migrations.postgres,
+        };
+        migrator.run(&pool).await?;
+        Ok(Self { pool, backend })
+    }
+
+    /// Returns the pool.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Returns the backend.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Hides a password in a database URL before it reaches an error message or log.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestDatabase;
+
+    static SQLITE: Migrator = sqlx::migrate!("tests/migrations/sqlite");
+    static POSTGRES: Migrator = sqlx::migrate!("tests/migrations/postgres");
+    static MIGRATIONS: Migrations = Migrations {
+        sqlite: &SQLITE,
+        postgres: &POSTGRES,
+    };
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://doorzet:s3cret@db:5432/doorzet"),
+            "postgres://doorzet:***@db:5432/doorzet"
+        );
+        assert_eq!(
+            redact("postgres://postgres@127.0.0.1/test"),
+            "postgres://postgres@127.0.0.1/test"
+        );
+    }
+
+    #[tokio::test]
+    async fn rejects_other_urls_without_leaking_secrets() {
+        let err = Database::connect("mysql://u:pw@h/db", &MIGRATIONS)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("storage.url"), "{err}");
+        assert!(!err.contains("pw"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn sqlite_file_is_created_migrated_and_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub.db");
+        let url = format!("sqlite:{}", path.display());
+        let db = Database::connect(&url, &MIGRATIONS).await.unwrap();
+        assert!(path.exists());
+        sqlx::query("INSERT INTO probe (id, note) VALUES ($1, $2)")
+            .bind(1_i64)
+            .bind("kept")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        db.close().await;
+        // Reopening runs the migrations again without effect and keeps the data.
+        let db = Database::connect(&url, &MIGRATIONS).await.unwrap();
+        let note: String = sqlx::query_scalar("SELECT note FROM probe WHERE id = $1")
+            .bind(1_i64)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(note, "kept");
+    }
+
+    #[tokio::test]
+    async fn both_backends_migrate_and_round_trip() {
+        for test_db in TestDatabase::all().await {
+            let db = Database::connect(test_db.url(), &MIGRATIONS).await.unwrap();
+            sqlx::query("INSERT INTO probe (id, note) VALUES ($1, $2)")
+                .bind(7_i64)
+                .bind("seven")
+                .execute(db.pool())
+                .await
+                .unwrap();
+            let dup = sqlx::query("INSERT INTO probe (id, note) VALUES ($1, $2)")
+                .bind(7_i64)
+                .bind("again")
+                .execute(db.pool())
+                .await;
+            assert!(dup.is_err(), "{:?}: primary key must hold", db.backend());
+            let note: String = sqlx::query_scalar("SELECT note FROM probe WHERE id = $1")
+                .bind(7_i64)
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+            assert_eq!(note, "seven");
+            db.close().await;
+            test_db.drop().await;
+        }
+    }
+}
