@@ -1,1 +1,145 @@
+//! The doorzet coordinator at the Zorg- en Veiligheidshuis: serves the region's member directory
+//! over mutual TLS, and (in later steps) routes escalations across the nodes, keeps deadlines and
+//! keeps the mesh's audit log. It never stores case facts.
+//!
+//! # Layout
+//! - [`config`]: `coordinator.toml` and its environment overrides.
+//! - [`directory_file`]: the operator's directory file and its validation.
+//! - [`directory_source`]: loading that file and following its changes.
+//! - [`grpc`]: the gRPC services.
+//! - [`store`]: persistent state and migrations.
+//! - [`error`]: the error type and its mapping to `tonic::Status`.
 
+pub mod config;
+pub mod directory_file;
+pub mod directory_source;
+pub mod error;
+pub mod grpc;
+pub mod store;
+
+use std::sync::Arc;
+
+use doorzet_mesh::ReloadingTls;
+use doorzet_mesh::directory::Directory;
+use doorzet_mesh::identity::{ListenerKind, Verifier};
+use doorzet_mesh::layers::metrics::Metrics;
+use doorzet_mesh::server::{ListenerSetup, base_routes};
+use doorzet_proto::v1::{
+    audit_log_server::AuditLogServer, coordinator_server::CoordinatorServer,
+    directory_server::DirectoryServer,
+};
+use doorzet_store::Database;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::CoordinatorConfig;
+pub use error::Error;
+
+/// The sockets the coordinator serves on, bound by the caller so tests never race for ports.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Mutual-TLS listener for the nodes.
+    pub mesh: TcpListener,
+    /// Admin listener (metrics, probes).
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses in `config`.
+    pub async fn bind(config: &CoordinatorConfig) -> Result<Self, Error> {
+        let bind = |addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))
+        };
+        Ok(Self {
+            mesh: bind(config.mesh.listen).await?,
+            admin: bind(config.admin.listen).await?,
+        })
+    }
+}
+
+/// Runs the coordinator until `shutdown`, then drains in-flight requests and returns.
+pub async fn serve(
+    listeners: Listeners,
+    config: CoordinatorConfig,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let tls = ReloadingTls::load(config.tls.clone())?;
+    tls.spawn_watcher(shutdown.clone());
+    let db = Database::connect(&config.storage.url, &store::MIGRATIONS).await?;
+    let metrics = Metrics::new();
+
+    let directory = Directory::new(None);
+    let (snapshot, sha) = directory_source::load(&config.directory, &db, config.org).await?;
+    tracing::info!(
+        version = snapshot.version(),
+        members = snapshot.members.len(),
+        region = %snapshot.wire.region,
+        "directory loaded"
+    );
+    metrics.directory_members.set(snapshot.members.len() as i64);
+    directory.replace(snapshot);
+    directory_source::spawn_watcher(
+        config.directory.clone(),
+        db.clone(),
+        config.org,
+        directory.clone(),
+        metrics.clone(),
+        sha,
+        shutdown.clone(),
+    );
+
+    let verifier = Arc::new(Verifier::new(
+        config.org,
+        ListenerKind::Mesh,
+        directory.clone(),
+        &config.jwt,
+    ));
+    let max = config.limits.max_message_bytes;
+    let (health, mut routes) = base_routes();
+    routes
+        .add_service(
+            DirectoryServer::new(grpc::directory::DirectoryService::new(directory.clone()))
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            CoordinatorServer::new(grpc::coordinator::CoordinatorService)
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            AuditLogServer::new(grpc::audit_log::AuditLogService).max_decoding_message_size(max),
+        );
+    for service in [
+        "",
+        "doorzet.v1.Directory",
+        "doorzet.v1.Coordinator",
+        "doorzet.v1.AuditLog",
+    ] {
+        health
+            .set_service_status(service, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+
+    let readiness: doorzet_mesh::admin::Readiness = Arc::new(|| Ok(()));
+    let admin = tokio::spawn(doorzet_mesh::admin::serve(
+        listeners.admin,
+        metrics.clone(),
+        readiness,
+        shutdown.clone(),
+    ));
+    tracing::info!(addr = ?listeners.mesh.local_addr().ok(), org = %config.org, "coordinator serving");
+    let setup = ListenerSetup {
+        tls,
+        verifier,
+        limits: config.limits.clone(),
+        metrics,
+    };
+    let served =
+        doorzet_mesh::server::serve(listeners.mesh, setup, routes.routes(), shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = admin.await;
+    db.close().await;
+    served?;
+    Ok(())
+}

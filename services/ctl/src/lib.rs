@@ -1,1 +1,13 @@
+//! The library behind `doorzetctl`: a development PKI, development tokens, a local mesh of real
+//! processes, and small clients for the mesh's services.
+//!
+//! # Layout
+//! - [`pki`]: development CA and organisation certificates of the production shape.
+//! - [`token`]: minting JWTs with an organisation's development signing key.
+//! - [`local_mesh`]: `mesh up`, `mesh down` and `mesh status`.
+//! - [`inspect`]: asking a running mesh who is in the directory and who the caller is.
 
+pub mod inspect;
+pub mod local_mesh;
+pub mod pki;
+pub mod token;

@@ -71,6 +71,7 @@ pub fn init(config: &Telemetry, service_name: &'static str) -> Result<TelemetryG
         .map_err(|e| MeshError::Telemetry(format!("telemetry.log_filter: {e}")))?;
     let fmt = match config.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()

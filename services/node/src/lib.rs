@@ -1,1 +1,172 @@
+//! The doorzet partner node: one per organisation. It serves its own mandates and consented case
+//! facts to the mesh (mutual TLS), and a local API to the organisation's own systems and staff
+//! (JWT). It keeps a verified copy of the region's directory from the coordinator.
+//!
+//! # Layout
+//! - [`config`]: `node.toml` and its environment overrides.
+//! - [`directory_sync`]: fetching, storing and following the directory.
+//! - [`grpc`]: the gRPC services on the mesh and local listeners.
+//! - [`store`]: persistent state and migrations.
+//! - [`error`]: the error type and its mapping to `tonic::Status`.
 
+pub mod config;
+pub mod directory_sync;
+pub mod error;
+pub mod grpc;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use doorzet_mesh::ReloadingTls;
+use doorzet_mesh::directory::Directory;
+use doorzet_mesh::identity::{ListenerKind, Verifier};
+use doorzet_mesh::layers::metrics::Metrics;
+use doorzet_mesh::server::{ListenerSetup, base_routes};
+use doorzet_proto::v1::{
+    node_admin_server::NodeAdminServer, partner_node_server::PartnerNodeServer,
+};
+use doorzet_store::Database;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::NodeConfig;
+pub use error::Error;
+
+/// The sockets the node serves on, bound by the caller so tests never race for ports.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Mutual-TLS listener for the coordinator and other participants.
+    pub mesh: TcpListener,
+    /// Listener for the organisation's own systems and staff.
+    pub local: TcpListener,
+    /// Admin listener (metrics, probes).
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses in `config`.
+    pub async fn bind(config: &NodeConfig) -> Result<Self, Error> {
+        let bind = |addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))
+        };
+        Ok(Self {
+            mesh: bind(config.mesh.listen).await?,
+            local: bind(config.local.listen).await?,
+            admin: bind(config.admin.listen).await?,
+        })
+    }
+}
+
+/// Runs the node until `shutdown`, then drains in-flight requests and returns.
+pub async fn serve(
+    listeners: Listeners,
+    config: NodeConfig,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let tls = ReloadingTls::load(config.tls.clone())?;
+    tls.spawn_watcher(shutdown.clone());
+    let db = Database::connect(&config.storage.url, &store::MIGRATIONS).await?;
+    let metrics = Metrics::new();
+    let directory = Directory::new(Some(config.directory.max_age));
+    let coordinator = doorzet_mesh::client::channel(
+        tls.clone(),
+        &config.coordinator.endpoint,
+        Some(config.coordinator.org),
+        config.limits.request_timeout,
+    )?;
+
+    let (health, mut mesh_routes) = base_routes();
+    let sync = directory_sync::DirectorySync {
+        directory: directory.clone(),
+        db: db.clone(),
+        coordinator,
+        coordinator_org: config.coordinator.org,
+        health: health.clone(),
+        metrics: metrics.clone(),
+    };
+    sync.restore().await?;
+    sync.report().await;
+    sync.clone().spawn(&config, shutdown.clone());
+
+    let max = config.limits.max_message_bytes;
+    mesh_routes.add_service(
+        PartnerNodeServer::new(grpc::partner_node::PartnerNodeService)
+            .max_decoding_message_size(max),
+    );
+    let (local_health, mut local_routes) = base_routes();
+    local_routes.add_service(
+        NodeAdminServer::new(grpc::node_admin::NodeAdminService::new(
+            config.org,
+            directory.clone(),
+        ))
+        .max_decoding_message_size(max),
+    );
+    // The local listener's health mirrors the mesh listener's.
+    let mirror = sync.clone();
+    let mirror_shutdown = shutdown.clone();
+    let refresh = config.directory.refresh_interval;
+    tokio::spawn(async move {
+        loop {
+            let status = match mirror.directory.usable(SystemTime::now()) {
+                Ok(_) => tonic_health::ServingStatus::Serving,
+                Err(_) => tonic_health::ServingStatus::NotServing,
+            };
+            for service in directory_sync::SERVICES {
+                local_health.set_service_status(service, status).await;
+            }
+            tokio::select! {
+                _ = mirror_shutdown.cancelled() => return,
+                _ = tokio::time::sleep(refresh.min(std::time::Duration::from_secs(1))) => {}
+            }
+        }
+    });
+
+    let readiness_directory = directory.clone();
+    let readiness: doorzet_mesh::admin::Readiness = Arc::new(move || {
+        readiness_directory
+            .usable(SystemTime::now())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    let admin = tokio::spawn(doorzet_mesh::admin::serve(
+        listeners.admin,
+        metrics.clone(),
+        readiness,
+        shutdown.clone(),
+    ));
+
+    let setup = |kind| ListenerSetup {
+        tls: tls.clone(),
+        verifier: Arc::new(Verifier::new(
+            config.org,
+            kind,
+            directory.clone(),
+            &config.jwt,
+        )),
+        limits: config.limits.clone(),
+        metrics: metrics.clone(),
+    };
+    tracing::info!(org = %config.org, mesh = ?listeners.mesh.local_addr().ok(), local = ?listeners.local.local_addr().ok(), "node serving");
+    let mesh = doorzet_mesh::server::serve(
+        listeners.mesh,
+        setup(ListenerKind::Mesh),
+        mesh_routes.routes(),
+        shutdown.clone(),
+    );
+    let local = doorzet_mesh::server::serve(
+        listeners.local,
+        setup(ListenerKind::Local),
+        local_routes.routes(),
+        shutdown.clone(),
+    );
+    let (mesh, local) = tokio::join!(mesh, local);
+    shutdown.cancel();
+    let _ = admin.await;
+    db.close().await;
+    mesh?;
+    local?;
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! The coordinator's configuration file (`coordinator.toml`), with `DOORZET_*` environment
+//! overrides.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use doorzet_domain::Oin;
+use doorzet_mesh::config::{Jwt, Limits, Listen, Telemetry, TlsFiles};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// Everything the coordinator needs to start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// The coordinator's organisation id, as in its certificate's subject serialNumber.
+    pub org: Oin,
+    /// Certificate, key and trust anchors.
+    pub tls: TlsFiles,
+    /// The mutual-TLS listener for the nodes.
+    pub mesh: Listen,
+    /// The admin listener (metrics, probes); keep it internal.
+    pub admin: Listen,
+    /// Where the member directory comes from.
+    pub directory: DirectorySource,
+    /// Where state is kept.
+    #[serde(default)]
+    pub storage: Storage,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Token checks.
+    #[serde(default)]
+    pub jwt: Jwt,
+    /// Logs and traces.
+    #[serde(default)]
+    pub telemetry: Telemetry,
+}
+
+/// The member directory file the ZVH operator edits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectorySource {
+    /// Path of the directory file (TOML).
+    pub file: PathBuf,
+    /// How often the file is checked for changes.
+    #[serde(with = "humantime_serde", default = "default_reload_interval")]
+    pub reload_interval: Duration,
+}
+
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// The database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// `sqlite:path/to/file.db` (created when missing) or `postgres://user@host/db`.
+    #[serde(default = "default_storage_url")]
+    pub url: String,
+}
+
+fn default_storage_url() -> String {
+    "sqlite:coordinator.db".to_owned()
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self {
+            url: default_storage_url(),
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    /// Loads `file` and the environment overrides, and checks rules that span fields.
+    pub fn load(file: &Path) -> Result<Self, Error> {
+        let config: Self = doorzet_mesh::config::load(file)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks rules that span fields.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.mesh.listen == self.admin.listen {
+            return Err(Error::Config(
+                "mesh.listen and admin.listen must differ".into(),
+            ));
+        }
+        if self.limits.max_concurrent_requests == 0 {
+            return Err(Error::Config(
+                "limits.max_concurrent_requests must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,46 @@
+//! The coordinator's error type and its one mapping to `tonic::Status`.
+
+use doorzet_proto::convert::ConvertError;
+
+/// What can go wrong in the coordinator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is invalid.
+    #[error(transparent)]
+    InvalidArgument(#[from] ConvertError),
+    /// The thing asked for does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The directory file is invalid; the message names the file, member and field.
+    #[error("{0}")]
+    Directory(String),
+    /// The configuration is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Mesh plumbing failed (TLS files, sockets, config loading).
+    #[error(transparent)]
+    Mesh(#[from] doorzet_mesh::MeshError),
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] doorzet_store::StoreError),
+    /// A query failed.
+    #[error("storage failure")]
+    Storage(#[from] sqlx::Error),
+}
+
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::InvalidArgument(e) => Self::invalid_argument(e.to_string()),
+            Error::NotFound(_) => Self::not_found(err.to_string()),
+            Error::Storage(e) => {
+                tracing::error!(error = %e, "storage failure");
+                Self::internal("internal error")
+            }
+            other => {
+                tracing::error!(error = %other, "internal failure");
+                Self::internal("internal error")
+            }
+        }
+    }
+}

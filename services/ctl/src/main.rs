@@ -1,0 +1,277 @@
+//! `doorzetctl`: development PKI, tokens, a local mesh, and a look inside a running mesh.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use doorzet_ctl::local_mesh::{self, MeshFile, UpOptions};
+use doorzet_ctl::{inspect, pki, token};
+use doorzet_domain::Oin;
+
+/// Operate a doorzet mesh: make development certificates and tokens, run a local mesh of real
+/// processes, and look inside it.
+#[derive(Debug, Parser)]
+#[command(name = "doorzetctl", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Development PKI of the production shape (never for production use).
+    #[command(subcommand)]
+    Pki(PkiCommand),
+    /// Development tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// A local mesh: a coordinator and five fictional partner nodes on loopback.
+    #[command(subcommand)]
+    Mesh(MeshCommand),
+    /// The directory as a member of the local mesh sees it.
+    #[command(subcommand)]
+    Directory(DirectoryCommand),
+    /// Show who a development token makes you on a member's local listener.
+    Whoami {
+        /// Local mesh directory.
+        #[arg(long, default_value = ".doorzet-dev")]
+        dir: PathBuf,
+        /// Member whose local listener to ask (`municipality`, `ggz`, `care-office`, `housing`, `zvh`).
+        #[arg(long, default_value = "municipality")]
+        member: String,
+        /// Subject (employee or system id) to put in the token.
+        #[arg(long, default_value = "demo-user")]
+        sub: String,
+        /// Role to put in the token.
+        #[arg(long, default_value = "procesregisseur")]
+        role: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PkiCommand {
+    /// Make a CA (or reuse the one in DIR) and a certificate, key and token signing key per
+    /// organisation. Private keys are written 0600.
+    Init {
+        /// Output directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Organisation as OIN=NAME (20-digit OIN); repeat for more.
+        #[arg(long = "org", required = true, value_parser = parse_org)]
+        orgs: Vec<(Oin, String)>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Mint a JWT signed with the organisation's development key; prints it on standard output.
+    Issue {
+        /// Issuing organisation (20-digit OIN).
+        #[arg(long)]
+        org: Oin,
+        /// Subject: employee or system id.
+        #[arg(long)]
+        sub: String,
+        /// Role, e.g. procesregisseur, bestuurder, uitvoerder.
+        #[arg(long)]
+        role: String,
+        /// Lifetime, e.g. 15m or 8h.
+        #[arg(long, default_value = "1h", value_parser = humantime_serde::re::humantime::parse_duration)]
+        ttl: Duration,
+        /// Audience of the region's mesh.
+        #[arg(long, default_value = local_mesh::AUDIENCE)]
+        aud: String,
+        /// PKI directory made by `pki init` or `mesh up` (DIR/pki); the key is DIR/orgs/OIN/signing.key.
+        #[arg(long, default_value = ".doorzet-dev/pki")]
+        pki: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MeshCommand {
+    /// Generate PKI and configs into DIR, start the coordinator and five nodes on free loopback
+    /// ports, wait until every listener reports SERVING, and write DIR/mesh.json.
+    Up {
+        /// Directory for PKI, configs, data, logs and mesh.json.
+        #[arg(long, default_value = ".doorzet-dev")]
+        dir: PathBuf,
+        /// Where doorzet-node and doorzet-coordinator are (default: next to doorzetctl, then PATH).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        /// How often nodes refresh the directory (how fast a removal or revocation takes effect).
+        #[arg(long, default_value = "2s", value_parser = humantime_serde::re::humantime::parse_duration)]
+        refresh: Duration,
+        /// How long to wait for every listener to report SERVING.
+        #[arg(long, default_value = "60s", value_parser = humantime_serde::re::humantime::parse_duration)]
+        wait: Duration,
+    },
+    /// Stop every process of the local mesh in DIR (SIGTERM, then SIGKILL after 15 s).
+    Down {
+        /// Local mesh directory.
+        #[arg(long, default_value = ".doorzet-dev")]
+        dir: PathBuf,
+    },
+    /// Show which processes of the local mesh in DIR are up and what their listeners report.
+    Status {
+        /// Local mesh directory.
+        #[arg(long, default_value = ".doorzet-dev")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DirectoryCommand {
+    /// List the members, fetched from the coordinator over a member's mutual-TLS identity.
+    List {
+        /// Local mesh directory.
+        #[arg(long, default_value = ".doorzet-dev")]
+        dir: PathBuf,
+        /// Member whose certificate to use.
+        #[arg(long = "as", default_value = "municipality")]
+        member: String,
+    },
+}
+
+fn parse_org(s: &str) -> Result<(Oin, String), String> {
+    let (oin, name) = s.split_once('=').ok_or("expected OIN=NAME")?;
+    Ok((oin.parse().map_err(|e| format!("{e}"))?, name.to_owned()))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("doorzetctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Pki(PkiCommand::Init { dir, orgs }) => {
+            for files in pki::init(&dir, &orgs)? {
+                println!("{}", files.cert.display());
+            }
+        }
+        Command::Token(TokenCommand::Issue {
+            org,
+            sub,
+            role,
+            ttl,
+            aud,
+            pki,
+        }) => {
+            let files = pki::OrgFiles::under(&pki, org);
+            let pem = std::fs::read(&files.signing_key)
+                .with_context(|| format!("reading {}", files.signing_key.display()))?;
+            let kid = files.read_jwk()?.kid;
+            let request = token::TokenRequest {
+                org,
+                subject: sub,
+                role,
+                audience: aud,
+                issued_at: SystemTime::now(),
+                ttl,
+            };
+            println!("{}", token::mint(&pem, &kid, &request)?);
+        }
+        Command::Mesh(MeshCommand::Up {
+            dir,
+            bin_dir,
+            refresh,
+            wait,
+        }) => {
+            let mesh = local_mesh::up(&UpOptions {
+                dir: dir.clone(),
+                bin_dir,
+                refresh_interval: refresh,
+                wait,
+            })
+            .await?;
+            println!(
+                "local mesh up in {} (region {}):",
+                dir.display(),
+                mesh.region
+            );
+            for m in mesh.all() {
+                println!(
+                    "  {:<13} {}  mesh {}  local {}",
+                    m.slug,
+                    m.org_id,
+                    m.mesh_endpoint,
+                    m.local_endpoint.as_deref().unwrap_or("-")
+                );
+            }
+            println!("described in {}", dir.join("mesh.json").display());
+        }
+        Command::Mesh(MeshCommand::Down { dir }) => {
+            let stopped = local_mesh::down(&dir).await?;
+            println!(
+                "stopped: {}",
+                if stopped.is_empty() {
+                    "nothing was running".into()
+                } else {
+                    stopped.join(", ")
+                }
+            );
+        }
+        Command::Mesh(MeshCommand::Status { dir }) => {
+            let lines = local_mesh::status(&dir).await?;
+            for line in &lines {
+                let pid = line.pid.map_or("-".into(), |p| p.to_string());
+                let listeners: Vec<_> = line
+                    .listeners
+                    .iter()
+                    .map(|(e, s)| format!("{e} {s}"))
+                    .collect();
+                println!(
+                    "{:<13} {} pid {:<8} {}",
+                    line.slug,
+                    line.org_id,
+                    pid,
+                    listeners.join("  ")
+                );
+            }
+            if lines.iter().any(|l| !l.is_running) {
+                anyhow::bail!("not every process is running");
+            }
+        }
+        Command::Directory(DirectoryCommand::List { dir, member }) => {
+            let mesh = MeshFile::read(&dir)?;
+            let me = mesh.member(&member)?;
+            let directory = inspect::list_members(&mesh, me).await?;
+            println!(
+                "directory {} version {} as seen by {}:",
+                directory.region, directory.version, me.slug
+            );
+            for m in &directory.members {
+                let kind = doorzet_proto::convert::org_kind("kind", m.kind)
+                    .map_or("?".into(), |k| k.to_string());
+                println!(
+                    "  {}  {:<26} {:<34} {}",
+                    m.org_id, kind, m.name, m.mesh_endpoint
+                );
+            }
+        }
+        Command::Whoami {
+            dir,
+            member,
+            sub,
+            role,
+        } => {
+            let mesh = MeshFile::read(&dir)?;
+            let me = mesh.member(&member)?;
+            let token = inspect::token_for(me, &sub, &role, Duration::from_secs(300))?;
+            let who = inspect::who_am_i(me, &token).await?;
+            println!(
+                "org {} subject {} role {}",
+                who.org_id, who.subject, who.role
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! The node's configuration file (`node.toml`), with `DOORZET_*` environment overrides.
+
+use std::path::Path;
+use std::time::Duration;
+
+use doorzet_domain::Oin;
+use doorzet_mesh::config::{Jwt, Limits, Listen, Telemetry, TlsFiles};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// Everything a partner node needs to start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This organisation's id, as in its certificate's subject serialNumber.
+    pub org: Oin,
+    /// Certificate, key and trust anchors (used on both listeners and towards peers).
+    pub tls: TlsFiles,
+    /// The mutual-TLS listener for the coordinator and other participants.
+    pub mesh: Listen,
+    /// The listener for this organisation's own systems and staff (TLS, JWT required).
+    pub local: Listen,
+    /// The admin listener (metrics, probes); keep it internal.
+    pub admin: Listen,
+    /// How to reach the coordinator.
+    pub coordinator: CoordinatorLink,
+    /// How the directory copy is kept fresh.
+    #[serde(default)]
+    pub directory: DirectoryRefresh,
+    /// Where state is kept.
+    #[serde(default)]
+    pub storage: Storage,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Token checks.
+    #[serde(default)]
+    pub jwt: Jwt,
+    /// Logs and traces.
+    #[serde(default)]
+    pub telemetry: Telemetry,
+}
+
+/// The coordinator this node belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorLink {
+    /// Its mesh address, `https://host:port`.
+    pub endpoint: String,
+    /// The organisation id its certificate must carry.
+    pub org: Oin,
+}
+
+/// Directory refresh policy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryRefresh {
+    /// How often the directory is fetched from the coordinator; a removed member or revoked
+    /// certificate is refused within this interval.
+    #[serde(with = "humantime_serde", default = "default_refresh_interval")]
+    pub refresh_interval: Duration,
+    /// How long the last good copy is trusted while the coordinator is unreachable; after that
+    /// the mesh listener refuses traffic with `UNAVAILABLE`.
+    #[serde(with = "humantime_serde", default = "default_max_age")]
+    pub max_age: Duration,
+}
+
+fn default_refresh_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_age() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+impl Default for DirectoryRefresh {
+    fn default() -> Self {
+        Self {
+            refresh_interval: default_refresh_interval(),
+            max_age: default_max_age(),
+        }
+    }
+}
+
+/// The database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// `sqlite:path/to/file.db` (created when missing) or `postgres://user@host/db`.
+    #[serde(default = "default_storage_url")]
+    pub url: String,
+}
+
+fn default_storage_url() -> String {
+    "sqlite:node.db".to_owned()
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Self {
+            url: default_storage_url(),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// Loads `file` and the environment overrides, and checks rules that span fields.
+    pub fn load(file: &Path) -> Result<Self, Error> {
+        let config: Self = doorzet_mesh::config::load(file)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks rules that span fields.
+    pub fn validate(&self) -> Result<(), Error> {
+        let addrs = [self.mesh.listen, self.local.listen, self.admin.listen];
+        if addrs[0] == addrs[1] || addrs[0] == addrs[2] || addrs[1] == addrs[2] {
+            return Err(Error::Config(
+                "mesh.listen, local.listen and admin.listen must all differ".into(),
+            ));
+        }
+        if self.directory.refresh_interval >= self.directory.max_age {
+            return Err(Error::Config(
+                "directory.refresh_interval must be shorter than directory.max_age".into(),
+            ));
+        }
+        if !self.coordinator.endpoint.starts_with("https://") {
+            return Err(Error::Config(
+                "coordinator.endpoint must start with https://".into(),
+            ));
+        }
+        if self.limits.max_concurrent_requests == 0 {
+            return Err(Error::Config(
+                "limits.max_concurrent_requests must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}

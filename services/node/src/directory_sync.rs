@@ -1,0 +1,147 @@
+//! Keeps the node's directory copy fresh: fetches it from the coordinator every refresh interval,
+//! verifies it, stores it as the last good copy, and swaps it in. When the coordinator is
+//! unreachable the last good copy stays in force until it passes `directory.max_age`; health and
+//! metrics show its age throughout.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use doorzet_mesh::Snapshot;
+use doorzet_mesh::directory::Directory;
+use doorzet_mesh::layers::metrics::Metrics;
+use doorzet_proto::v1::directory_client::DirectoryClient;
+use doorzet_proto::v1::{self};
+use doorzet_store::Database;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::config::NodeConfig;
+use crate::{Error, store};
+
+/// Services whose health follows the directory's usability.
+pub const SERVICES: [&str; 3] = ["", "doorzet.v1.PartnerNode", "doorzet.v1.NodeAdmin"];
+
+/// Everything the refresh loop needs.
+#[derive(Debug, Clone)]
+pub struct DirectorySync {
+    /// The directory the listeners consult.
+    pub directory: Arc<Directory>,
+    /// The database holding the last good copy.
+    pub db: Database,
+    /// Channel to the coordinator.
+    pub coordinator: Channel,
+    /// The coordinator's expected organisation id.
+    pub coordinator_org: doorzet_domain::Oin,
+    /// Health reporter whose statuses follow the directory.
+    pub health: HealthReporter,
+    /// Metrics for the directory's age and size.
+    pub metrics: Metrics,
+}
+
+impl DirectorySync {
+    /// Loads the stored copy, if any, so a restarted node serves at once.
+    pub async fn restore(&self) -> Result<(), Error> {
+        if let Some((wire, fetched_at)) = store::directory_copy::load(&self.db).await? {
+            match Snapshot::from_pb(wire, fetched_at) {
+                Ok(snapshot) => {
+                    tracing::info!(
+                        version = snapshot.version(),
+                        "restored the last good directory copy"
+                    );
+                    self.directory.replace(snapshot);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "stored directory copy is invalid; waiting for a fresh one")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches, verifies, stores and swaps in the coordinator's directory once.
+    pub async fn refresh(&self) -> Result<u64, String> {
+        let mut client = DirectoryClient::with_interceptor(
+            self.coordinator.clone(),
+            doorzet_mesh::telemetry::propagate,
+        );
+        let wire = client
+            .list_members(v1::ListMembersRequest {})
+            .await
+            .map_err(|s| format!("coordinator answered {:?}: {}", s.code(), s.message()))?
+            .into_inner();
+        let now = SystemTime::now();
+        let snapshot =
+            Snapshot::from_pb(wire, now).map_err(|e| format!("invalid directory: {e}"))?;
+        if snapshot.coordinator != self.coordinator_org {
+            return Err(format!(
+                "directory names coordinator {}, configured {}",
+                snapshot.coordinator, self.coordinator_org
+            ));
+        }
+        if let Some(current) = self.directory.current() {
+            if snapshot.version() < current.version() {
+                return Err(format!(
+                    "coordinator served directory version {} after {}; keeping the newer copy",
+                    snapshot.version(),
+                    current.version()
+                ));
+            }
+        }
+        store::directory_copy::save(&self.db, &snapshot.wire, now)
+            .await
+            .map_err(|e| e.to_string())?;
+        let version = snapshot.version();
+        self.directory.replace(snapshot);
+        Ok(version)
+    }
+
+    /// Updates health and metrics from the current copy's age.
+    pub async fn report(&self) {
+        let now = SystemTime::now();
+        let status = match self.directory.usable(now) {
+            Ok(_) => ServingStatus::Serving,
+            Err(_) => ServingStatus::NotServing,
+        };
+        if let Some(current) = self.directory.current() {
+            self.metrics
+                .directory_age_seconds
+                .set(current.age(now).as_secs() as i64);
+            self.metrics
+                .directory_members
+                .set(current.members.len() as i64);
+        }
+        for service in SERVICES {
+            self.health.set_service_status(service, status).await;
+        }
+    }
+
+    /// Refreshes every `config.directory.refresh_interval` until `shutdown`.
+    pub fn spawn(self, config: &NodeConfig, shutdown: CancellationToken) {
+        let interval = config.directory.refresh_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_version = None;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                match self.refresh().await {
+                    Ok(version) => {
+                        if last_version != Some(version) {
+                            tracing::info!(version, "directory refreshed");
+                            last_version = Some(version);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "directory refresh failed; keeping the last good copy")
+                    }
+                }
+                self.report().await;
+            }
+        });
+    }
+}

@@ -1,0 +1,46 @@
+//! The node's error type and its one mapping to `tonic::Status`.
+
+use doorzet_proto::convert::ConvertError;
+
+/// What can go wrong in the node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is invalid.
+    #[error(transparent)]
+    InvalidArgument(#[from] ConvertError),
+    /// The caller's identity does not allow this call.
+    #[error(transparent)]
+    Identity(#[from] doorzet_mesh::IdentityError),
+    /// The configuration is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Mesh plumbing failed (TLS files, sockets, config loading).
+    #[error(transparent)]
+    Mesh(#[from] doorzet_mesh::MeshError),
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] doorzet_store::StoreError),
+    /// A query failed.
+    #[error("storage failure")]
+    Storage(#[from] sqlx::Error),
+    /// A stored value could not be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> Self {
+        match err {
+            Error::InvalidArgument(e) => Self::invalid_argument(e.to_string()),
+            Error::Identity(e) => e.into(),
+            Error::Storage(e) => {
+                tracing::error!(error = %e, "storage failure");
+                Self::internal("internal error")
+            }
+            other => {
+                tracing::error!(error = %other, "internal failure");
+                Self::internal("internal error")
+            }
+        }
+    }
+}

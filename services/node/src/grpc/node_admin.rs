@@ -1,0 +1,67 @@
+//! `NodeAdmin` on the local listener: the organisation's own systems and staff, each with a token
+//! the organisation issued.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use doorzet_domain::Oin;
+use doorzet_mesh::Caller;
+use doorzet_mesh::directory::Directory;
+use doorzet_proto::v1::{self, node_admin_server};
+use tonic::{Request, Response, Status};
+
+use crate::Error;
+
+/// The `NodeAdmin` service.
+#[derive(Debug, Clone)]
+pub struct NodeAdminService {
+    org: Oin,
+    directory: Arc<Directory>,
+}
+
+impl NodeAdminService {
+    /// Makes the service for organisation `org`.
+    pub fn new(org: Oin, directory: Arc<Directory>) -> Self {
+        Self { org, directory }
+    }
+}
+
+#[tonic::async_trait]
+impl node_admin_server::NodeAdmin for NodeAdminService {
+    async fn who_am_i(
+        &self,
+        request: Request<v1::WhoAmIRequest>,
+    ) -> Result<Response<v1::WhoAmIResponse>, Status> {
+        let caller = Caller::from_request(&request)?;
+        let person = caller.person().map_err(Error::from)?;
+        Ok(Response::new(v1::WhoAmIResponse {
+            org_id: caller.org.to_string(),
+            subject: person.subject.clone(),
+            role: person.role.clone(),
+            expires_at: Some(person.expires_at.into()),
+        }))
+    }
+
+    async fn get_node_status(
+        &self,
+        request: Request<v1::GetNodeStatusRequest>,
+    ) -> Result<Response<v1::GetNodeStatusResponse>, Status> {
+        Caller::from_request(&request)?
+            .person()
+            .map_err(Error::from)?;
+        let now = SystemTime::now();
+        let current = self.directory.current();
+        let kind = current
+            .as_ref()
+            .and_then(|d| d.member(&self.org))
+            .map_or(v1::OrganisationKind::Unspecified, |m| m.kind.into());
+        Ok(Response::new(v1::GetNodeStatusResponse {
+            org_id: self.org.to_string(),
+            kind: kind as i32,
+            directory_members: current.as_ref().map_or(0, |d| d.members.len() as u32),
+            directory_version: current.as_ref().map_or(0, |d| d.version()),
+            directory_fetched_at: current.as_ref().map(|d| d.obtained_at.into()),
+            is_directory_stale: self.directory.usable(now).is_err(),
+        }))
+    }
+}

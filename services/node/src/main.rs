@@ -1,0 +1,57 @@
+//! `doorzet-node`: loads the configuration, installs telemetry and runs the partner node until
+//! SIGTERM. Exit code 64 means the configuration is invalid.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use doorzet_node::{Listeners, NodeConfig, serve};
+
+/// A doorzet partner node: serves this organisation's mandates and consented case facts to the
+/// region's mesh over mutual TLS, and a local API to its own systems.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Configuration file (TOML). Every key can be overridden by an environment variable
+    /// DOORZET_<SECTION>__<KEY>, e.g. DOORZET_STORAGE__URL=postgres://doorzet@db/doorzet.
+    #[arg(short, long, env = "DOORZET_CONFIG", default_value = "node.toml")]
+    config: PathBuf,
+    /// Check the configuration, then exit.
+    #[arg(long)]
+    check: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match NodeConfig::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("doorzet-node: {}: {e}", args.config.display());
+            return ExitCode::from(64);
+        }
+    };
+    if args.check {
+        return ExitCode::SUCCESS;
+    }
+    let _telemetry = match doorzet_mesh::telemetry::init(&config.telemetry, "doorzet-node") {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("doorzet-node: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let shutdown = doorzet_mesh::shutdown::on_signal();
+    let result = match Listeners::bind(&config).await {
+        Ok(listeners) => serve(listeners, config, shutdown).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "node stopped");
+            eprintln!("doorzet-node: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
