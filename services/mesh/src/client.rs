@@ -17,10 +17,34 @@ use tonic::transport::{Channel, Endpoint};
 use crate::identity::oin_from_certificate;
 use crate::{MeshError, ReloadingTls};
 
+/// Where a client's TLS configuration comes from.
+#[derive(Debug, Clone)]
+pub enum ClientTls {
+    /// This organisation's certificate, following reloads.
+    Reloading(Arc<ReloadingTls>),
+    /// A fixed configuration (tools and tests).
+    Fixed(Arc<rustls::ClientConfig>),
+}
+
+impl ClientTls {
+    fn current(&self) -> Arc<rustls::ClientConfig> {
+        match self {
+            Self::Reloading(tls) => tls.client(),
+            Self::Fixed(config) => config.clone(),
+        }
+    }
+}
+
+impl From<Arc<ReloadingTls>> for ClientTls {
+    fn from(tls: Arc<ReloadingTls>) -> Self {
+        Self::Reloading(tls)
+    }
+}
+
 /// Opens a lazily connecting channel to `endpoint` (`https://host:port`). When `expect` is set, a
 /// server whose certificate carries another organisation id is refused.
 pub fn channel(
-    tls: Arc<ReloadingTls>,
+    tls: impl Into<ClientTls>,
     endpoint: &str,
     expect: Option<Oin>,
     request_timeout: Duration,
@@ -48,7 +72,7 @@ pub fn channel(
         .timeout(request_timeout)
         .tcp_nodelay(true);
     let connector = MeshConnector {
-        tls,
+        tls: tls.into(),
         host: bare_host,
         port,
         server_name,
@@ -59,7 +83,7 @@ pub fn channel(
 
 #[derive(Clone)]
 struct MeshConnector {
-    tls: Arc<ReloadingTls>,
+    tls: ClientTls,
     host: String,
     port: u16,
     server_name: ServerName<'static>,
@@ -80,7 +104,7 @@ impl tower_service::Service<http::Uri> for MeshConnector {
         Box::pin(async move {
             let tcp = TcpStream::connect((this.host.as_str(), this.port)).await?;
             tcp.set_nodelay(true)?;
-            let connector = tokio_rustls::TlsConnector::from(this.tls.client());
+            let connector = tokio_rustls::TlsConnector::from(this.tls.current());
             let stream = connector.connect(this.server_name.clone(), tcp).await?;
             if let Some(expected) = this.expect {
                 let leaf = stream

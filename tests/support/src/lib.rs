@@ -1,1 +1,31 @@
+//! Test support for doorzet: a throwaway PKI that also makes the bad cases (foreign CA, expired,
+//! no organisation id), token minting including malformed and forged tokens, and an in-process
+//! mesh of a coordinator and nodes on real sockets over real mutual TLS.
+//!
+//! # Layout
+//! - [`pki`]: [`Pki`], [`TestOrg`] and token helpers.
+//! - [`mesh`]: [`TestMesh`], clients and waiting helpers.
 
+pub mod mesh;
+pub mod pki;
+
+pub use mesh::TestMesh;
+pub use pki::{Pki, TestOrg};
+
+/// Polls `check` every 25 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: std::time::Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}

@@ -1,0 +1,299 @@
+//! An in-process mesh: a coordinator and nodes, each on listeners bound before it starts, over real
+//! mutual TLS with certificates from a [`Pki`]. Dropping it shuts everything down.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use doorzet_coordinator::config::{CoordinatorConfig, DirectorySource};
+use doorzet_coordinator::directory_file::{
+    CoordinatorEntry, DirectoryFile, KeyEntry, MemberEntry, Revoked,
+};
+use doorzet_ctl::local_mesh::{COORDINATOR, MEMBERS};
+use doorzet_domain::Oin;
+use doorzet_mesh::client::ClientTls;
+use doorzet_mesh::config::{Jwt, Limits, Listen, Telemetry};
+use doorzet_node::config::{CoordinatorLink, DirectoryRefresh, NodeConfig};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use crate::pki::{Pki, TestOrg};
+
+/// A running in-process coordinator.
+#[derive(Debug)]
+pub struct TestCoordinator {
+    /// Its organisation.
+    pub org: TestOrg,
+    /// Its mesh endpoint, `https://127.0.0.1:port`.
+    pub endpoint: String,
+    /// Its admin address.
+    pub admin: SocketAddr,
+}
+
+/// A running in-process node.
+#[derive(Debug)]
+pub struct TestNode {
+    /// Its organisation.
+    pub org: TestOrg,
+    /// Its mesh endpoint.
+    pub mesh_endpoint: String,
+    /// Its local endpoint.
+    pub local_endpoint: String,
+    /// Its admin address.
+    pub admin: SocketAddr,
+}
+
+/// A coordinator and nodes running in this process.
+#[derive(Debug)]
+pub struct TestMesh {
+    /// The PKI every certificate comes from.
+    pub pki: Pki,
+    /// The coordinator.
+    pub coordinator: TestCoordinator,
+    /// The nodes, in the order of [`MEMBERS`].
+    pub nodes: Vec<TestNode>,
+    /// The directory file the coordinator follows.
+    pub directory_path: PathBuf,
+    /// The directory as last written.
+    pub directory: DirectoryFile,
+    data: tempfile::TempDir,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestMesh {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn bind() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    (listener, addr)
+}
+
+fn key_entry(org: &TestOrg) -> KeyEntry {
+    let jwk = org.jwk();
+    KeyEntry {
+        kid: jwk.kid.clone(),
+        alg: jwk.alg.clone(),
+        kty: jwk.kty.clone(),
+        crv: jwk.crv.clone(),
+        x: jwk.x.clone(),
+        y: String::new(),
+    }
+}
+
+/// How fast the in-process mesh notices directory changes.
+pub const REFRESH: Duration = Duration::from_millis(150);
+
+impl TestMesh {
+    /// Starts a coordinator and `nodes` nodes (at most five) on SQLite, and waits until every
+    /// node has its directory.
+    pub async fn start(nodes: usize) -> Self {
+        Self::start_with(nodes, |_| {}).await
+    }
+
+    /// Like [`TestMesh::start`], letting the caller adjust each node's configuration.
+    pub async fn start_with(nodes: usize, adjust: impl Fn(&mut NodeConfig)) -> Self {
+        assert!(nodes <= MEMBERS.len(), "at most {} nodes", MEMBERS.len());
+        let pki = Pki::new();
+        let data = tempfile::tempdir().expect("tempdir");
+        let shutdown = CancellationToken::new();
+
+        let coordinator_org = pki.org(COORDINATOR.org.parse().expect("oin"), COORDINATOR.name);
+        let (c_mesh, c_mesh_addr) = bind().await;
+        let (c_admin, c_admin_addr) = bind().await;
+        let coordinator_endpoint = format!("https://{c_mesh_addr}");
+
+        let mut node_parts = Vec::new();
+        for demo in MEMBERS.iter().take(nodes) {
+            let org = pki.org(demo.org.parse().expect("oin"), demo.name);
+            let (mesh, mesh_addr) = bind().await;
+            let (local, local_addr) = bind().await;
+            let (admin, admin_addr) = bind().await;
+            node_parts.push((
+                demo, org, mesh, mesh_addr, local, local_addr, admin, admin_addr,
+            ));
+        }
+
+        let directory = DirectoryFile {
+            region: "test-region".into(),
+            coordinator: CoordinatorEntry {
+                org_id: coordinator_org.org.to_string(),
+                name: COORDINATOR.name.into(),
+                mesh_endpoint: coordinator_endpoint.clone(),
+                signing_keys: vec![key_entry(&coordinator_org)],
+            },
+            members: node_parts
+                .iter()
+                .map(|(demo, org, _, mesh_addr, ..)| MemberEntry {
+                    org_id: org.org.to_string(),
+                    kind: demo.kind.as_str().into(),
+                    name: demo.name.into(),
+                    mesh_endpoint: format!("https://{mesh_addr}"),
+                    signing_keys: vec![key_entry(org)],
+                })
+                .collect(),
+            revoked: Revoked::default(),
+        };
+        let directory_path = data.path().join("directory.toml");
+        std::fs::write(&directory_path, toml::to_string(&directory).expect("toml"))
+            .expect("write directory");
+
+        let config = CoordinatorConfig {
+            org: coordinator_org.org,
+            tls: coordinator_org.tls.clone(),
+            mesh: Listen {
+                listen: c_mesh_addr,
+            },
+            admin: Listen {
+                listen: c_admin_addr,
+            },
+            directory: DirectorySource {
+                file: directory_path.clone(),
+                reload_interval: Duration::from_millis(50),
+            },
+            storage: doorzet_coordinator::config::Storage {
+                url: format!("sqlite:{}", data.path().join("coordinator.db").display()),
+            },
+            limits: Limits::default(),
+            jwt: Jwt::default(),
+            telemetry: Telemetry::default(),
+        };
+        let listeners = doorzet_coordinator::Listeners {
+            mesh: c_mesh,
+            admin: c_admin,
+        };
+        let token = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = doorzet_coordinator::serve(listeners, config, token).await {
+                panic!("coordinator failed: {e}");
+            }
+        });
+
+        let mut running = Vec::new();
+        for (demo, org, mesh, mesh_addr, local, local_addr, admin, admin_addr) in node_parts {
+            let mut config = NodeConfig {
+                org: org.org,
+                tls: org.tls.clone(),
+                mesh: Listen { listen: mesh_addr },
+                local: Listen { listen: local_addr },
+                admin: Listen { listen: admin_addr },
+                coordinator: CoordinatorLink {
+                    endpoint: coordinator_endpoint.clone(),
+                    org: coordinator_org.org,
+                },
+                directory: DirectoryRefresh {
+                    refresh_interval: REFRESH,
+                    max_age: Duration::from_secs(3600),
+                },
+                storage: doorzet_node::config::Storage {
+                    url: format!(
+                        "sqlite:{}",
+                        data.path().join(format!("{}.db", demo.slug)).display()
+                    ),
+                },
+                limits: Limits::default(),
+                jwt: Jwt::default(),
+                telemetry: Telemetry::default(),
+            };
+            adjust(&mut config);
+            let listeners = doorzet_node::Listeners { mesh, local, admin };
+            let token = shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(e) = doorzet_node::serve(listeners, config, token).await {
+                    panic!("node failed: {e}");
+                }
+            });
+            running.push(TestNode {
+                org,
+                mesh_endpoint: format!("https://{mesh_addr}"),
+                local_endpoint: format!("https://{local_addr}"),
+                admin: admin_addr,
+            });
+        }
+
+        let mesh = Self {
+            pki,
+            coordinator: TestCoordinator {
+                org: coordinator_org,
+                endpoint: coordinator_endpoint,
+                admin: c_admin_addr,
+            },
+            nodes: running,
+            directory_path,
+            directory,
+            data,
+            shutdown,
+        };
+        for node in &mesh.nodes {
+            let org = &node.org;
+            let endpoint = node.mesh_endpoint.clone();
+            crate::eventually(Duration::from_secs(20), "node SERVING", || {
+                let endpoint = endpoint.clone();
+                async move { (health(org, &endpoint).await == Some(1)).then_some(()) }
+            })
+            .await;
+        }
+        mesh
+    }
+
+    /// Rewrites the directory file the coordinator follows.
+    pub fn write_directory(&mut self, change: impl FnOnce(&mut DirectoryFile)) {
+        change(&mut self.directory);
+        let text = toml::to_string(&self.directory).expect("toml");
+        // Write and rename, as an editor would, so the coordinator never reads half a file.
+        let tmp = self.data.path().join("directory.toml.tmp");
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, &self.directory_path).expect("rename");
+    }
+
+    /// Returns the data directory (databases, directory file).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data.path()
+    }
+
+    /// Stops every server.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Opens a channel to `endpoint` presenting `org`'s certificate (fixed, not reloading).
+pub fn channel_as(org: &TestOrg, endpoint: &str) -> Channel {
+    channel_with(ClientTls::Fixed(org.client_config()), endpoint)
+}
+
+/// Opens a channel to `endpoint` with any client TLS configuration.
+pub fn channel_with(tls: ClientTls, endpoint: &str) -> Channel {
+    doorzet_mesh::client::channel(tls, endpoint, None, Duration::from_secs(5)).expect("channel")
+}
+
+/// Returns the overall health status at `endpoint` as `org`, or `None` when it cannot be asked.
+pub async fn health(org: &TestOrg, endpoint: &str) -> Option<i32> {
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel_as(org, endpoint));
+    client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()
+        .map(|r| r.into_inner().status)
+}
+
+/// Adds `Bearer token` to a request.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
+    request
+}
+
+/// Returns an organisation id that no member has.
+pub fn stranger() -> Oin {
+    "00000001999000009999".parse().expect("oin")
+}
