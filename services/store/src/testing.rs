@@ -77,14 +77,14 @@ impl TestDatabase {
 
     /// Drops the database (PostgreSQL) or its directory (SQLite).
     pub async fn drop(self) {
-        if let Kind::Postgres { admin_url, name } = &self.kind {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(admin_url).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut conn)
-                .await;
-            }
+        if let Kind::Postgres { admin_url, name } = &self.kind
+            && let Ok(mut conn) = sqlx::PgConnection::connect(admin_url).await
+        {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await;
         }
     }
 }

@@ -59,6 +59,7 @@ pub struct TestMesh {
     pub directory: DirectoryFile,
     data: tempfile::TempDir,
     shutdown: CancellationToken,
+    coordinator_shutdown: CancellationToken,
 }
 
 impl Drop for TestMesh {
@@ -166,7 +167,8 @@ impl TestMesh {
             mesh: c_mesh,
             admin: c_admin,
         };
-        let token = shutdown.clone();
+        let coordinator_shutdown = shutdown.child_token();
+        let token = coordinator_shutdown.clone();
         tokio::spawn(async move {
             if let Err(e) = doorzet_coordinator::serve(listeners, config, token).await {
                 panic!("coordinator failed: {e}");
@@ -227,6 +229,7 @@ impl TestMesh {
             directory,
             data,
             shutdown,
+            coordinator_shutdown,
         };
         for node in &mesh.nodes {
             let org = &node.org;
@@ -253,6 +256,11 @@ impl TestMesh {
     /// Returns the data directory (databases, directory file).
     pub fn data_dir(&self) -> &std::path::Path {
         self.data.path()
+    }
+
+    /// Stops the coordinator only, as when the ZVH is unreachable.
+    pub fn stop_coordinator(&self) {
+        self.coordinator_shutdown.cancel();
     }
 
     /// Stops every server.

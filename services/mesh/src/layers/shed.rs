@@ -75,3 +75,43 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::{Layer, ServiceExt};
+
+    #[tokio::test]
+    async fn refuses_beyond_the_limit_with_resource_exhausted_and_recovers() {
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let inner = {
+            let gate = gate.clone();
+            tower::service_fn(move |_req: http::Request<()>| {
+                let gate = gate.clone();
+                async move {
+                    gate.notified().await;
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        tonic::body::Body::empty(),
+                    ))
+                }
+            })
+        };
+        let service = ShedLayer::new(1).layer(inner);
+        let first = tokio::spawn(service.clone().oneshot(http::Request::new(())));
+        tokio::task::yield_now().await;
+        let refused = service
+            .clone()
+            .oneshot(http::Request::new(()))
+            .await
+            .unwrap();
+        let status = tonic::Status::from_header_map(refused.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.message().contains("limit of 1"));
+        gate.notify_one();
+        first.await.unwrap().unwrap();
+        // The permit is back: the next request is admitted.
+        gate.notify_one();
+        let admitted = service.oneshot(http::Request::new(())).await.unwrap();
+        assert!(tonic::Status::from_header_map(admitted.headers()).is_none());
+    }
+}

@@ -66,3 +66,25 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::{Layer, ServiceExt};
+
+    #[tokio::test]
+    async fn answers_deadline_exceeded_naming_the_limit() {
+        let slow = tower::service_fn(|_req: http::Request<()>| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty()))
+        });
+        let response = TimeoutLayer::new(Duration::from_millis(20))
+            .layer(slow)
+            .oneshot(http::Request::new(()))
+            .await
+            .unwrap();
+        let status = tonic::Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        assert!(status.message().contains("20ms"));
+    }
+}
