@@ -97,3 +97,22 @@ impl CoordinatorConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn examples_in_deploy_load() {
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+        let config = CoordinatorConfig::load(&deploy.join("coordinator.example.toml")).unwrap();
+        assert_eq!(config.org.as_str(), "00000001999000000001");
+        let (directory, _) =
+            crate::directory_file::DirectoryFile::load(&deploy.join("directory.example.toml")).unwrap();
+        assert_eq!(directory.members.len(), 2);
+        for unit in ["doorzet-node.service", "doorzet-coordinator.service"] {
+            let text = std::fs::read_to_string(deploy.join("systemd").join(unit)).unwrap();
+            assert!(text.contains("ExecStart=/usr/local/bin/doorzet-"), "{unit}");
+        }
+    }
+}

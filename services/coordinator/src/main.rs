@@ -10,7 +10,12 @@ use doorzet_coordinator::{CoordinatorConfig, Listeners, serve};
 /// The doorzet coordinator at the Zorg- en Veiligheidshuis: member directory, escalation ladder and
 /// audit log for a region's mesh.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(
+    version,
+    about,
+    long_about = None,
+    after_help = "Every configuration key is explained in deploy/coordinator.example.toml, the directory file in deploy/directory.example.toml. Exit codes: 0 stopped cleanly after SIGTERM, 64 invalid configuration or directory file, 1 runtime failure."
+)]
 struct Args {
     /// Configuration file (TOML). Every key can be overridden by an environment variable
     /// DOORZET_<SECTION>__<KEY>, e.g. DOORZET_MESH__LISTEN=0.0.0.0:7443.

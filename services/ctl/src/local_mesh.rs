@@ -185,13 +185,13 @@ pub fn find_binary(name: &str, bin_dir: Option<&Path>) -> anyhow::Result<PathBuf
     if let Some(dir) = bin_dir {
         candidates.push(dir.join(name));
     }
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            candidates.push(dir.join(name));
-            // Test binaries live in target/<profile>/deps.
-            if let Some(parent) = dir.parent() {
-                candidates.push(parent.join(name));
-            }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        candidates.push(dir.join(name));
+        // Test binaries live in target/<profile>/deps.
+        if let Some(parent) = dir.parent() {
+            candidates.push(parent.join(name));
         }
     }
     if let Some(path) = std::env::var_os("PATH") {
@@ -228,14 +228,14 @@ pub struct UpOptions {
 /// every listener reports SERVING and writes `DIR/mesh.json`.
 pub async fn up(options: &UpOptions) -> anyhow::Result<MeshFile> {
     let dir = abs(&options.dir)?;
-    if let Ok(existing) = MeshFile::read(&dir) {
-        if existing.all().any(|m| m.pid.is_some_and(is_alive)) {
-            bail!(
-                "a local mesh is already running in {} (stop it with `doorzetctl mesh down --dir {}`)",
-                dir.display(),
-                dir.display()
-            );
-        }
+    if let Ok(existing) = MeshFile::read(&dir)
+        && existing.all().any(|m| m.pid.is_some_and(is_alive))
+    {
+        bail!(
+            "a local mesh is already running in {} (stop it with `doorzetctl mesh down --dir {}`)",
+            dir.display(),
+            dir.display()
+        );
     }
     let node_bin = find_binary("doorzet-node", options.bin_dir.as_deref())?;
     let coordinator_bin = find_binary("doorzet-coordinator", options.bin_dir.as_deref())?;
@@ -446,15 +446,15 @@ async fn wait_serving(member: &MeshMember, endpoint: &str, wait: Duration) -> an
     let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
     let mut last = String::from("no answer yet");
     while Instant::now() < deadline {
-        if let Some(pid) = member.pid {
-            if !is_alive(pid) {
-                bail!(
-                    "{} exited during start-up; see {}:\n{}",
-                    member.slug,
-                    member.log.display(),
-                    tail(&member.log)
-                );
-            }
+        if let Some(pid) = member.pid
+            && !is_alive(pid)
+        {
+            bail!(
+                "{} exited during start-up; see {}:\n{}",
+                member.slug,
+                member.log.display(),
+                tail(&member.log)
+            );
         }
         match health(member, endpoint).await {
             Ok(status) if status == serving => return Ok(()),

@@ -12,11 +12,16 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use crate::MeshError;
 
 /// Loads a configuration of type `T` from `file`, then applies `DOORZET_*` environment overrides
-/// (`DOORZET_MESH__LISTEN=127.0.0.1:7443` sets `mesh.listen`).
+/// (`DOORZET_MESH__LISTEN=127.0.0.1:7443` sets `mesh.listen`, `DOORZET_ORG` sets `org`).
 pub fn load<T: DeserializeOwned>(file: &Path) -> Result<T, MeshError> {
+    // Only `SECTION__KEY` variables and `DOORZET_ORG` are configuration; others that share the
+    // prefix (DOORZET_CONFIG, DOORZET_TEST_DATABASE_URL) belong to the CLI and the tests.
+    let overrides = Env::prefixed("DOORZET_")
+        .filter(|key| key.as_str().contains("__") || key == "org")
+        .split("__");
     Figment::new()
         .merge(Toml::file_exact(file))
-        .merge(Env::prefixed("DOORZET_").split("__"))
+        .merge(overrides)
         .extract()
         .map_err(|e| MeshError::Config(Box::new(e)))
 }

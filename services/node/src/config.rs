@@ -137,3 +137,27 @@ impl NodeConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_in_deploy_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/node.example.toml");
+        let config = NodeConfig::load(&path).unwrap();
+        assert_eq!(config.directory.max_age, Duration::from_secs(24 * 3600));
+        assert_eq!(config.coordinator.org.as_str(), "00000001999000000001");
+    }
+
+    #[test]
+    fn cross_field_rules_are_checked() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/node.example.toml");
+        let mut config = NodeConfig::load(&path).unwrap();
+        config.local.listen = config.mesh.listen;
+        assert!(config.validate().unwrap_err().to_string().contains("must all differ"));
+        let mut config = NodeConfig::load(&path).unwrap();
+        config.directory.refresh_interval = config.directory.max_age;
+        assert!(config.validate().unwrap_err().to_string().contains("refresh_interval"));
+    }
+}

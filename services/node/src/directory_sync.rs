@@ -80,14 +80,14 @@ impl DirectorySync {
                 snapshot.coordinator, self.coordinator_org
             ));
         }
-        if let Some(current) = self.directory.current() {
-            if snapshot.version() < current.version() {
-                return Err(format!(
-                    "coordinator served directory version {} after {}; keeping the newer copy",
-                    snapshot.version(),
-                    current.version()
-                ));
-            }
+        if let Some(current) = self.directory.current()
+            && snapshot.version() < current.version()
+        {
+            return Err(format!(
+                "coordinator served directory version {} after {}; keeping the newer copy",
+                snapshot.version(),
+                current.version()
+            ));
         }
         store::directory_copy::save(&self.db, &snapshot.wire, now)
             .await

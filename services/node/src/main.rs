@@ -10,7 +10,12 @@ use doorzet_node::{Listeners, NodeConfig, serve};
 /// A doorzet partner node: serves this organisation's mandates and consented case facts to the
 /// region's mesh over mutual TLS, and a local API to its own systems.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(
+    version,
+    about,
+    long_about = None,
+    after_help = "Every configuration key is explained in deploy/node.example.toml. Exit codes: 0 stopped cleanly after SIGTERM, 64 invalid configuration, 1 runtime failure."
+)]
 struct Args {
     /// Configuration file (TOML). Every key can be overridden by an environment variable
     /// DOORZET_<SECTION>__<KEY>, e.g. DOORZET_STORAGE__URL=postgres://doorzet@db/doorzet.
