@@ -108,7 +108,8 @@ mod tests {
         let config = CoordinatorConfig::load(&deploy.join("coordinator.example.toml")).unwrap();
         assert_eq!(config.org.as_str(), "00000001999000000001");
         let (directory, _) =
-            crate::directory_file::DirectoryFile::load(&deploy.join("directory.example.toml")).unwrap();
+            crate::directory_file::DirectoryFile::load(&deploy.join("directory.example.toml"))
+                .unwrap();
         assert_eq!(directory.members.len(), 2);
         for unit in ["doorzet-node.service", "doorzet-coordinator.service"] {
             let text = std::fs::read_to_string(deploy.join("systemd").join(unit)).unwrap();

@@ -155,9 +155,21 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/node.example.toml");
         let mut config = NodeConfig::load(&path).unwrap();
         config.local.listen = config.mesh.listen;
-        assert!(config.validate().unwrap_err().to_string().contains("must all differ"));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("must all differ")
+        );
         let mut config = NodeConfig::load(&path).unwrap();
         config.directory.refresh_interval = config.directory.max_age;
-        assert!(config.validate().unwrap_err().to_string().contains("refresh_interval"));
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("refresh_interval")
+        );
     }
 }
