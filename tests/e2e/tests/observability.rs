@@ -1,0 +1,157 @@
+//! What operators see: Prometheus metrics on the admin listener with labels that carry no
+//! identifiers, and a process that starts with trace export configured but no collector running,
+//! then drains and exits cleanly on SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use doorzet_ctl::local_mesh::{find_binary, health};
+use doorzet_proto::v1::{self, directory_client::DirectoryClient};
+use doorzet_testkit::mesh::{channel_as, with_token};
+use doorzet_testkit::{TestMesh, eventually};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_method_status_and_peer_kind_without_identifiers() {
+    let mesh = TestMesh::start(2).await;
+    let member = &mesh.nodes[0].org;
+    let mut client = DirectoryClient::new(channel_as(member, &mesh.coordinator.endpoint));
+    client
+        .list_members(v1::ListMembersRequest {})
+        .await
+        .unwrap();
+    let token = member.token("emp-0042", "procesregisseur");
+    let _ = client
+        .get_member(with_token(
+            v1::GetMemberRequest {
+                org_id: "bad".into(),
+            },
+            &token,
+        ))
+        .await;
+
+    let body = http_get(mesh.coordinator.admin, "/metrics").await;
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(
+        body.contains(r#"doorzet_mesh_requests_total{service="doorzet.v1.Directory",method="ListMembers",code="0",peer_kind="municipality"} "#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"method="GetMember",code="3",peer_kind="municipality""#),
+        "{body}"
+    );
+    assert!(body.contains("doorzet_mesh_request_duration_seconds_bucket"));
+    assert!(body.contains("doorzet_mesh_directory_members 2"));
+    // No organisation ids, subjects or tokens in any label.
+    assert!(!body.contains(member.org.as_str()));
+    assert!(!body.contains("emp-0042"));
+
+    let ready = http_get(mesh.nodes[0].admin, "/readyz").await;
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn coordinator_runs_with_otlp_configured_but_no_collector_and_drains_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = doorzet_testkit::Pki::new();
+    let org = pki.org("00000001999000000001".parse().unwrap(), "Coordinator");
+    let port = |_| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (mesh_addr, admin_addr, dead_collector) = (port(0), port(1), port(2));
+    let directory = dir.path().join("directory.toml");
+    std::fs::write(
+        &directory,
+        format!(
+            "region = \"r\"\n[coordinator]\norg_id = \"{}\"\nname = \"c\"\nmesh_endpoint = \"https://{mesh_addr}\"\n",
+            org.org
+        ),
+    )
+    .unwrap();
+    let config = dir.path().join("coordinator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "org = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n[mesh]\nlisten = \"{mesh_addr}\"\n[admin]\nlisten = \"{admin_addr}\"\n[directory]\nfile = \"{}\"\n[storage]\nurl = \"sqlite:{}\"\n[telemetry]\notlp_endpoint = \"http://{dead_collector}\"\n",
+            org.org,
+            org.tls.cert.display(),
+            org.tls.key.display(),
+            org.tls.ca.display(),
+            directory.display(),
+            dir.path().join("c.db").display(),
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(find_binary("doorzet-coordinator", None).unwrap())
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let member = doorzet_ctl::local_mesh::MeshMember {
+        slug: "coordinator".into(),
+        org_id: org.org.to_string(),
+        kind: "care_and_safety_house".into(),
+        name: "c".into(),
+        mesh_endpoint: format!("https://{mesh_addr}"),
+        local_endpoint: None,
+        admin_addr: admin_addr.to_string(),
+        files: doorzet_ctl::pki::OrgFiles {
+            cert: org.tls.cert.clone(),
+            key: org.tls.key.clone(),
+            ca: org.tls.ca.clone(),
+            signing_key: dir.path().join("unused"),
+            signing_jwk: dir.path().join("unused"),
+        },
+        config: config.clone(),
+        log: dir.path().join("unused"),
+        pid: Some(child.id()),
+    };
+    let endpoint = member.mesh_endpoint.clone();
+    eventually(Duration::from_secs(20), "coordinator SERVING", || async {
+        (health(&member, &endpoint).await.ok() == Some(1)).then_some(())
+    })
+    .await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = eventually(Duration::from_secs(20), "coordinator exit", || {
+        let exited = child.try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "exit {status:?}: {stderr}");
+    assert!(stderr.contains("SIGTERM: draining"), "{stderr}");
+}
+
+#[test]
+fn bad_configuration_exits_64_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(&config, "org = \"123\"\n").unwrap();
+    let output = Command::new(find_binary("doorzet-node", None).unwrap())
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("org"), "{stderr}");
+}
