@@ -1,2 +1,19 @@
-//! The mesh audit log: RFC 9162 Merkle tree, signed checkpoints and proofs (filled in by the
-//! audit-log issue).
+//! The mesh's tamper-evident audit log: an append-only Merkle log with RFC 9162 hashing, stored
+//! through sqlx, with C2SP signed-note checkpoints that every member can verify.
+//!
+//! # Layout
+//! - [`merkle`]: hashing, proofs and verification (pure).
+//! - [`checkpoint`]: checkpoints as signed notes, signing and verification (pure).
+//! - [`entry`]: the audit entry: metadata only, canonical encoding.
+//! - [`store`]: tables and queries on SQLite and PostgreSQL.
+//! - [`log`]: the running log: group commit, checkpoints per batch, proofs in O(log n) reads.
+//! - [`error`]: the crate's error type.
+
+pub mod checkpoint;
+pub mod entry;
+pub mod error;
+pub mod log;
+pub mod merkle;
+pub mod store;
+
+

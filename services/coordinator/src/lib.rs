@@ -67,7 +67,7 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let tls = ReloadingTls::load(config.tls.clone())?;
     tls.spawn_watcher(shutdown.clone());
-    let db = Database::connect(&config.storage.url, &store::MIGRATIONS).await?;
+    let db = Database::connect(&config.storage.url, &[&store::MIGRATIONS]).await?;
     let metrics = Metrics::new();
 
     let directory = Directory::new(None);

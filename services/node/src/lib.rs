@@ -68,7 +68,7 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let tls = ReloadingTls::load(config.tls.clone())?;
     tls.spawn_watcher(shutdown.clone());
-    let db = Database::connect(&config.storage.url, &store::MIGRATIONS).await?;
+    let db = Database::connect(&config.storage.url, &[&store::MIGRATIONS]).await?;
     let metrics = Metrics::new();
     let directory = Directory::new(Some(config.directory.max_age));
     let coordinator = doorzet_mesh::client::channel(

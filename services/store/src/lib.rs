@@ -59,10 +59,11 @@ pub struct Database {
 }
 
 impl Database {
-    /// Connects to `url` and applies `migrations`. An SQLite file is created when missing.
+    /// Connects to `url` and applies every set of `migrations` (their versions must not overlap:
+    /// each crate that owns tables numbers its own range). An SQLite file is created when missing.
     /// Accepted forms: `sqlite:path/to/file.db`, `sqlite://path`, `sqlite::memory:`,
     /// `postgres://user@host:port/db`.
-    pub async fn connect(url: &str, migrations: &Migrations) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str, migrations: &[&Migrations]) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -98,11 +99,16 @@ impl Database {
             .connect_with(options)
             .await
             .map_err(StoreError::Connect)?;
-        let migrator = match backend {
-            Backend::Sqlite => migrations.sqlite,
-            Backend::Postgres => migrations.postgres,
-        };
-        migrator.run(&pool).await?;
+        let mut all: Vec<_> = migrations
+            .iter()
+            .flat_map(|set| match backend {
+                Backend::Sqlite => set.sqlite.migrations.iter(),
+                Backend::Postgres => set.postgres.migrations.iter(),
+            })
+            .cloned()
+            .collect();
+        all.sort_by_key(|m| m.version);
+        Migrator::with_migrations(all).run(&pool).await?;
         Ok(Self { pool, backend })
     }
 
@@ -162,7 +168,7 @@ mod tests {
 
     #[tokio::test]
     async fn rejects_other_urls_without_leaking_secrets() {
-        let err = Database::connect("mysql://u:pw@h/db", &MIGRATIONS)
+        let err = Database::connect("mysql://u:pw@h/db", &[&MIGRATIONS])
             .await
             .unwrap_err()
             .to_string();
@@ -175,7 +181,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub.db");
         let url = format!("sqlite:{}", path.display());
-        let db = Database::connect(&url, &MIGRATIONS).await.unwrap();
+        let db = Database::connect(&url, &[&MIGRATIONS]).await.unwrap();
         assert!(path.exists());
         sqlx::query("INSERT INTO probe (id, note) VALUES ($1, $2)")
             .bind(1_i64)
@@ -190,7 +196,7 @@ mod tests {
         assert_eq!(mode, "wal");
         db.close().await;
         // Reopening runs the migrations again without effect and keeps the data.
-        let db = Database::connect(&url, &MIGRATIONS).await.unwrap();
+        let db = Database::connect(&url, &[&MIGRATIONS]).await.unwrap();
         let note: String = sqlx::query_scalar("SELECT note FROM probe WHERE id = $1")
             .bind(1_i64)
             .fetch_one(db.pool())
@@ -202,7 +208,7 @@ mod tests {
     #[tokio::test]
     async fn both_backends_migrate_and_round_trip() {
         for test_db in TestDatabase::all().await {
-            let db = Database::connect(test_db.url(), &MIGRATIONS).await.unwrap();
+            let db = Database::connect(test_db.url(), &[&MIGRATIONS]).await.unwrap();
             sqlx::query("INSERT INTO probe (id, note) VALUES ($1, $2)")
                 .bind(7_i64)
                 .bind("seven")

@@ -42,7 +42,7 @@ mod tests {
     #[tokio::test]
     async fn versions_grow_only_when_content_changes() {
         for test_db in TestDatabase::all().await {
-            let db = Database::connect(test_db.url(), &crate::store::MIGRATIONS)
+            let db = Database::connect(test_db.url(), &[&crate::store::MIGRATIONS])
                 .await
                 .unwrap();
             let now = SystemTime::now();

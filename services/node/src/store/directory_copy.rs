@@ -55,7 +55,7 @@ mod tests {
     #[tokio::test]
     async fn keeps_only_the_latest_copy_with_its_fetch_time() {
         for test_db in TestDatabase::all().await {
-            let db = Database::connect(test_db.url(), &crate::store::MIGRATIONS)
+            let db = Database::connect(test_db.url(), &[&crate::store::MIGRATIONS])
                 .await
                 .unwrap();
             assert!(load(&db).await.unwrap().is_none());
