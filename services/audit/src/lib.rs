@@ -16,4 +16,4 @@ pub mod log;
 pub mod merkle;
 pub mod store;
 
-
+pub use error::AuditError;

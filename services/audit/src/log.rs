@@ -1,1 +1,582 @@
-//! x
+//! The running audit log. Appends go through one writer task that batches whatever is queued
+//! (group commit): a batch's entries, the complete subtrees it finished and its signed checkpoint
+//! are written in one transaction, and only then is anyone told their entry is in. Proofs read at
+//! most a couple of 256-leaf ranges from storage; the hashes of larger complete subtrees stay in
+//! memory (n/256 of them), loaded from storage at start.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use doorzet_proto::v1;
+use doorzet_store::Database;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::AuditError;
+use crate::checkpoint::{Checkpoint, NoteSigner};
+use crate::entry;
+use crate::merkle::{self, Frontier, Hash, Subtree, SubtreeSource};
+use crate::store;
+
+/// Height of the subtrees whose hashes are stored; below it, leaves are read and folded.
+const STRIDE: u32 = 8;
+/// Leaves per stored block.
+const BLOCK: u64 = 1 << STRIDE;
+
+/// Tuning of the log.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// The origin line of checkpoints, e.g. `zvh-hofland.example/doorzet/audit`.
+    pub origin: String,
+    /// Most entries in one batch (one transaction, one checkpoint).
+    pub max_batch: usize,
+    /// Most entries returned by one `entries` call.
+    pub max_page: u64,
+}
+
+impl LogOptions {
+    /// Default tuning for `origin`.
+    pub fn new(origin: &str) -> Self {
+        Self {
+            origin: origin.to_owned(),
+            max_batch: 4096,
+            max_page: 1000,
+        }
+    }
+}
+
+/// Where a batch of appended entries landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// Leaf index of each entry, in order.
+    pub indexes: Vec<u64>,
+    /// Size of the signed checkpoint that covers them.
+    pub tree_size: u64,
+}
+
+struct State {
+    frontier: Frontier,
+    /// `upper[j]` holds complete subtrees of height `8 * (j + 1)`.
+    upper: Vec<Vec<Hash>>,
+    checkpoint: Checkpoint,
+    note: String,
+}
+
+struct Shared {
+    db: Database,
+    signer: NoteSigner,
+    options: LogOptions,
+    state: RwLock<State>,
+}
+
+type Reply = oneshot::Sender<Result<Appended, AuditError>>;
+
+/// A handle to the log; cheap to clone.
+#[derive(Clone)]
+pub struct AuditLog {
+    shared: Arc<Shared>,
+    queue: mpsc::Sender<(Vec<Vec<u8>>, Reply)>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("origin", &self.shared.options.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_state(shared: &Shared) -> std::sync::RwLockReadGuard<'_, State> {
+    shared.state.read().unwrap_or_else(|e| e.into_inner())
+}
+
+impl AuditLog {
+    /// Opens the log in `db` (whose migrations must include [`store::MIGRATIONS`]), checks that the
+    /// stored entries still hash to the latest stored checkpoint, and starts the writer task.
+    pub async fn open(
+        db: Database,
+        signer: NoteSigner,
+        options: LogOptions,
+    ) -> Result<Self, AuditError> {
+        let state = match store::latest_checkpoint(&db).await? {
+            None => {
+                let checkpoint = Checkpoint {
+                    origin: options.origin.clone(),
+                    size: 0,
+                    root: merkle::empty_root(),
+                };
+                let note = signer.sign(&checkpoint);
+                store::write_empty_checkpoint(&db, &checkpoint.root, &note).await?;
+                State {
+                    frontier: Frontier::default(),
+                    upper: Vec::new(),
+                    checkpoint,
+                    note,
+                }
+            }
+            Some((size, root, note)) => {
+                let mut upper: Vec<Vec<Hash>> = Vec::new();
+                for (subtree, hash) in store::upper_subtrees(&db).await? {
+                    let j = (subtree.level / STRIDE - 1) as usize;
+                    if upper.len() <= j {
+                        upper.resize(j + 1, Vec::new());
+                    }
+                    if upper[j].len() as u64 != subtree.index {
+                        return Err(AuditError::Corrupt(format!(
+                            "subtree at height {} index {} is out of sequence",
+                            subtree.level, subtree.index
+                        )));
+                    }
+                    upper[j].push(hash);
+                }
+                let parts = Frontier::parts(size);
+                let blocks = fetch_blocks(&db, &parts, size).await?;
+                let source = Fetched::new(&upper, blocks, &parts)?;
+                let frontier = Frontier::from_parts(size, &source);
+                if frontier.root() != root {
+                    return Err(AuditError::Corrupt(format!(
+                        "stored entries do not hash to the stored checkpoint of size {size}; refusing to continue a rewritten log"
+                    )));
+                }
+                State {
+                    frontier,
+                    upper,
+                    checkpoint: Checkpoint {
+                        origin: options.origin.clone(),
+                        size,
+                        root,
+                    },
+                    note,
+                }
+            }
+        };
+        let shared = Arc::new(Shared {
+            db,
+            signer,
+            options,
+            state: RwLock::new(state),
+        });
+        let (queue, rx) = mpsc::channel(16 * 1024);
+        tokio::spawn(writer(shared.clone(), rx));
+        Ok(Self { shared, queue })
+    }
+
+    /// Appends entries (validated and canonically encoded here); returns once they are durable
+    /// and covered by a signed checkpoint.
+    pub async fn append(&self, entries: &[v1::AuditEntry]) -> Result<Appended, AuditError> {
+        let encoded = entries
+            .iter()
+            .map(entry::encode)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.append_encoded(encoded).await
+    }
+
+    /// Appends already encoded entries; they are decoded to check they are canonical and valid.
+    pub async fn append_encoded(&self, entries: Vec<Vec<u8>>) -> Result<Appended, AuditError> {
+        for bytes in &entries {
+            entry::decode(bytes)?;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send((entries, reply))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        answer.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Returns the latest checkpoint and its signed note.
+    pub fn checkpoint(&self) -> (Checkpoint, String) {
+        let state = read_state(&self.shared);
+        (state.checkpoint.clone(), state.note.clone())
+    }
+
+    /// Returns the verifier key of the checkpoints.
+    pub fn verifier_key(&self) -> String {
+        self.shared.signer.verifier_key()
+    }
+
+    fn check_size(&self, size: u64) -> Result<u64, AuditError> {
+        let state = read_state(&self.shared);
+        let latest = state.checkpoint.size;
+        let size = if size == 0 { latest } else { size };
+        if size > latest {
+            return Err(AuditError::Range(format!(
+                "tree_size {size} is larger than the latest checkpoint ({latest})"
+            )));
+        }
+        Ok(size)
+    }
+
+    /// Returns the inclusion proof of leaf `index` in the tree of `size` (0 = latest), with the
+    /// size used.
+    pub async fn inclusion_proof(
+        &self,
+        index: u64,
+        size: u64,
+    ) -> Result<(u64, Vec<Hash>), AuditError> {
+        let size = self.check_size(size)?;
+        if index >= size {
+            return Err(AuditError::Range(format!(
+                "leaf_index {index} is not in the tree of size {size}"
+            )));
+        }
+        let needed = merkle::subtrees_of(&merkle::inclusion_ranges(index, size));
+        let blocks = fetch_blocks(&self.shared.db, &needed, size).await?;
+        let state = read_state(&self.shared);
+        let source = Fetched::new(&state.upper, blocks, &needed)?;
+        Ok((size, merkle::inclusion_proof(&source, index, size)))
+    }
+
+    /// Returns the index and inclusion proof of the entry with leaf hash `hash`.
+    pub async fn inclusion_proof_by_hash(
+        &self,
+        hash: &Hash,
+        size: u64,
+    ) -> Result<(u64, u64, Vec<Hash>), AuditError> {
+        let size = self.check_size(size)?;
+        let index = store::index_of(&self.shared.db, hash, size)
+            .await?
+            .ok_or(AuditError::UnknownHash(size))?;
+        let (size, proof) = self.inclusion_proof(index, size).await?;
+        Ok((index, size, proof))
+    }
+
+    /// Returns the consistency proof between two sizes (0 < first ≤ second ≤ latest).
+    pub async fn consistency_proof(
+        &self,
+        first: u64,
+        second: u64,
+    ) -> Result<Vec<Hash>, AuditError> {
+        let second = self.check_size(second)?;
+        if first == 0 || first > second {
+            return Err(AuditError::Range(format!(
+                "first_size must be between 1 and second_size ({second}), got {first}"
+            )));
+        }
+        let needed = merkle::subtrees_of(&merkle::consistency_ranges(first, second));
+        let blocks = fetch_blocks(&self.shared.db, &needed, second).await?;
+        let state = read_state(&self.shared);
+        let source = Fetched::new(&state.upper, blocks, &needed)?;
+        Ok(merkle::consistency_proof(&source, first, second))
+    }
+
+    /// Returns up to `limit` (capped) encoded entries from `start`, within the latest checkpoint.
+    pub async fn entries(&self, start: u64, limit: u64) -> Result<Vec<Vec<u8>>, AuditError> {
+        let size = read_state(&self.shared).checkpoint.size;
+        if start >= size {
+            return Ok(Vec::new());
+        }
+        let end = size.min(start + limit.clamp(1, self.shared.options.max_page));
+        let rows = store::bodies(&self.shared.db, start, end).await?;
+        Ok(rows.into_iter().map(|(_, body)| body).collect())
+    }
+}
+
+/// Complete-subtree hashes for one proof: the in-memory upper levels and the leaf blocks read.
+struct Fetched<'a> {
+    upper: &'a [Vec<Hash>],
+    blocks: HashMap<u64, Vec<Hash>>,
+}
+
+fn fold(hashes: &[Hash]) -> Hash {
+    let mut row: Vec<Hash> = hashes.to_vec();
+    while row.len() > 1 {
+        row = row
+            .chunks(2)
+            .map(|p| merkle::node_hash(&p[0], &p[1]))
+            .collect();
+    }
+    row[0]
+}
+
+impl SubtreeSource for Fetched<'_> {
+    fn complete(&self, s: Subtree) -> Hash {
+        if s.level >= STRIDE {
+            let j = s.level / STRIDE - 1;
+            let base = STRIDE * (j + 1);
+            let row = &self.upper[j as usize];
+            let span = 1usize << (s.level - base);
+            let start = (s.index as usize) << (s.level - base);
+            return fold(&row[start..start + span]);
+        }
+        let first_leaf = s.index << s.level;
+        let block = first_leaf / BLOCK;
+        let leaves = &self.blocks[&block];
+        let offset = (first_leaf - block * BLOCK) as usize;
+        fold(&leaves[offset..offset + (1usize << s.level)])
+    }
+}
+
+impl<'a> Fetched<'a> {
+    /// Checks that the upper levels hold every stored subtree `needed` refers to.
+    fn new(
+        upper: &'a [Vec<Hash>],
+        blocks: HashMap<u64, Vec<Hash>>,
+        needed: &[Subtree],
+    ) -> Result<Self, AuditError> {
+        for s in needed.iter().filter(|s| s.level >= STRIDE) {
+            let j = (s.level / STRIDE - 1) as usize;
+            let needed_len = ((s.index + 1) << (s.level - STRIDE * (j as u32 + 1))) as usize;
+            if upper.get(j).is_none_or(|row| row.len() < needed_len) {
+                return Err(AuditError::Corrupt(format!(
+                    "subtree at height {} index {} is missing",
+                    s.level, s.index
+                )));
+            }
+        }
+        Ok(Self { upper, blocks })
+    }
+}
+
+/// Reads the 256-leaf blocks that the subtrees below height 8 in `needed` lie in.
+async fn fetch_blocks(
+    db: &Database,
+    needed: &[Subtree],
+    size: u64,
+) -> Result<HashMap<u64, Vec<Hash>>, AuditError> {
+    let mut blocks = HashMap::new();
+    for s in needed.iter().filter(|s| s.level < STRIDE) {
+        let block = (s.index << s.level) / BLOCK;
+        if !blocks.contains_key(&block) {
+            let start = block * BLOCK;
+            let end = size.min(start + BLOCK);
+            blocks.insert(block, store::leaf_hashes(db, start, end).await?);
+        }
+    }
+    Ok(blocks)
+}
+
+async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<(Vec<Vec<u8>>, Reply)>) {
+    while let Some(first) = rx.recv().await {
+        let mut requests = vec![first];
+        let mut count = requests[0].0.len();
+        while count < shared.options.max_batch {
+            match rx.try_recv() {
+                Ok(next) => {
+                    count += next.0.len();
+                    requests.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = commit(&shared, &requests).await;
+        match result {
+            Ok((size, index_ranges)) => {
+                for ((_, reply), indexes) in requests.into_iter().zip(index_ranges) {
+                    let _ = reply.send(Ok(Appended {
+                        indexes,
+                        tree_size: size,
+                    }));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, entries = count, "audit batch not written; appends refused");
+                let message = e.to_string();
+                for (_, reply) in requests {
+                    let _ = reply.send(Err(AuditError::Corrupt(message.clone())));
+                }
+            }
+        }
+    }
+}
+
+async fn commit(
+    shared: &Shared,
+    requests: &[(Vec<Vec<u8>>, Reply)],
+) -> Result<(u64, Vec<Vec<u64>>), AuditError> {
+    let mut frontier = read_state(shared).frontier.clone();
+    let first_index = frontier.size();
+    let mut rows = Vec::new();
+    let mut finished = Vec::new();
+    let mut index_ranges = Vec::with_capacity(requests.len());
+    for (entries, _) in requests {
+        let mut indexes = Vec::with_capacity(entries.len());
+        for bytes in entries {
+            let hash = merkle::leaf_hash(bytes);
+            indexes.push(frontier.size());
+            frontier.push(hash, |s, h| {
+                if s.level % STRIDE == 0 {
+                    finished.push((s, *h));
+                }
+            });
+            rows.push((hash, bytes.clone()));
+        }
+        index_ranges.push(indexes);
+    }
+    let checkpoint = Checkpoint {
+        origin: shared.options.origin.clone(),
+        size: frontier.size(),
+        root: frontier.root(),
+    };
+    let note = shared.signer.sign(&checkpoint);
+    store::write_batch(
+        &shared.db,
+        &store::Batch {
+            first_index,
+            entries: &rows,
+            subtrees: &finished,
+            size: checkpoint.size,
+            root: checkpoint.root,
+            note: &note,
+        },
+    )
+    .await?;
+    let size = checkpoint.size;
+    let mut state = shared.state.write().unwrap_or_else(|e| e.into_inner());
+    for (s, h) in finished {
+        let j = (s.level / STRIDE - 1) as usize;
+        if state.upper.len() <= j {
+            state.upper.resize(j + 1, Vec::new());
+        }
+        state.upper[j].push(h);
+    }
+    state.frontier = frontier;
+    state.checkpoint = checkpoint;
+    state.note = note;
+    Ok((size, index_ranges))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::NoteVerifier;
+    use crate::merkle::{MemoryTree, verify_consistency, verify_inclusion};
+    use doorzet_store::testing::TestDatabase;
+
+    fn signer() -> NoteSigner {
+        NoteSigner::new(
+            "test.example/audit",
+            ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
+        )
+        .unwrap()
+    }
+
+    fn entry(i: u64) -> v1::AuditEntry {
+        let mut e = entry::new_entry(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_790_000_000 + i),
+            "00000001999000002002".parse().unwrap(),
+            v1::AuditAction::FactsDisclosed,
+        );
+        e.case_ref = format!("case-{i}");
+        e
+    }
+
+    async fn open(url: &str) -> AuditLog {
+        let db = Database::connect(url, &[&store::MIGRATIONS]).await.unwrap();
+        let mut options = LogOptions::new("test.example/audit");
+        options.max_batch = 100;
+        AuditLog::open(db, signer(), options).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn appends_prove_and_survive_a_reopen_on_both_backends() {
+        for test_db in TestDatabase::all().await {
+            let log = open(test_db.url()).await;
+            assert_eq!(log.checkpoint().0.size, 0);
+            // Many concurrent appenders: batches form, every entry gets its own index.
+            let n = 600u64;
+            let mut tasks = Vec::new();
+            for i in 0..n {
+                let log = log.clone();
+                tasks.push(tokio::spawn(async move {
+                    (i, log.append(&[entry(i)]).await.unwrap())
+                }));
+            }
+            let mut by_index = vec![None; n as usize];
+            for task in tasks {
+                let (i, appended) = task.await.unwrap();
+                assert!(appended.tree_size > appended.indexes[0]);
+                by_index[appended.indexes[0] as usize] = Some(i);
+            }
+            let leaves: Vec<Hash> = by_index
+                .iter()
+                .map(|i| merkle::leaf_hash(&entry::encode(&entry(i.unwrap())).unwrap()))
+                .collect();
+            let tree = MemoryTree::from_leaves(leaves.clone());
+            let (checkpoint, note) = log.checkpoint();
+            assert_eq!(checkpoint.size, n);
+            assert_eq!(checkpoint.root, tree.root(n));
+            let verifier = NoteVerifier::parse(&log.verifier_key()).unwrap();
+            assert_eq!(verifier.verify(&note).unwrap(), checkpoint);
+
+            for (index, size) in [(0, n), (5, 300), (257, 513), (n - 1, n), (511, 512)] {
+                let (used, proof) = log.inclusion_proof(index, size).await.unwrap();
+                assert_eq!(used, size);
+                verify_inclusion(
+                    index,
+                    size,
+                    &leaves[index as usize],
+                    &proof,
+                    &tree.root(size),
+                )
+                .unwrap();
+            }
+            let (index, _, proof) = log.inclusion_proof_by_hash(&leaves[300], 0).await.unwrap();
+            assert_eq!(index, 300);
+            verify_inclusion(300, n, &leaves[300], &proof, &tree.root(n)).unwrap();
+            for (first, second) in [(1, n), (256, 512), (300, 599), (n, n), (7, 8)] {
+                let proof = log.consistency_proof(first, second).await.unwrap();
+                verify_consistency(first, second, &tree.root(first), &tree.root(second), &proof)
+                    .unwrap();
+            }
+            assert!(matches!(
+                log.inclusion_proof(0, n + 1).await,
+                Err(AuditError::Range(_))
+            ));
+            assert!(matches!(
+                log.consistency_proof(0, 5).await,
+                Err(AuditError::Range(_))
+            ));
+            let page = log.entries(590, 1000).await.unwrap();
+            assert_eq!(page.len(), 10);
+            assert_eq!(merkle::leaf_hash(&page[0]), leaves[590]);
+
+            // Reopen: the same state is rebuilt from storage and appends continue.
+            drop(log);
+            let log = open(test_db.url()).await;
+            assert_eq!(log.checkpoint().0, checkpoint);
+            let appended = log.append(&[entry(n)]).await.unwrap();
+            assert_eq!(appended.indexes, vec![n]);
+            test_db.drop().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_to_reopen_a_rewritten_log() {
+        let test_db = TestDatabase::sqlite();
+        let log = open(test_db.url()).await;
+        log.append(&(0..10).map(entry).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        drop(log);
+        let db = Database::connect(test_db.url(), &[&store::MIGRATIONS])
+            .await
+            .unwrap();
+        let forged = merkle::leaf_hash(b"forged");
+        sqlx::query("UPDATE audit_entries SET leaf_hash = $1 WHERE idx = 9")
+            .bind(forged.to_vec())
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let mut options = LogOptions::new("test.example/audit");
+        options.max_batch = 100;
+        let err = AuditLog::open(db, signer(), options).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("do not hash to the stored checkpoint"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn refuses_entries_that_could_hold_content() {
+        let test_db = TestDatabase::sqlite();
+        let log = open(test_db.url()).await;
+        let mut bad = entry(1);
+        bad.purpose = "eviction on 12 March".into();
+        assert!(matches!(
+            log.append(&[bad]).await,
+            Err(AuditError::Entry(_))
+        ));
+        assert_eq!(log.checkpoint().0.size, 0);
+    }
+}

@@ -178,7 +178,9 @@ pub fn verify_inclusion(
     root: &Hash,
 ) -> Result<(), ProofError> {
     if index >= size {
-        return Err(ProofError::Range(format!("leaf {index} is not in a tree of {size}")));
+        return Err(ProofError::Range(format!(
+            "leaf {index} is not in a tree of {size}"
+        )));
     }
     let (mut fnode, mut snode) = (index, size - 1);
     let mut r = *leaf;
@@ -443,16 +445,24 @@ mod tests {
     fn inclusion_proofs_match_the_vectors() {
         let tree = reference();
         let cases = [
-            (0, 8, vec![
-                "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
-                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-                "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
-            ]),
-            (5, 8, vec![
-                "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
-                "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-                "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-            ]),
+            (
+                0,
+                8,
+                vec![
+                    "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+                    "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                    "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+                ],
+            ),
+            (
+                5,
+                8,
+                vec![
+                    "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+                    "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+                    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+                ],
+            ),
         ];
         for (index, size, want) in cases {
             let proof = inclusion_proof(&tree, index, size);
@@ -466,25 +476,42 @@ mod tests {
     fn consistency_proofs_match_the_vectors() {
         let tree = reference();
         let cases = [
-            (1, 8, vec![
-                "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
-                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-                "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
-            ]),
-            (6, 8, vec![
-                "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
-                "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-                "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-            ]),
-            (2, 5, vec![
-                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-                "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
-            ]),
+            (
+                1,
+                8,
+                vec![
+                    "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+                    "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                    "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+                ],
+            ),
+            (
+                6,
+                8,
+                vec![
+                    "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+                    "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+                    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+                ],
+            ),
+            (
+                2,
+                5,
+                vec![
+                    "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                    "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+                ],
+            ),
         ];
         for (first, second, want) in cases {
             let proof = consistency_proof(&tree, first, second);
-            assert_eq!(proof, want.iter().map(|s| h(s)).collect::<Vec<_>>(), "{first}->{second}");
-            verify_consistency(first, second, &tree.root(first), &tree.root(second), &proof).unwrap();
+            assert_eq!(
+                proof,
+                want.iter().map(|s| h(s)).collect::<Vec<_>>(),
+                "{first}->{second}"
+            );
+            verify_consistency(first, second, &tree.root(first), &tree.root(second), &proof)
+                .unwrap();
         }
     }
 

@@ -1,1 +1,205 @@
-//! x
+//! The audit log's tables and queries, written once for SQLite and PostgreSQL.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use doorzet_store::{Database, Migrations};
+use sqlx::migrate::Migrator;
+
+use crate::merkle::{Hash, Subtree};
+
+static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The audit log's migrations (versions 1001 and up), to run with the host service's own.
+pub static MIGRATIONS: Migrations = Migrations {
+    sqlite: &SQLITE,
+    postgres: &POSTGRES,
+};
+
+/// Rows per multi-row INSERT: well under both backends' parameter limits.
+const ROWS_PER_INSERT: usize = 500;
+
+/// Returns the first eight bytes of a hash as the indexed look-up key.
+pub fn hash_prefix(hash: &Hash) -> i64 {
+    i64::from_be_bytes([
+        hash[0], hash[1], hash[2], hash[3], hash[4], hash[5], hash[6], hash[7],
+    ])
+}
+
+fn to_hash(bytes: Vec<u8>, what: &str) -> Result<Hash, crate::AuditError> {
+    bytes
+        .try_into()
+        .map_err(|_| crate::AuditError::Corrupt(format!("{what} is not 32 bytes")))
+}
+
+/// One batch to write in a single transaction.
+#[derive(Debug)]
+pub struct Batch<'a> {
+    /// Index of the first entry.
+    pub first_index: u64,
+    /// Entries with their leaf hashes.
+    pub entries: &'a [(Hash, Vec<u8>)],
+    /// Complete subtrees of height 8k that this batch finished.
+    pub subtrees: &'a [(Subtree, Hash)],
+    /// The checkpoint after the batch.
+    pub size: u64,
+    /// Its root.
+    pub root: Hash,
+    /// Its signed note.
+    pub note: &'a str,
+}
+
+/// Writes a batch in one transaction: entries, finished subtrees and the checkpoint.
+pub async fn write_batch(db: &Database, batch: &Batch<'_>) -> Result<(), sqlx::Error> {
+    let mut tx = db.pool().begin().await?;
+    for (chunk_no, chunk) in batch.entries.chunks(ROWS_PER_INSERT).enumerate() {
+        let mut sql =
+            String::from("INSERT INTO audit_entries (idx, hash_prefix, leaf_hash, body) VALUES ");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push(',');
+            }
+            let p = i * 4;
+            sql.push_str(&format!("(${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4));
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let base = batch.first_index + (chunk_no * ROWS_PER_INSERT) as u64;
+        for (i, (hash, body)) in chunk.iter().enumerate() {
+            query = query
+                .bind((base + i as u64) as i64)
+                .bind(hash_prefix(hash))
+                .bind(hash.to_vec())
+                .bind(body.clone());
+        }
+        query.execute(&mut *tx).await?;
+    }
+    for (subtree, hash) in batch.subtrees {
+        sqlx::query("INSERT INTO audit_subtrees (level, idx, hash) VALUES ($1, $2, $3)")
+            .bind(subtree.level as i32)
+            .bind(subtree.index as i64)
+            .bind(hash.to_vec())
+            .execute(&mut *tx)
+            .await?;
+    }
+    insert_checkpoint(&mut tx, batch.size, &batch.root, batch.note).await?;
+    tx.commit().await
+}
+
+async fn insert_checkpoint(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    size: u64,
+    root: &Hash,
+    note: &str,
+) -> Result<(), sqlx::Error> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64;
+    sqlx::query(
+        "INSERT INTO audit_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(size as i64)
+    .bind(root.to_vec())
+    .bind(note)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Stores the checkpoint of the empty log.
+pub async fn write_empty_checkpoint(
+    db: &Database,
+    root: &Hash,
+    note: &str,
+) -> Result<(), sqlx::Error> {
+    let mut tx = db.pool().begin().await?;
+    insert_checkpoint(&mut tx, 0, root, note).await?;
+    tx.commit().await
+}
+
+/// Returns the latest checkpoint: size, root and note.
+pub async fn latest_checkpoint(
+    db: &Database,
+) -> Result<Option<(u64, Hash, String)>, crate::AuditError> {
+    let row: Option<(i64, Vec<u8>, String)> =
+        sqlx::query_as("SELECT size, root, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(db.pool())
+            .await?;
+    row.map(|(size, root, note)| Ok((size as u64, to_hash(root, "checkpoint root")?, note)))
+        .transpose()
+}
+
+/// Returns every stored subtree hash of height 8k, ordered by level and index.
+pub async fn upper_subtrees(db: &Database) -> Result<Vec<(Subtree, Hash)>, crate::AuditError> {
+    let rows: Vec<(i32, i64, Vec<u8>)> =
+        sqlx::query_as("SELECT level, idx, hash FROM audit_subtrees ORDER BY level, idx")
+            .fetch_all(db.pool())
+            .await?;
+    rows.into_iter()
+        .map(|(level, idx, hash)| {
+            Ok((
+                Subtree {
+                    level: level as u32,
+                    index: idx as u64,
+                },
+                to_hash(hash, "subtree hash")?,
+            ))
+        })
+        .collect()
+}
+
+/// Returns the leaf hashes of entries `[start, end)`, in order.
+pub async fn leaf_hashes(
+    db: &Database,
+    start: u64,
+    end: u64,
+) -> Result<Vec<Hash>, crate::AuditError> {
+    let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
+        "SELECT leaf_hash FROM audit_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+    )
+    .bind(start as i64)
+    .bind(end as i64)
+    .fetch_all(db.pool())
+    .await?;
+    if rows.len() as u64 != end - start {
+        return Err(crate::AuditError::Corrupt(format!(
+            "entries {start}..{end} should be stored, found {}",
+            rows.len()
+        )));
+    }
+    rows.into_iter()
+        .map(|(h,)| to_hash(h, "leaf hash"))
+        .collect()
+}
+
+/// Returns the bodies of entries `[start, end)`, in order (fewer if some are missing).
+pub async fn bodies(
+    db: &Database,
+    start: u64,
+    end: u64,
+) -> Result<Vec<(u64, Vec<u8>)>, sqlx::Error> {
+    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT idx, body FROM audit_entries WHERE idx >= $1 AND idx < $2 ORDER BY idx",
+    )
+    .bind(start as i64)
+    .bind(end as i64)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows.into_iter().map(|(i, b)| (i as u64, b)).collect())
+}
+
+/// Returns the lowest index below `size` whose leaf hash is `hash`.
+pub async fn index_of(db: &Database, hash: &Hash, size: u64) -> Result<Option<u64>, sqlx::Error> {
+    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT idx, leaf_hash FROM audit_entries WHERE hash_prefix = $1 AND idx < $2 ORDER BY idx",
+    )
+    .bind(hash_prefix(hash))
+    .bind(size as i64)
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .find(|(_, h)| h.as_slice() == hash)
+        .map(|(i, _)| i as u64))
+}

@@ -208,7 +208,9 @@ mod tests {
     #[tokio::test]
     async fn both_backends_migrate_and_round_trip() {
         for test_db in TestDatabase::all().await {
-            let db = Database::connect(test_db.url(), &[&MIGRATIONS]).await.unwrap();
+            let db = Database::connect(test_db.url(), &[&MIGRATIONS])
+                .await
+                .unwrap();
             sqlx::query("INSERT INTO probe (id, note) VALUES ($1, $2)")
                 .bind(7_i64)
                 .bind("seven")
