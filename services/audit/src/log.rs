@@ -1,8 +1,9 @@
 //! The running audit log. Appends go through one writer task that batches whatever is queued
-//! (group commit): a batch's entries, the complete subtrees it finished and its signed checkpoint
-//! are written in one transaction, and only then is anyone told their entry is in. Proofs read at
-//! most a couple of 256-leaf ranges from storage; the hashes of larger complete subtrees stay in
-//! memory (n/256 of them), loaded from storage at start.
+//! (group commit): a batch's entries, the blocks and subtrees it finished and its signed checkpoint
+//! are written in one transaction, and only then is anyone told their entry is in. A proof reads
+//! at most two tiles (the leaf hashes of a complete 256-entry block, one row each); the hashes of
+//! larger complete subtrees (n/256 of them) and of the incomplete block stay in memory, loaded
+//! from storage at start.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -55,6 +56,8 @@ pub struct Appended {
 
 struct State {
     frontier: Frontier,
+    /// Leaf hashes of the block not yet complete (fewer than 256).
+    partial: Vec<Hash>,
     /// `upper[j]` holds complete subtrees of height `8 * (j + 1)`.
     upper: Vec<Vec<Hash>>,
     checkpoint: Checkpoint,
@@ -108,6 +111,7 @@ impl AuditLog {
                 store::write_empty_checkpoint(&db, &checkpoint.root, &note).await?;
                 State {
                     frontier: Frontier::default(),
+                    partial: Vec::new(),
                     upper: Vec::new(),
                     checkpoint,
                     note,
@@ -128,8 +132,12 @@ impl AuditLog {
                     }
                     upper[j].push(hash);
                 }
+                let partial = Partial {
+                    latest: size,
+                    hashes: store::leaf_hashes(&db, size - size % BLOCK, size).await?,
+                };
                 let parts = Frontier::parts(size);
-                let blocks = fetch_blocks(&db, &parts, size).await?;
+                let blocks = fetch_blocks(&db, &parts, size, &partial).await?;
                 let source = Fetched::new(&upper, blocks, &parts)?;
                 let frontier = Frontier::from_parts(size, &source);
                 if frontier.root() != root {
@@ -139,6 +147,7 @@ impl AuditLog {
                 }
                 State {
                     frontier,
+                    partial: partial.hashes,
                     upper,
                     checkpoint: Checkpoint {
                         origin: options.origin.clone(),
@@ -167,7 +176,7 @@ impl AuditLog {
             .iter()
             .map(entry::encode)
             .collect::<Result<Vec<_>, _>>()?;
-        self.append_encoded(encoded).await
+        self.enqueue(encoded).await
     }
 
     /// Appends already encoded entries; they are decoded to check they are canonical and valid.
@@ -175,6 +184,10 @@ impl AuditLog {
         for bytes in &entries {
             entry::decode(bytes)?;
         }
+        self.enqueue(entries).await
+    }
+
+    async fn enqueue(&self, entries: Vec<Vec<u8>>) -> Result<Appended, AuditError> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send((entries, reply))
@@ -194,7 +207,8 @@ impl AuditLog {
         self.shared.signer.verifier_key()
     }
 
-    fn check_size(&self, size: u64) -> Result<u64, AuditError> {
+    /// Returns the size to use and the latest size with the leaf hashes of its incomplete block.
+    fn check_size(&self, size: u64) -> Result<(u64, Partial), AuditError> {
         let state = read_state(&self.shared);
         let latest = state.checkpoint.size;
         let size = if size == 0 { latest } else { size };
@@ -203,7 +217,13 @@ impl AuditLog {
                 "tree_size {size} is larger than the latest checkpoint ({latest})"
             )));
         }
-        Ok(size)
+        Ok((
+            size,
+            Partial {
+                latest,
+                hashes: state.partial.clone(),
+            },
+        ))
     }
 
     /// Returns the inclusion proof of leaf `index` in the tree of `size` (0 = latest), with the
@@ -213,14 +233,14 @@ impl AuditLog {
         index: u64,
         size: u64,
     ) -> Result<(u64, Vec<Hash>), AuditError> {
-        let size = self.check_size(size)?;
+        let (size, partial) = self.check_size(size)?;
         if index >= size {
             return Err(AuditError::Range(format!(
                 "leaf_index {index} is not in the tree of size {size}"
             )));
         }
         let needed = merkle::subtrees_of(&merkle::inclusion_ranges(index, size));
-        let blocks = fetch_blocks(&self.shared.db, &needed, size).await?;
+        let blocks = fetch_blocks(&self.shared.db, &needed, size, &partial).await?;
         let state = read_state(&self.shared);
         let source = Fetched::new(&state.upper, blocks, &needed)?;
         Ok((size, merkle::inclusion_proof(&source, index, size)))
@@ -232,7 +252,7 @@ impl AuditLog {
         hash: &Hash,
         size: u64,
     ) -> Result<(u64, u64, Vec<Hash>), AuditError> {
-        let size = self.check_size(size)?;
+        let (size, _) = self.check_size(size)?;
         let index = store::index_of(&self.shared.db, hash, size)
             .await?
             .ok_or(AuditError::UnknownHash(size))?;
@@ -246,14 +266,14 @@ impl AuditLog {
         first: u64,
         second: u64,
     ) -> Result<Vec<Hash>, AuditError> {
-        let second = self.check_size(second)?;
+        let (second, partial) = self.check_size(second)?;
         if first == 0 || first > second {
             return Err(AuditError::Range(format!(
                 "first_size must be between 1 and second_size ({second}), got {first}"
             )));
         }
         let needed = merkle::subtrees_of(&merkle::consistency_ranges(first, second));
-        let blocks = fetch_blocks(&self.shared.db, &needed, second).await?;
+        let blocks = fetch_blocks(&self.shared.db, &needed, second, &partial).await?;
         let state = read_state(&self.shared);
         let source = Fetched::new(&state.upper, blocks, &needed)?;
         Ok(merkle::consistency_proof(&source, first, second))
@@ -327,20 +347,39 @@ impl<'a> Fetched<'a> {
     }
 }
 
-/// Reads the 256-leaf blocks that the subtrees below height 8 in `needed` lie in.
+/// The incomplete block of the latest tree.
+struct Partial {
+    latest: u64,
+    hashes: Vec<Hash>,
+}
+
+/// Gets the 256-leaf blocks that the subtrees below height 8 in `needed` lie in, for the tree of
+/// `size`: blocks complete in the latest tree from their tile (one row), the latest incomplete
+/// one from memory.
 async fn fetch_blocks(
     db: &Database,
     needed: &[Subtree],
     size: u64,
+    partial: &Partial,
 ) -> Result<HashMap<u64, Vec<Hash>>, AuditError> {
     let mut blocks = HashMap::new();
+    let complete_blocks = partial.latest / BLOCK;
     for s in needed.iter().filter(|s| s.level < STRIDE) {
         let block = (s.index << s.level) / BLOCK;
-        if !blocks.contains_key(&block) {
-            let start = block * BLOCK;
-            let end = size.min(start + BLOCK);
-            blocks.insert(block, store::leaf_hashes(db, start, end).await?);
+        if blocks.contains_key(&block) {
+            continue;
         }
+        let want = (size.min((block + 1) * BLOCK) - block * BLOCK) as usize;
+        let mut hashes = if block < complete_blocks {
+            store::tile(db, block).await?
+        } else {
+            partial.hashes.clone()
+        };
+        if hashes.len() < want {
+            return Err(AuditError::Corrupt(format!("block {block} is incomplete")));
+        }
+        hashes.truncate(want);
+        blocks.insert(block, hashes);
     }
     Ok(blocks)
 }
@@ -383,7 +422,11 @@ async fn commit(
     shared: &Shared,
     requests: &[(Vec<Vec<u8>>, Reply)],
 ) -> Result<(u64, Vec<Vec<u64>>), AuditError> {
-    let mut frontier = read_state(shared).frontier.clone();
+    let (mut frontier, mut partial) = {
+        let state = read_state(shared);
+        (state.frontier.clone(), state.partial.clone())
+    };
+    let mut tiles = Vec::new();
     let first_index = frontier.size();
     let mut rows = Vec::new();
     let mut finished = Vec::new();
@@ -398,6 +441,11 @@ async fn commit(
                     finished.push((s, *h));
                 }
             });
+            partial.push(hash);
+            if partial.len() as u64 == BLOCK {
+                tiles.push(((frontier.size() - 1) / BLOCK, partial.concat()));
+                partial.clear();
+            }
             rows.push((hash, bytes.clone()));
         }
         index_ranges.push(indexes);
@@ -414,6 +462,7 @@ async fn commit(
             first_index,
             entries: &rows,
             subtrees: &finished,
+            tiles: &tiles,
             size: checkpoint.size,
             root: checkpoint.root,
             note: &note,
@@ -430,6 +479,7 @@ async fn commit(
         state.upper[j].push(h);
     }
     state.frontier = frontier;
+    state.partial = partial;
     state.checkpoint = checkpoint;
     state.note = note;
     Ok((size, index_ranges))

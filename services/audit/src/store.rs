@@ -41,6 +41,8 @@ pub struct Batch<'a> {
     pub entries: &'a [(Hash, Vec<u8>)],
     /// Complete subtrees of height 8k that this batch finished.
     pub subtrees: &'a [(Subtree, Hash)],
+    /// Complete 256-leaf blocks this batch finished: block index and its leaf hashes.
+    pub tiles: &'a [(u64, Vec<u8>)],
     /// The checkpoint after the batch.
     pub size: u64,
     /// Its root.
@@ -69,7 +71,7 @@ pub async fn write_batch(db: &Database, batch: &Batch<'_>) -> Result<(), sqlx::E
                 .bind((base + i as u64) as i64)
                 .bind(hash_prefix(hash))
                 .bind(hash.to_vec())
-                .bind(body.clone());
+                .bind(body.as_slice());
         }
         query.execute(&mut *tx).await?;
     }
@@ -81,8 +83,35 @@ pub async fn write_batch(db: &Database, batch: &Batch<'_>) -> Result<(), sqlx::E
             .execute(&mut *tx)
             .await?;
     }
+    for (block, hashes) in batch.tiles {
+        sqlx::query("INSERT INTO audit_tiles (idx, hashes) VALUES ($1, $2)")
+            .bind(*block as i64)
+            .bind(hashes.clone())
+            .execute(&mut *tx)
+            .await?;
+    }
     insert_checkpoint(&mut tx, batch.size, &batch.root, batch.note).await?;
     tx.commit().await
+}
+
+/// Returns the leaf hashes of complete block `block`.
+pub async fn tile(db: &Database, block: u64) -> Result<Vec<Hash>, crate::AuditError> {
+    let row: Option<(Vec<u8>,)> = sqlx::query_as("SELECT hashes FROM audit_tiles WHERE idx = $1")
+        .bind(block as i64)
+        .fetch_optional(db.pool())
+        .await?;
+    let (bytes,) =
+        row.ok_or_else(|| crate::AuditError::Corrupt(format!("tile {block} is missing")))?;
+    if bytes.len() != 256 * 32 {
+        return Err(crate::AuditError::Corrupt(format!(
+            "tile {block} has {} bytes",
+            bytes.len()
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(32)
+        .map(|c| c.try_into().unwrap_or([0; 32]))
+        .collect())
 }
 
 async fn insert_checkpoint(
