@@ -24,6 +24,8 @@ pub struct CoordinatorConfig {
     pub admin: Listen,
     /// Where the member directory comes from.
     pub directory: DirectorySource,
+    /// The audit log.
+    pub audit: AuditConfig,
     /// Where state is kept.
     #[serde(default)]
     pub storage: Storage,
@@ -51,6 +53,17 @@ pub struct DirectorySource {
 
 fn default_reload_interval() -> Duration {
     Duration::from_secs(5)
+}
+
+/// The audit log's identity.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Ed25519 key (PKCS#8 PEM) that signs checkpoints; its verifier key is published in the
+    /// directory.
+    pub signing_key: PathBuf,
+    /// Origin line of the checkpoints, unique per log, e.g. `zvh-hofland.example/doorzet/audit`.
+    pub origin: String,
 }
 
 /// The database.

@@ -20,6 +20,7 @@ pub async fn load(
     source: &DirectorySource,
     db: &Database,
     own_org: doorzet_domain::Oin,
+    audit_verifier_key: &str,
 ) -> Result<(Snapshot, String), Error> {
     let (file, text) = DirectoryFile::load(&source.file)?;
     let mut wire = file
@@ -31,6 +32,9 @@ pub async fn load(
             source.file.display()
         )));
     }
+    if let Some(coordinator) = wire.coordinator.as_mut() {
+        coordinator.audit_log_verifier_key = audit_verifier_key.to_owned();
+    }
     let sha = hex::encode(Sha256::digest(text.as_bytes()));
     let now = SystemTime::now();
     wire.version = store::directory_versions::version_for(db, &sha, now).await?;
@@ -41,10 +45,12 @@ pub async fn load(
 }
 
 /// Polls the file every `reload_interval` and swaps in valid changes until `shutdown`.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_watcher(
     source: DirectorySource,
     db: Database,
     own_org: doorzet_domain::Oin,
+    audit_verifier_key: String,
     directory: Arc<Directory>,
     metrics: Metrics,
     mut last_sha: String,
@@ -71,7 +77,7 @@ pub fn spawn_watcher(
                 }
                 continue;
             }
-            match load(&source, &db, own_org).await {
+            match load(&source, &db, own_org, &audit_verifier_key).await {
                 Ok((snapshot, loaded_sha)) => {
                     tracing::info!(
                         version = snapshot.version(),

@@ -26,6 +26,12 @@ pub enum Error {
     /// A query failed.
     #[error("storage failure")]
     Storage(#[from] sqlx::Error),
+    /// The caller may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The audit log refused or failed.
+    #[error(transparent)]
+    Audit(#[from] doorzet_audit::AuditError),
 }
 
 impl From<Error> for tonic::Status {
@@ -33,6 +39,18 @@ impl From<Error> for tonic::Status {
         match err {
             Error::InvalidArgument(e) => Self::invalid_argument(e.to_string()),
             Error::NotFound(_) => Self::not_found(err.to_string()),
+            Error::PermissionDenied(_) => Self::permission_denied(err.to_string()),
+            Error::Audit(e) => match e {
+                doorzet_audit::AuditError::Entry(_) | doorzet_audit::AuditError::Range(_) => {
+                    Self::invalid_argument(e.to_string())
+                }
+                doorzet_audit::AuditError::UnknownHash(_) => Self::not_found(e.to_string()),
+                doorzet_audit::AuditError::Closed => Self::unavailable(e.to_string()),
+                other => {
+                    tracing::error!(error = %other, "audit log failure");
+                    Self::internal("internal error")
+                }
+            },
             Error::Storage(e) => {
                 tracing::error!(error = %e, "storage failure");
                 Self::internal("internal error")

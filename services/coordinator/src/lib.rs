@@ -59,6 +59,29 @@ impl Listeners {
     }
 }
 
+async fn open_audit_log(
+    config: &CoordinatorConfig,
+    db: Database,
+) -> Result<doorzet_audit::log::AuditLog, Error> {
+    let pem = std::fs::read_to_string(&config.audit.signing_key).map_err(|e| {
+        Error::Config(format!(
+            "audit.signing_key: cannot read {}: {e}",
+            config.audit.signing_key.display()
+        ))
+    })?;
+    let signer = doorzet_audit::checkpoint::NoteSigner::from_pkcs8_pem(&config.audit.origin, &pem)
+        .map_err(|e| Error::Config(format!("audit.signing_key: {e}")))?;
+    let log = doorzet_audit::log::AuditLog::open(
+        db,
+        signer,
+        doorzet_audit::log::LogOptions::new(&config.audit.origin),
+    )
+    .await?;
+    let (checkpoint, _) = log.checkpoint();
+    tracing::info!(size = checkpoint.size, origin = %checkpoint.origin, "audit log opened");
+    Ok(log)
+}
+
 /// Runs the coordinator until `shutdown`, then drains in-flight requests and returns.
 pub async fn serve(
     listeners: Listeners,
@@ -67,11 +90,18 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let tls = ReloadingTls::load(config.tls.clone())?;
     tls.spawn_watcher(shutdown.clone());
-    let db = Database::connect(&config.storage.url, &[&store::MIGRATIONS]).await?;
+    let db = Database::connect(
+        &config.storage.url,
+        &[&store::MIGRATIONS, &doorzet_audit::store::MIGRATIONS],
+    )
+    .await?;
     let metrics = Metrics::new();
+    let audit = open_audit_log(&config, db.clone()).await?;
+    let verifier_key = audit.verifier_key();
 
     let directory = Directory::new(None);
-    let (snapshot, sha) = directory_source::load(&config.directory, &db, config.org).await?;
+    let (snapshot, sha) =
+        directory_source::load(&config.directory, &db, config.org, &verifier_key).await?;
     tracing::info!(
         version = snapshot.version(),
         members = snapshot.members.len(),
@@ -84,6 +114,7 @@ pub async fn serve(
         config.directory.clone(),
         db.clone(),
         config.org,
+        verifier_key,
         directory.clone(),
         metrics.clone(),
         sha,
@@ -108,7 +139,8 @@ pub async fn serve(
                 .max_decoding_message_size(max),
         )
         .add_service(
-            AuditLogServer::new(grpc::audit_log::AuditLogService).max_decoding_message_size(max),
+            AuditLogServer::new(grpc::audit_log::AuditLogService::new(audit))
+                .max_decoding_message_size(max),
         );
     for service in [
         "",

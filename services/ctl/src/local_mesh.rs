@@ -71,6 +71,8 @@ pub const MEMBERS: [DemoOrg; 5] = [
 
 /// The region name of the local mesh.
 pub const REGION: &str = "hofland-demo";
+/// The origin of the local mesh's audit log.
+pub const AUDIT_ORIGIN: &str = "hofland-demo.example/doorzet/audit";
 /// The token audience of the local mesh.
 pub const AUDIENCE: &str = "doorzet";
 
@@ -87,6 +89,10 @@ pub struct MeshFile {
     pub coordinator: MeshMember,
     /// The partner nodes.
     pub members: Vec<MeshMember>,
+    /// The audit log's checkpoint verifier key (C2SP signed-note form).
+    pub audit_verifier_key: String,
+    /// Where `doorzetctl audit verify` keeps the checkpoints it has seen.
+    pub audit_state: PathBuf,
 }
 
 /// One process of the local mesh.
@@ -249,6 +255,17 @@ pub async fn up(options: &UpOptions) -> anyhow::Result<MeshFile> {
             .iter()
             .map(|m| (m.org.parse().expect("fixed OIN"), m.name.to_owned())),
     );
+    let audit_key = pki_dir.join("audit.key");
+    if !audit_key.exists() {
+        pki::write_private(
+            &audit_key,
+            pki::TokenKey::generate()?.private_pem.as_bytes(),
+        )?;
+    }
+    let signer = doorzet_audit::checkpoint::NoteSigner::from_pkcs8_pem(
+        AUDIT_ORIGIN,
+        &std::fs::read_to_string(&audit_key)?,
+    )?;
     let needs_pki = orgs
         .iter()
         .any(|(org, _)| !OrgFiles::under(&pki_dir, *org).cert.exists());
@@ -285,10 +302,12 @@ pub async fn up(options: &UpOptions) -> anyhow::Result<MeshFile> {
             .iter()
             .map(|m| member(m, true))
             .collect::<anyhow::Result<_>>()?,
+        audit_verifier_key: signer.verifier_key(),
+        audit_state: dir.join("audit"),
     };
 
     write_directory_file(&dir, &mesh)?;
-    write_coordinator_config(&dir, &mesh.coordinator)?;
+    write_coordinator_config(&dir, &mesh.coordinator, &audit_key)?;
     for m in &mesh.members {
         write_node_config(&dir, m, &mesh.coordinator, options.refresh_interval)?;
     }
@@ -363,14 +382,15 @@ fn addr(endpoint: &str) -> &str {
     endpoint.trim_start_matches("https://")
 }
 
-fn write_coordinator_config(dir: &Path, c: &MeshMember) -> anyhow::Result<()> {
+fn write_coordinator_config(dir: &Path, c: &MeshMember, audit_key: &Path) -> anyhow::Result<()> {
     let text = format!(
-        "org = \"{}\"\n\n{}\n[mesh]\nlisten = \"{}\"\n\n[admin]\nlisten = \"{}\"\n\n[directory]\nfile = {}\nreload_interval = \"1s\"\n\n[storage]\nurl = \"sqlite:{}\"\n",
+        "org = \"{}\"\n\n{}\n[mesh]\nlisten = \"{}\"\n\n[admin]\nlisten = \"{}\"\n\n[directory]\nfile = {}\nreload_interval = \"1s\"\n\n[audit]\nsigning_key = {}\norigin = \"{AUDIT_ORIGIN}\"\n\n[storage]\nurl = \"sqlite:{}\"\n",
         c.org_id,
         tls_section(&c.files),
         addr(&c.mesh_endpoint),
         c.admin_addr,
         toml_str(&dir.join("config").join("directory.toml")),
+        toml_str(audit_key),
         dir.join("data").join("coordinator.db").display(),
     );
     std::fs::write(&c.config, text)?;

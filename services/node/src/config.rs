@@ -28,6 +28,9 @@ pub struct NodeConfig {
     /// How the directory copy is kept fresh.
     #[serde(default)]
     pub directory: DirectoryRefresh,
+    /// How the coordinator's audit log is verified.
+    #[serde(default)]
+    pub audit: AuditWatch,
     /// Where state is kept.
     #[serde(default)]
     pub storage: Storage,
@@ -78,6 +81,34 @@ impl Default for DirectoryRefresh {
         Self {
             refresh_interval: default_refresh_interval(),
             max_age: default_max_age(),
+        }
+    }
+}
+
+/// Verification of the coordinator's audit log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditWatch {
+    /// How often the latest checkpoint is fetched and checked against the ones seen before.
+    #[serde(with = "humantime_serde", default = "default_check_interval")]
+    pub check_interval: Duration,
+    /// Entries re-verified per check (by inclusion proof), sweeping the whole log over time.
+    #[serde(default = "default_sweep")]
+    pub sweep: u64,
+}
+
+fn default_check_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_sweep() -> u64 {
+    64
+}
+
+impl Default for AuditWatch {
+    fn default() -> Self {
+        Self {
+            check_interval: default_check_interval(),
+            sweep: default_sweep(),
         }
     }
 }

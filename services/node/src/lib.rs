@@ -3,12 +3,14 @@
 //! (JWT). It keeps a verified copy of the region's directory from the coordinator.
 //!
 //! # Layout
+//! - [`audit_watch`]: verifying the coordinator's audit log.
 //! - [`config`]: `node.toml` and its environment overrides.
 //! - [`directory_sync`]: fetching, storing and following the directory.
 //! - [`grpc`]: the gRPC services on the mesh and local listeners.
 //! - [`store`]: persistent state and migrations.
 //! - [`error`]: the error type and its mapping to `tonic::Status`.
 
+pub mod audit_watch;
 pub mod config;
 pub mod directory_sync;
 pub mod error;
@@ -71,7 +73,7 @@ pub async fn serve(
     let db = Database::connect(&config.storage.url, &[&store::MIGRATIONS]).await?;
     let metrics = Metrics::new();
     let directory = Directory::new(Some(config.directory.max_age));
-    let coordinator = doorzet_mesh::client::channel(
+    let coordinator_channel = doorzet_mesh::client::channel(
         tls.clone(),
         &config.coordinator.endpoint,
         Some(config.coordinator.org),
@@ -82,7 +84,7 @@ pub async fn serve(
     let sync = directory_sync::DirectorySync {
         directory: directory.clone(),
         db: db.clone(),
-        coordinator,
+        coordinator: coordinator_channel.clone(),
         coordinator_org: config.coordinator.org,
         health: health.clone(),
         metrics: metrics.clone(),
@@ -90,6 +92,18 @@ pub async fn serve(
     sync.restore().await?;
     sync.report().await;
     sync.clone().spawn(&config, shutdown.clone());
+    let audit = audit_watch::AuditWatch::new(
+        db.clone(),
+        coordinator_channel,
+        directory.clone(),
+        health.clone(),
+        &metrics,
+        config.audit.sweep,
+    )
+    .await?;
+    audit
+        .clone()
+        .spawn(config.audit.check_interval, shutdown.clone());
 
     let max = config.limits.max_message_bytes;
     mesh_routes.add_service(
@@ -101,6 +115,7 @@ pub async fn serve(
         NodeAdminServer::new(grpc::node_admin::NodeAdminService::new(
             config.org,
             directory.clone(),
+            audit.clone(),
         ))
         .max_decoding_message_size(max),
     );

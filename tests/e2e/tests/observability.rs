@@ -80,17 +80,27 @@ async fn coordinator_runs_with_otlp_configured_but_no_collector_and_drains_on_si
         ),
     )
     .unwrap();
+    let audit_key = dir.path().join("audit.key");
+    doorzet_ctl::pki::write_private(
+        &audit_key,
+        doorzet_ctl::pki::TokenKey::generate()
+            .unwrap()
+            .private_pem
+            .as_bytes(),
+    )
+    .unwrap();
     let config = dir.path().join("coordinator.toml");
     std::fs::write(
         &config,
         format!(
-            "org = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n[mesh]\nlisten = \"{mesh_addr}\"\n[admin]\nlisten = \"{admin_addr}\"\n[directory]\nfile = \"{}\"\n[storage]\nurl = \"sqlite:{}\"\n[telemetry]\notlp_endpoint = \"http://{dead_collector}\"\n",
+            "org = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n[mesh]\nlisten = \"{mesh_addr}\"\n[admin]\nlisten = \"{admin_addr}\"\n[directory]\nfile = \"{}\"\n[storage]\nurl = \"sqlite:{}\"\n[audit]\nsigning_key = \"{}\"\norigin = \"t/audit\"\n[telemetry]\notlp_endpoint = \"http://{dead_collector}\"\n",
             org.org,
             org.tls.cert.display(),
             org.tls.key.display(),
             org.tls.ca.display(),
             directory.display(),
             dir.path().join("c.db").display(),
+            audit_key.display(),
         ),
     )
     .unwrap();

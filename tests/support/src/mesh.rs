@@ -86,6 +86,9 @@ fn key_entry(org: &TestOrg) -> KeyEntry {
     }
 }
 
+/// Origin of the in-process mesh's audit log.
+pub const AUDIT_ORIGIN: &str = "test.example/doorzet/audit";
+
 /// How fast the in-process mesh notices directory changes.
 pub const REFRESH: Duration = Duration::from_millis(150);
 
@@ -143,8 +146,21 @@ impl TestMesh {
         std::fs::write(&directory_path, toml::to_string(&directory).expect("toml"))
             .expect("write directory");
 
+        let audit_key = data.path().join("audit.key");
+        doorzet_ctl::pki::write_private(
+            &audit_key,
+            doorzet_ctl::pki::TokenKey::generate()
+                .expect("audit key")
+                .private_pem
+                .as_bytes(),
+        )
+        .expect("write audit key");
         let config = CoordinatorConfig {
             org: coordinator_org.org,
+            audit: doorzet_coordinator::config::AuditConfig {
+                signing_key: audit_key,
+                origin: AUDIT_ORIGIN.into(),
+            },
             tls: coordinator_org.tls.clone(),
             mesh: Listen {
                 listen: c_mesh_addr,
@@ -190,6 +206,10 @@ impl TestMesh {
                 directory: DirectoryRefresh {
                     refresh_interval: REFRESH,
                     max_age: Duration::from_secs(3600),
+                },
+                audit: doorzet_node::config::AuditWatch {
+                    check_interval: REFRESH,
+                    sweep: 64,
                 },
                 storage: doorzet_node::config::Storage {
                     url: format!(

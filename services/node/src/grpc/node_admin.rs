@@ -17,12 +17,17 @@ use crate::Error;
 pub struct NodeAdminService {
     org: Oin,
     directory: Arc<Directory>,
+    audit: crate::audit_watch::AuditWatch,
 }
 
 impl NodeAdminService {
     /// Makes the service for organisation `org`.
-    pub fn new(org: Oin, directory: Arc<Directory>) -> Self {
-        Self { org, directory }
+    pub fn new(org: Oin, directory: Arc<Directory>, audit: crate::audit_watch::AuditWatch) -> Self {
+        Self {
+            org,
+            directory,
+            audit,
+        }
     }
 }
 
@@ -62,6 +67,8 @@ impl node_admin_server::NodeAdmin for NodeAdminService {
             directory_version: current.as_ref().map_or(0, |d| d.version()),
             directory_fetched_at: current.as_ref().map(|d| d.obtained_at.into()),
             is_directory_stale: self.directory.usable(now).is_err(),
+            audit_checkpoint_size: self.audit.verified_size(),
+            audit_alarm: self.audit.alarm().unwrap_or_default(),
         }))
     }
 }
