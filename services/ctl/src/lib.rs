@@ -2,11 +2,13 @@
 //! processes, and small clients for the mesh's services.
 //!
 //! # Layout
+//! - [`audit_verify`]: downloading and verifying the whole audit log.
 //! - [`pki`]: development CA and organisation certificates of the production shape.
 //! - [`token`]: minting JWTs with an organisation's development signing key.
 //! - [`local_mesh`]: `mesh up`, `mesh down` and `mesh status`.
 //! - [`inspect`]: asking a running mesh who is in the directory and who the caller is.
 
+pub mod audit_verify;
 pub mod inspect;
 pub mod local_mesh;
 pub mod pki;

@@ -33,6 +33,9 @@ enum Command {
     /// The directory as a member of the local mesh sees it.
     #[command(subcommand)]
     Directory(DirectoryCommand),
+    /// The mesh's audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Show who a development token makes you on a member's local listener.
     Whoami {
         /// Local mesh directory.
@@ -131,6 +134,38 @@ enum DirectoryCommand {
         /// Member whose certificate to use.
         #[arg(long = "as", default_value = "municipality")]
         member: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Download every entry, recompute the tree, check the signed checkpoint, every checkpoint seen
+    /// before and the coordinator's proofs; exit 1 with a precise message at the first break.
+    Verify {
+        /// Local mesh directory (uses its mesh.json); or give --coordinator and the TLS files.
+        #[arg(long, default_value = ".doorzet-dev")]
+        dir: PathBuf,
+        /// Member whose certificate to use (local mesh).
+        #[arg(long = "as", default_value = "zvh")]
+        member: String,
+        /// Coordinator address, https://host:port (instead of --dir).
+        #[arg(long, requires_all = ["cert", "key", "ca", "verifier_key", "state"])]
+        coordinator: Option<String>,
+        /// Certificate (PEM) to connect with.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// Its private key (PEM).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Trust anchors (PEM).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// The log's verifier key, as published in the directory.
+        #[arg(long)]
+        verifier_key: Option<String>,
+        /// Directory where checkpoints seen are kept between runs.
+        #[arg(long)]
+        state: Option<PathBuf>,
     },
 }
 
@@ -256,6 +291,59 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     m.org_id, kind, m.name, m.mesh_endpoint
                 );
             }
+        }
+        Command::Audit(AuditCommand::Verify {
+            dir,
+            member,
+            coordinator,
+            cert,
+            key,
+            ca,
+            verifier_key,
+            state,
+        }) => {
+            let (channel, vkey, state) = match coordinator {
+                Some(endpoint) => {
+                    let tls = doorzet_mesh::ReloadingTls::load(doorzet_mesh::config::TlsFiles {
+                        cert: cert.context("--cert")?,
+                        key: key.context("--key")?,
+                        ca: ca.context("--ca")?,
+                        reload_interval: Duration::from_secs(3600),
+                    })?;
+                    let channel = doorzet_mesh::client::channel(
+                        tls,
+                        &endpoint,
+                        None,
+                        Duration::from_secs(30),
+                    )?;
+                    (
+                        channel,
+                        verifier_key.context("--verifier-key")?,
+                        state.context("--state")?,
+                    )
+                }
+                None => {
+                    let mesh = MeshFile::read(&dir)?;
+                    let me = mesh.member(&member)?;
+                    let channel = doorzet_mesh::client::channel(
+                        me.tls()?,
+                        &mesh.coordinator.mesh_endpoint,
+                        Some(mesh.coordinator.oin()?),
+                        Duration::from_secs(30),
+                    )?;
+                    (
+                        channel,
+                        mesh.audit_verifier_key.clone(),
+                        mesh.audit_state.clone(),
+                    )
+                }
+            };
+            let verifier = doorzet_audit::checkpoint::NoteVerifier::parse(&vkey)?;
+            let report = doorzet_ctl::audit_verify::verify(channel, &verifier, &state).await?;
+            println!(
+                "audit log verified: {} entries recomputed, {} earlier checkpoints consistent, {} proofs checked",
+                report.size, report.checkpoints, report.proofs
+            );
         }
         Command::Whoami {
             dir,

@@ -60,6 +60,8 @@ pub struct TestMesh {
     data: tempfile::TempDir,
     shutdown: CancellationToken,
     coordinator_shutdown: CancellationToken,
+    coordinator_config: CoordinatorConfig,
+    coordinator_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for TestMesh {
@@ -184,12 +186,8 @@ impl TestMesh {
             admin: c_admin,
         };
         let coordinator_shutdown = shutdown.child_token();
-        let token = coordinator_shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(e) = doorzet_coordinator::serve(listeners, config, token).await {
-                panic!("coordinator failed: {e}");
-            }
-        });
+        let coordinator_config = config.clone();
+        let coordinator_task = spawn_coordinator(listeners, config, coordinator_shutdown.clone());
 
         let mut running = Vec::new();
         for (demo, org, mesh, mesh_addr, local, local_addr, admin, admin_addr) in node_parts {
@@ -250,6 +248,8 @@ impl TestMesh {
             data,
             shutdown,
             coordinator_shutdown,
+            coordinator_config,
+            coordinator_task: Some(coordinator_task),
         };
         for node in &mesh.nodes {
             let org = &node.org;
@@ -283,10 +283,51 @@ impl TestMesh {
         self.coordinator_shutdown.cancel();
     }
 
+    /// Stops the coordinator, lets `meanwhile` change its files (the database is
+    /// `data_dir()/coordinator.db`), and starts it again on the same addresses.
+    pub async fn restart_coordinator(&mut self, meanwhile: impl FnOnce(&std::path::Path)) {
+        self.coordinator_shutdown.cancel();
+        if let Some(task) = self.coordinator_task.take() {
+            let _ = task.await;
+        }
+        meanwhile(self.data.path());
+        let config = self.coordinator_config.clone();
+        let mesh = rebind(config.mesh.listen).await;
+        let admin = rebind(config.admin.listen).await;
+        self.coordinator_shutdown = self.shutdown.child_token();
+        self.coordinator_task = Some(spawn_coordinator(
+            doorzet_coordinator::Listeners { mesh, admin },
+            config,
+            self.coordinator_shutdown.clone(),
+        ));
+    }
+
     /// Stops every server.
     pub fn shutdown(&self) {
         self.shutdown.cancel();
     }
+}
+
+fn spawn_coordinator(
+    listeners: doorzet_coordinator::Listeners,
+    config: CoordinatorConfig,
+    token: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = doorzet_coordinator::serve(listeners, config, token).await {
+            panic!("coordinator failed: {e}");
+        }
+    })
+}
+
+async fn rebind(addr: SocketAddr) -> TcpListener {
+    for _ in 0..200 {
+        if let Ok(listener) = TcpListener::bind(addr).await {
+            return listener;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{addr} did not become free");
 }
 
 /// Opens a channel to `endpoint` presenting `org`'s certificate (fixed, not reloading).

@@ -1,0 +1,238 @@
+//! The audit log is tamper-evident: a changed entry, a deleted entry and a log rolled back to an
+//! earlier size are each noticed by the nodes' checks and by `doorzetctl audit verify`.
+
+use std::time::Duration;
+
+use doorzet_audit::checkpoint::NoteVerifier;
+use doorzet_audit::entry;
+use doorzet_proto::v1::{
+    self, audit_log_client::AuditLogClient, directory_client::DirectoryClient,
+    node_admin_client::NodeAdminClient,
+};
+use doorzet_testkit::mesh::{channel_as, with_token};
+use doorzet_testkit::{TestMesh, eventually};
+use sqlx::Connection;
+
+fn disclosure(actor: &str, i: u64) -> v1::AuditEntry {
+    let mut e = entry::new_entry(
+        std::time::SystemTime::now(),
+        actor.parse().unwrap(),
+        v1::AuditAction::FactsDisclosed,
+    );
+    e.case_ref = format!("case-{i}");
+    e.fact_categories = vec!["legal_title".into()];
+    e.purpose = "tier3_meeting".into();
+    e
+}
+
+async fn append(mesh: &TestMesh, from: u64, count: u64) {
+    let org = &mesh.nodes[0].org;
+    let mut client = AuditLogClient::new(channel_as(org, &mesh.coordinator.endpoint));
+    let entries = (from..from + count)
+        .map(|i| disclosure(org.org.as_str(), i))
+        .collect();
+    let appended = client
+        .append(v1::AppendRequest { entries })
+        .await
+        .expect("append")
+        .into_inner();
+    assert_eq!(
+        appended.leaf_indexes,
+        (from..from + count).collect::<Vec<_>>()
+    );
+}
+
+async fn node_status(mesh: &TestMesh) -> v1::GetNodeStatusResponse {
+    let node = &mesh.nodes[0];
+    let mut client = NodeAdminClient::new(channel_as(&node.org, &node.local_endpoint));
+    client
+        .get_node_status(with_token(
+            v1::GetNodeStatusRequest {},
+            &node.org.token("ops-1", "beheerder"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn wait_verified(mesh: &TestMesh, size: u64) {
+    eventually(Duration::from_secs(10), "node verified the log", || async {
+        let status = node_status(mesh).await;
+        assert!(
+            status.audit_alarm.is_empty(),
+            "unexpected alarm: {}",
+            status.audit_alarm
+        );
+        (status.audit_checkpoint_size == size).then_some(())
+    })
+    .await;
+}
+
+async fn wait_alarm(mesh: &TestMesh) -> String {
+    eventually(
+        Duration::from_secs(10),
+        "node raised the audit alarm",
+        || async {
+            let status = node_status(mesh).await;
+            (!status.audit_alarm.is_empty()).then_some(status.audit_alarm)
+        },
+    )
+    .await
+}
+
+async fn verifier(mesh: &TestMesh) -> NoteVerifier {
+    let directory =
+        DirectoryClient::new(channel_as(&mesh.nodes[1].org, &mesh.coordinator.endpoint))
+            .list_members(v1::ListMembersRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+    NoteVerifier::parse(&directory.coordinator.unwrap().audit_log_verifier_key).unwrap()
+}
+
+async fn verify(
+    mesh: &TestMesh,
+    state: &std::path::Path,
+) -> anyhow::Result<doorzet_ctl::audit_verify::Report> {
+    let channel = channel_as(&mesh.nodes[1].org, &mesh.coordinator.endpoint);
+    doorzet_ctl::audit_verify::verify(channel, &verifier(mesh).await, state).await
+}
+
+async fn coordinator_db(mesh: &TestMesh) -> sqlx::SqliteConnection {
+    let url = format!(
+        "sqlite:{}",
+        mesh.data_dir().join("coordinator.db").display()
+    );
+    sqlx::SqliteConnection::connect(&url).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_changed_entry_is_detected() {
+    let mesh = TestMesh::start(2).await;
+    let state = tempfile::tempdir().unwrap();
+    append(&mesh, 0, 12).await;
+    append(&mesh, 12, 8).await;
+    wait_verified(&mesh, 20).await;
+    let report = verify(&mesh, state.path()).await.unwrap();
+    assert_eq!(report.size, 20);
+
+    // Swap entry 7 for another valid entry, as an insider with database access could.
+    let forged = entry::encode(&disclosure(mesh.nodes[0].org.org.as_str(), 999)).unwrap();
+    let mut db = coordinator_db(&mesh).await;
+    sqlx::query("UPDATE audit_entries SET body = $1 WHERE idx = 7")
+        .bind(forged)
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    let alarm = wait_alarm(&mesh).await;
+    assert!(
+        alarm.contains("entry 7") && alarm.contains("changed"),
+        "{alarm}"
+    );
+    // With the checkpoint of size 20 remembered, the break is pinned on it; without, on the
+    // latest signed checkpoint.
+    let err = verify(&mesh, state.path()).await.unwrap_err().to_string();
+    assert!(
+        err.contains("entries 0..20 no longer hash") && err.contains("rewritten"),
+        "{err}"
+    );
+    let fresh = tempfile::tempdir().unwrap();
+    let err = verify(&mesh, fresh.path()).await.unwrap_err().to_string();
+    assert!(err.contains("an entry was changed"), "{err}");
+    // The alarm also shows in health.
+    let health = tonic_health::pb::health_client::HealthClient::new(channel_as(
+        &mesh.nodes[1].org,
+        &mesh.nodes[0].mesh_endpoint,
+    ))
+    .check(tonic_health::pb::HealthCheckRequest {
+        service: "doorzet.audit".into(),
+    })
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(health.status, 2, "NOT_SERVING");
+}
+
+#[tokio::test]
+async fn a_deleted_last_entry_is_detected() {
+    let mesh = TestMesh::start(2).await;
+    let state = tempfile::tempdir().unwrap();
+    append(&mesh, 0, 10).await;
+    wait_verified(&mesh, 10).await;
+    verify(&mesh, state.path()).await.unwrap();
+
+    let mut db = coordinator_db(&mesh).await;
+    sqlx::query("DELETE FROM audit_entries WHERE idx = 9")
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    let alarm = wait_alarm(&mesh).await;
+    assert!(alarm.contains("entry 9 is missing"), "{alarm}");
+    let err = verify(&mesh, state.path()).await.unwrap_err().to_string();
+    assert!(err.contains("entry 9 is missing"), "{err}");
+}
+
+#[tokio::test]
+async fn a_log_rolled_back_to_an_earlier_size_is_detected() {
+    let mut mesh = TestMesh::start(2).await;
+    let state = tempfile::tempdir().unwrap();
+    append(&mesh, 0, 10).await;
+    wait_verified(&mesh, 10).await;
+    verify(&mesh, state.path()).await.unwrap();
+    // A consistent backup at size 10.
+    let backup = mesh.data_dir().join("backup.db");
+    let mut db = coordinator_db(&mesh).await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "VACUUM INTO '{}'",
+        backup.display()
+    )))
+    .execute(&mut db)
+    .await
+    .unwrap();
+    drop(db);
+    append(&mesh, 10, 10).await;
+    wait_verified(&mesh, 20).await;
+    verify(&mesh, state.path()).await.unwrap();
+
+    // The ZVH restores the backup and carries on as if entries 10..20 never happened.
+    mesh.restart_coordinator(|data| {
+        let db = data.join("coordinator.db");
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+        }
+        std::fs::copy(data.join("backup.db"), &db).unwrap();
+    })
+    .await;
+
+    let alarm = wait_alarm(&mesh).await;
+    assert!(alarm.contains("rolled back"), "{alarm}");
+    let err = verify(&mesh, state.path()).await.unwrap_err().to_string();
+    assert!(err.contains("rolled back"), "{err}");
+}
+
+#[tokio::test]
+async fn nodes_append_only_as_themselves() {
+    let mesh = TestMesh::start(2).await;
+    let mut client =
+        AuditLogClient::new(channel_as(&mesh.nodes[1].org, &mesh.coordinator.endpoint));
+    let err = client
+        .append(v1::AppendRequest {
+            entries: vec![disclosure(mesh.nodes[0].org.org.as_str(), 1)],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(err.message().contains("actor_org"), "{}", err.message());
+    let mut free_text = disclosure(mesh.nodes[1].org.org.as_str(), 1);
+    free_text.purpose = "eviction on 12 March".into();
+    let err = client
+        .append(v1::AppendRequest {
+            entries: vec![free_text],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("purpose"), "{}", err.message());
+}
