@@ -95,6 +95,23 @@ async fn mesh_up_serves_five_members_and_mesh_down_stops_them() {
     let who = inspect::who_am_i(municipality, token.trim()).await.unwrap();
     assert_eq!(who.subject, "emp-8");
 
+    // The audit log's verifier key is in mesh.json and in the directory, and the log verifies.
+    assert_eq!(
+        directory
+            .coordinator
+            .as_ref()
+            .unwrap()
+            .audit_log_verifier_key,
+        mesh.audit_verifier_key
+    );
+    let verified = doorzetctl(&["audit", "verify", "--dir", dir_arg]);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(String::from_utf8_lossy(&verified.stdout).contains("audit log verified"));
+
     let status = doorzetctl(&["mesh", "status", "--dir", dir_arg]);
     assert!(status.status.success());
     assert_eq!(

@@ -2,13 +2,12 @@
 //! identifiers, and a process that starts with trace export configured but no collector running,
 //! then drains and exits cleanly on SIGTERM.
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use doorzet_ctl::local_mesh::{find_binary, health};
+use doorzet_ctl::local_mesh::find_binary;
 use doorzet_proto::v1::{self, directory_client::DirectoryClient};
+use doorzet_testkit::TestMesh;
 use doorzet_testkit::mesh::{channel_as, with_token};
-use doorzet_testkit::{TestMesh, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
@@ -61,92 +60,16 @@ async fn metrics_count_requests_by_method_status_and_peer_kind_without_identifie
 
 #[tokio::test(flavor = "multi_thread")]
 async fn coordinator_runs_with_otlp_configured_but_no_collector_and_drains_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = doorzet_testkit::Pki::new();
-    let org = pki.org("00000001999000000001".parse().unwrap(), "Coordinator");
-    let port = |_| {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
-    let (mesh_addr, admin_addr, dead_collector) = (port(0), port(1), port(2));
-    let directory = dir.path().join("directory.toml");
-    std::fs::write(
-        &directory,
-        format!(
-            "region = \"r\"\n[coordinator]\norg_id = \"{}\"\nname = \"c\"\nmesh_endpoint = \"https://{mesh_addr}\"\n",
-            org.org
-        ),
-    )
-    .unwrap();
-    let audit_key = dir.path().join("audit.key");
-    doorzet_ctl::pki::write_private(
-        &audit_key,
-        doorzet_ctl::pki::TokenKey::generate()
-            .unwrap()
-            .private_pem
-            .as_bytes(),
-    )
-    .unwrap();
-    let config = dir.path().join("coordinator.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "org = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n[mesh]\nlisten = \"{mesh_addr}\"\n[admin]\nlisten = \"{admin_addr}\"\n[directory]\nfile = \"{}\"\n[storage]\nurl = \"sqlite:{}\"\n[audit]\nsigning_key = \"{}\"\norigin = \"t/audit\"\n[telemetry]\notlp_endpoint = \"http://{dead_collector}\"\n",
-            org.org,
-            org.tls.cert.display(),
-            org.tls.key.display(),
-            org.tls.ca.display(),
-            directory.display(),
-            dir.path().join("c.db").display(),
-            audit_key.display(),
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(find_binary("doorzet-coordinator", None).unwrap())
-        .arg("--config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+    let dead_collector = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
         .unwrap();
-    let member = doorzet_ctl::local_mesh::MeshMember {
-        slug: "coordinator".into(),
-        org_id: org.org.to_string(),
-        kind: "care_and_safety_house".into(),
-        name: "c".into(),
-        mesh_endpoint: format!("https://{mesh_addr}"),
-        local_endpoint: None,
-        admin_addr: admin_addr.to_string(),
-        files: doorzet_ctl::pki::OrgFiles {
-            cert: org.tls.cert.clone(),
-            key: org.tls.key.clone(),
-            ca: org.tls.ca.clone(),
-            signing_key: dir.path().join("unused"),
-            signing_jwk: dir.path().join("unused"),
-        },
-        config: config.clone(),
-        log: dir.path().join("unused"),
-        pid: Some(child.id()),
-    };
-    let endpoint = member.mesh_endpoint.clone();
-    eventually(Duration::from_secs(20), "coordinator SERVING", || async {
-        (health(&member, &endpoint).await.ok() == Some(1)).then_some(())
-    })
-    .await;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let status = eventually(Duration::from_secs(20), "coordinator exit", || {
-        let exited = child.try_wait().unwrap();
-        async move { exited }
-    })
-    .await;
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let mut coordinator = doorzet_testkit::process::CoordinatorProcess::new(&format!(
+        "[telemetry]\notlp_endpoint = \"http://{dead_collector}\"\n"
+    ));
+    coordinator.start();
+    coordinator.wait_serving().await;
+    let (status, stderr) = coordinator.terminate().await;
     assert!(status.success(), "exit {status:?}: {stderr}");
     assert!(stderr.contains("SIGTERM: draining"), "{stderr}");
 }

@@ -5,9 +5,11 @@
 //! # Layout
 //! - [`pki`]: [`Pki`], [`TestOrg`] and token helpers.
 //! - [`mesh`]: [`TestMesh`], clients and waiting helpers.
+//! - [`process`]: a coordinator as a real process.
 
 pub mod mesh;
 pub mod pki;
+pub mod process;
 
 pub use mesh::TestMesh;
 pub use pki::{Pki, TestOrg};
