@@ -70,15 +70,15 @@ pub async fn verify(
         .verify(&note)
         .context("the latest checkpoint's signature does not verify")?;
     let seen = seen(state, verifier)?;
-    if let Some((max, path)) = seen.last() {
-        if max.size > latest.size {
-            bail!(
-                "audit log rolled back: the coordinator serves a checkpoint of size {}, but size {} was seen before ({})",
-                latest.size,
-                max.size,
-                path.display()
-            );
-        }
+    if let Some((max, path)) = seen.last()
+        && max.size > latest.size
+    {
+        bail!(
+            "audit log rolled back: the coordinator serves a checkpoint of size {}, but size {} was seen before ({})",
+            latest.size,
+            max.size,
+            path.display()
+        );
     }
 
     let mut frontier = Frontier::default();

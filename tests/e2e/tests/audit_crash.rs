@@ -11,6 +11,9 @@ use doorzet_proto::v1::{
 };
 use doorzet_testkit::process::CoordinatorProcess;
 
+/// A leaf index the coordinator acknowledged, and the entry bytes it was given.
+type Acked = (u64, Vec<u8>);
+
 #[tokio::test(flavor = "multi_thread")]
 async fn no_acknowledged_entry_is_lost_when_the_coordinator_is_killed() {
     let mut coordinator = CoordinatorProcess::new("");
@@ -18,7 +21,7 @@ async fn no_acknowledged_entry_is_lost_when_the_coordinator_is_killed() {
     coordinator.wait_serving().await;
     let actor = coordinator.member.org.to_string();
 
-    let acked: Arc<Mutex<Vec<(u64, Vec<u8>)>>> = Arc::default();
+    let acked: Arc<Mutex<Vec<Acked>>> = Arc::default();
     let mut writers = Vec::new();
     for w in 0..32u64 {
         let (channel, acked, actor) = (coordinator.member_channel(), acked.clone(), actor.clone());
