@@ -16,8 +16,20 @@ pub static MIGRATIONS: Migrations = Migrations {
     postgres: &POSTGRES,
 };
 
-/// Rows per multi-row INSERT: well under both backends' parameter limits.
-const ROWS_PER_INSERT: usize = 500;
+/// Rows per multi-row INSERT, largest first: well under both backends' parameter limits.
+const ROW_SHAPES: [usize; 5] = [500, 100, 20, 5, 1];
+
+fn insert_entries_sql(rows: usize) -> String {
+    let mut sql = String::from("INSERT INTO audit_entries (idx, hash_prefix, leaf_hash, body) VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        let p = i * 4;
+        sql.push_str(&format!("(${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4));
+    }
+    sql
+}
 
 /// Returns the first eight bytes of a hash as the indexed look-up key.
 pub fn hash_prefix(hash: &Hash) -> i64 {
@@ -54,18 +66,14 @@ pub struct Batch<'a> {
 /// Writes a batch in one transaction: entries, finished subtrees and the checkpoint.
 pub async fn write_batch(db: &Database, batch: &Batch<'_>) -> Result<(), sqlx::Error> {
     let mut tx = db.pool().begin().await?;
-    for (chunk_no, chunk) in batch.entries.chunks(ROWS_PER_INSERT).enumerate() {
-        let mut sql =
-            String::from("INSERT INTO audit_entries (idx, hash_prefix, leaf_hash, body) VALUES ");
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push(',');
-            }
-            let p = i * 4;
-            sql.push_str(&format!("(${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4));
-        }
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        let base = batch.first_index + (chunk_no * ROWS_PER_INSERT) as u64;
+    let mut offset = 0;
+    while offset < batch.entries.len() {
+        // A few fixed statement shapes, so prepared statements are reused across batches.
+        let remaining = batch.entries.len() - offset;
+        let rows = ROW_SHAPES.into_iter().find(|&n| n <= remaining).unwrap_or(1);
+        let chunk = &batch.entries[offset..offset + rows];
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_entries_sql(rows)));
+        let base = batch.first_index + offset as u64;
         for (i, (hash, body)) in chunk.iter().enumerate() {
             query = query
                 .bind((base + i as u64) as i64)
@@ -74,6 +82,7 @@ pub async fn write_batch(db: &Database, batch: &Batch<'_>) -> Result<(), sqlx::E
                 .bind(body.as_slice());
         }
         query.execute(&mut *tx).await?;
+        offset += rows;
     }
     for (subtree, hash) in batch.subtrees {
         sqlx::query("INSERT INTO audit_subtrees (level, idx, hash) VALUES ($1, $2, $3)")
