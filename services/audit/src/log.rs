@@ -385,6 +385,7 @@ async fn fetch_blocks(
 }
 
 async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<(Vec<Vec<u8>>, Reply)>) {
+    let mut conn: Option<sqlx::pool::PoolConnection<sqlx::Any>> = None;
     while let Some(first) = rx.recv().await {
         let mut requests = vec![first];
         let mut count = requests[0].0.len();
@@ -397,7 +398,17 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<(Vec<Vec<u8>>, Reply
                 Err(_) => break,
             }
         }
-        let result = commit(&shared, &requests).await;
+        let result = match conn.as_mut() {
+            Some(c) => commit(&shared, c, &requests).await,
+            None => match writer_connection(&shared.db).await {
+                Ok(c) => commit(&shared, conn.insert(c), &requests).await,
+                Err(e) => Err(e.into()),
+            },
+        };
+        if result.is_err() {
+            // A broken connection must not poison every later batch.
+            conn = None;
+        }
         match result {
             Ok((size, index_ranges)) => {
                 for ((_, reply), indexes) in requests.into_iter().zip(index_ranges) {
@@ -418,8 +429,17 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<(Vec<Vec<u8>>, Reply
     }
 }
 
+/// The writer's own connection, kept across batches so SQLite's per-connection page cache for the
+/// indexes stays warm.
+async fn writer_connection(
+    db: &Database,
+) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, sqlx::Error> {
+    db.pool().acquire().await
+}
+
 async fn commit(
     shared: &Shared,
+    conn: &mut sqlx::AnyConnection,
     requests: &[(Vec<Vec<u8>>, Reply)],
 ) -> Result<(u64, Vec<Vec<u64>>), AuditError> {
     let (mut frontier, mut partial) = {
@@ -457,7 +477,7 @@ async fn commit(
     };
     let note = shared.signer.sign(&checkpoint);
     store::write_batch(
-        &shared.db,
+        conn,
         &store::Batch {
             first_index,
             entries: &rows,

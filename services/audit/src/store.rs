@@ -20,7 +20,8 @@ pub static MIGRATIONS: Migrations = Migrations {
 const ROW_SHAPES: [usize; 5] = [500, 100, 20, 5, 1];
 
 fn insert_entries_sql(rows: usize) -> String {
-    let mut sql = String::from("INSERT INTO audit_entries (idx, hash_prefix, leaf_hash, body) VALUES ");
+    let mut sql =
+        String::from("INSERT INTO audit_entries (idx, hash_prefix, leaf_hash, body) VALUES ");
     for i in 0..rows {
         if i > 0 {
             sql.push(',');
@@ -63,14 +64,22 @@ pub struct Batch<'a> {
     pub note: &'a str,
 }
 
-/// Writes a batch in one transaction: entries, finished subtrees and the checkpoint.
-pub async fn write_batch(db: &Database, batch: &Batch<'_>) -> Result<(), sqlx::Error> {
-    let mut tx = db.pool().begin().await?;
+/// Writes a batch in one transaction: entries, finished subtrees and the checkpoint. The writer
+/// keeps one connection for all batches, so SQLite's page cache for the indexes stays warm.
+pub async fn write_batch(
+    conn: &mut sqlx::AnyConnection,
+    batch: &Batch<'_>,
+) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    let mut tx = conn.begin().await?;
     let mut offset = 0;
     while offset < batch.entries.len() {
         // A few fixed statement shapes, so prepared statements are reused across batches.
         let remaining = batch.entries.len() - offset;
-        let rows = ROW_SHAPES.into_iter().find(|&n| n <= remaining).unwrap_or(1);
+        let rows = ROW_SHAPES
+            .into_iter()
+            .find(|&n| n <= remaining)
+            .unwrap_or(1);
         let chunk = &batch.entries[offset..offset + rows];
         let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_entries_sql(rows)));
         let base = batch.first_index + offset as u64;

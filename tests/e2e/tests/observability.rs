@@ -88,3 +88,42 @@ fn bad_configuration_exits_64_naming_the_key() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("org"), "{stderr}");
 }
+
+#[tokio::test]
+async fn every_listener_serves_health_and_reflection() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mesh = TestMesh::start(1).await;
+    let node = &mesh.nodes[0];
+    let listeners = [
+        (&mesh.coordinator.endpoint, "doorzet.v1.AuditLog"),
+        (&node.mesh_endpoint, "doorzet.v1.PartnerNode"),
+        (&node.local_endpoint, "doorzet.v1.NodeAdmin"),
+    ];
+    for (endpoint, service) in listeners {
+        assert_eq!(
+            doorzet_testkit::mesh::health(&node.org, endpoint).await,
+            Some(1),
+            "{endpoint}"
+        );
+        let mut client = ServerReflectionClient::new(channel_as(&node.org, endpoint));
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = client
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let response = responses.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("unexpected reflection answer");
+        };
+        let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+        assert!(names.contains(&service), "{endpoint}: {names:?}");
+        assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+    }
+}

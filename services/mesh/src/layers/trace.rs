@@ -80,3 +80,67 @@ where
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::{TraceContextExt, TraceId, TracerProvider as _};
+    use tower::{Layer, ServiceExt};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    /// The trace the handler ran in, and the `traceparent` an outgoing call would carry.
+    type Seen = (TraceId, Option<String>);
+
+    #[tokio::test]
+    async fn request_span_continues_the_callers_w3c_trace_and_clients_pass_it_on() {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let seen: Arc<Mutex<Option<Seen>>> = Arc::default();
+        let inner = {
+            let seen = seen.clone();
+            tower::service_fn(move |_req: http::Request<()>| {
+                let trace_id = tracing::Span::current()
+                    .context()
+                    .span()
+                    .span_context()
+                    .trace_id();
+                // An outgoing call made while handling carries the same trace.
+                let outgoing = crate::telemetry::propagate(tonic::Request::new(())).unwrap();
+                let header = outgoing
+                    .metadata()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                *seen.lock().unwrap() = Some((trace_id, header));
+                std::future::ready(Ok::<_, std::convert::Infallible>(http::Response::new(
+                    tonic::body::Body::empty(),
+                )))
+            })
+        };
+        let mut request = http::Request::new(());
+        *request.uri_mut() = "/doorzet.v1.Directory/ListMembers".parse().unwrap();
+        request.headers_mut().insert(
+            "traceparent",
+            format!("00-{TRACE_ID}-00f067aa0ba902b7-01")
+                .parse()
+                .unwrap(),
+        );
+        TraceLayer.layer(inner).oneshot(request).await.unwrap();
+
+        let (trace_id, header) = seen.lock().unwrap().clone().unwrap();
+        assert_eq!(trace_id, TraceId::from_hex(TRACE_ID).unwrap());
+        let header = header.expect("outgoing traceparent");
+        assert!(header.contains(TRACE_ID), "{header}");
+    }
+}
