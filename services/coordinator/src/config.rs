@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use doorzet_domain::Oin;
 use doorzet_mesh::config::{Jwt, Limits, Listen, Telemetry, TlsFiles};
+use doorzet_store::StorageConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -27,8 +28,8 @@ pub struct CoordinatorConfig {
     /// The audit log.
     pub audit: AuditConfig,
     /// Where state is kept.
-    #[serde(default)]
-    pub storage: Storage,
+    #[serde(default = "default_storage")]
+    pub storage: StorageConfig,
     /// Request limits.
     #[serde(default)]
     pub limits: Limits,
@@ -66,24 +67,9 @@ pub struct AuditConfig {
     pub origin: String,
 }
 
-/// The database.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Storage {
-    /// `sqlite:path/to/file.db` (created when missing) or `postgres://user@host/db`.
-    #[serde(default = "default_storage_url")]
-    pub url: String,
-}
-
-fn default_storage_url() -> String {
-    "sqlite:coordinator.db".to_owned()
-}
-
-impl Default for Storage {
-    fn default() -> Self {
-        Self {
-            url: default_storage_url(),
-        }
+fn default_storage() -> StorageConfig {
+    StorageConfig {
+        url: "sqlite:coordinator.db".to_owned(),
     }
 }
 

@@ -60,6 +60,18 @@ fn status_message(s: &tonic::Status) -> String {
     format!("{:?}: {}", s.code(), s.message())
 }
 
+/// Classifies a failed call: transient failures postpone the check, anything else means the
+/// coordinator cannot back its own log, which is a break described by `what`.
+fn rpc_failure(what: impl Fn() -> String) -> impl Fn(tonic::Status) -> Outcome {
+    move |s| {
+        if is_transient(&s) {
+            Outcome::Unavailable(status_message(&s))
+        } else {
+            Outcome::Broken(format!("{}: {}", what(), status_message(&s)))
+        }
+    }
+}
+
 fn is_transient(s: &tonic::Status) -> bool {
     matches!(
         s.code(),
@@ -213,16 +225,7 @@ impl AuditWatch {
         let verifier = self.verifier().await?;
         let propagate: Propagate = doorzet_mesh::telemetry::propagate;
         let mut client = AuditLogClient::with_interceptor(self.coordinator.clone(), propagate);
-        let rpc = |s: tonic::Status| {
-            if is_transient(&s) {
-                Outcome::Unavailable(status_message(&s))
-            } else {
-                Outcome::Broken(format!(
-                    "coordinator refused an audit request: {}",
-                    status_message(&s)
-                ))
-            }
-        };
+        let rpc = rpc_failure(|| "coordinator refused the checkpoint request".into());
         let note = client
             .get_checkpoint(v1::GetCheckpointRequest {})
             .await
@@ -302,17 +305,12 @@ impl AuditWatch {
                 second_size: checkpoint.size,
             })
             .await
-            .map_err(|s| {
-                if is_transient(&s) {
-                    Outcome::Unavailable(status_message(&s))
-                } else {
-                    Outcome::Broken(format!(
-                        "no consistency proof from {last_size} to {}: {}",
-                        checkpoint.size,
-                        status_message(&s)
-                    ))
-                }
-            })?
+            .map_err(rpc_failure(|| {
+                format!(
+                    "no consistency proof from {last_size} to {}",
+                    checkpoint.size
+                )
+            }))?
             .into_inner()
             .hashes;
         let proof = to_hashes(proof).ok_or_else(|| {
@@ -349,13 +347,7 @@ impl AuditWatch {
                     limit: take as u32,
                 })
                 .await
-                .map_err(|s| {
-                    if is_transient(&s) {
-                        Outcome::Unavailable(status_message(&s))
-                    } else {
-                        Outcome::Broken(status_message(&s))
-                    }
-                })?
+                .map_err(rpc_failure(|| format!("entries from {index} refused")))?
                 .into_inner()
                 .entries;
             if (entries.len() as u64) < take {
@@ -379,16 +371,9 @@ impl AuditWatch {
                         )),
                     })
                     .await
-                    .map_err(|s| {
-                        if is_transient(&s) {
-                            Outcome::Unavailable(status_message(&s))
-                        } else {
-                            Outcome::Broken(format!(
-                                "no inclusion proof for entry {leaf_index}: {}",
-                                status_message(&s)
-                            ))
-                        }
-                    })?
+                    .map_err(rpc_failure(|| {
+                        format!("no inclusion proof for entry {leaf_index}")
+                    }))?
                     .into_inner()
                     .hashes;
                 let proof = to_hashes(proof).ok_or_else(|| {

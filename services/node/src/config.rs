@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use doorzet_domain::Oin;
 use doorzet_mesh::config::{Jwt, Limits, Listen, Telemetry, TlsFiles};
+use doorzet_store::StorageConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -32,8 +33,8 @@ pub struct NodeConfig {
     #[serde(default)]
     pub audit: AuditWatch,
     /// Where state is kept.
-    #[serde(default)]
-    pub storage: Storage,
+    #[serde(default = "default_storage")]
+    pub storage: StorageConfig,
     /// Request limits.
     #[serde(default)]
     pub limits: Limits,
@@ -113,24 +114,9 @@ impl Default for AuditWatch {
     }
 }
 
-/// The database.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Storage {
-    /// `sqlite:path/to/file.db` (created when missing) or `postgres://user@host/db`.
-    #[serde(default = "default_storage_url")]
-    pub url: String,
-}
-
-fn default_storage_url() -> String {
-    "sqlite:node.db".to_owned()
-}
-
-impl Default for Storage {
-    fn default() -> Self {
-        Self {
-            url: default_storage_url(),
-        }
+fn default_storage() -> StorageConfig {
+    StorageConfig {
+        url: "sqlite:node.db".to_owned(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! type serves both, so a store's queries are written once with `$1` placeholders.
 //!
 //! # Layout
+//! - [`StorageConfig`]: the `[storage]` configuration section.
 //! - [`Database`]: a connected, migrated pool and which backend it talks to.
 //! - [`Migrations`]: a service's migration sets for both backends.
 //! - [`testing`]: throwaway databases on SQLite and PostgreSQL for storage tests.
@@ -15,6 +16,14 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
+
+/// The `[storage]` section of a service's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `sqlite:path/to/file.db` (created and migrated on start) or `postgres://user@host/db`.
+    pub url: String,
+}
 
 /// Which database server a [`Database`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

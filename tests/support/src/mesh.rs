@@ -174,7 +174,7 @@ impl TestMesh {
                 file: directory_path.clone(),
                 reload_interval: Duration::from_millis(50),
             },
-            storage: doorzet_coordinator::config::Storage {
+            storage: doorzet_store::StorageConfig {
                 url: format!("sqlite:{}", data.path().join("coordinator.db").display()),
             },
             limits: Limits::default(),
@@ -209,7 +209,7 @@ impl TestMesh {
                     check_interval: REFRESH,
                     sweep: 64,
                 },
-                storage: doorzet_node::config::Storage {
+                storage: doorzet_store::StorageConfig {
                     url: format!(
                         "sqlite:{}",
                         data.path().join(format!("{}.db", demo.slug)).display()

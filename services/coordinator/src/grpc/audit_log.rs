@@ -135,8 +135,7 @@ impl audit_log_server::AuditLog for AuditLogService {
                 .into(),
             );
         }
-        if let Some(other) = entries.iter().find(|e| e.actor_org != caller.org.as_str()) {
-            let _ = other;
+        if entries.iter().any(|e| e.actor_org != caller.org.as_str()) {
             return Err(Error::PermissionDenied(format!(
                 "entries.actor_org must be the caller's organisation {}",
                 caller.org
