@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use doorzet_coordinator::directory_file::DirectoryFile;
 use doorzet_coordinator::{CoordinatorConfig, Listeners, serve};
+use doorzet_mesh::service_main::{bad_config, run};
 
 /// The doorzet coordinator at the Zorg- en Veiligheidshuis: member directory, escalation ladder and
 /// audit log for a region's mesh.
@@ -33,43 +35,22 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    const BINARY: &str = "doorzet-coordinator";
     let args = Args::parse();
     let config = match CoordinatorConfig::load(&args.config) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("doorzet-coordinator: {}: {e}", args.config.display());
-            return ExitCode::from(64);
-        }
+        Err(e) => return bad_config(BINARY, format!("{}: {e}", args.config.display())),
     };
     if args.check {
-        return match doorzet_coordinator::directory_file::DirectoryFile::load(
-            &config.directory.file,
-        ) {
+        return match DirectoryFile::load(&config.directory.file) {
             Ok(_) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("doorzet-coordinator: {e}");
-                ExitCode::from(64)
-            }
+            Err(e) => bad_config(BINARY, e),
         };
     }
-    let _telemetry = match doorzet_mesh::telemetry::init(&config.telemetry, "doorzet-coordinator") {
-        Ok(guard) => guard,
-        Err(e) => {
-            eprintln!("doorzet-coordinator: {e}");
-            return ExitCode::from(64);
-        }
-    };
-    let shutdown = doorzet_mesh::shutdown::on_signal();
-    let result = match Listeners::bind(&config).await {
-        Ok(listeners) => serve(listeners, config, shutdown).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "coordinator stopped");
-            eprintln!("doorzet-coordinator: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let telemetry = config.telemetry.clone();
+    run(BINARY, &telemetry, |shutdown| async move {
+        let listeners = Listeners::bind(&config).await?;
+        serve(listeners, config, shutdown).await
+    })
+    .await
 }

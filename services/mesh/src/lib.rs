@@ -11,6 +11,7 @@
 //! - [`client`]: mutual-TLS channels to peers.
 //! - [`admin`]: the admin HTTP listener with Prometheus metrics and probes.
 //! - [`telemetry`]: tracing subscriber, OTLP export and W3C trace-context propagation.
+//! - [`service_main`]: the shared tail of every service binary (telemetry, signals, exit codes).
 //! - [`shutdown`]: turning SIGTERM and SIGINT into a cancellation token.
 //! - [`error`]: the crate's errors and their one mapping to `tonic::Status`.
 
@@ -22,6 +23,7 @@ pub mod error;
 pub mod identity;
 pub mod layers;
 pub mod server;
+pub mod service_main;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use doorzet_mesh::service_main::{bad_config, run};
 use doorzet_node::{Listeners, NodeConfig, serve};
 
 /// A doorzet partner node: serves this organisation's mandates and consented case facts to the
@@ -28,35 +29,19 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    const BINARY: &str = "doorzet-node";
     let args = Args::parse();
     let config = match NodeConfig::load(&args.config) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("doorzet-node: {}: {e}", args.config.display());
-            return ExitCode::from(64);
-        }
+        Err(e) => return bad_config(BINARY, format!("{}: {e}", args.config.display())),
     };
     if args.check {
         return ExitCode::SUCCESS;
     }
-    let _telemetry = match doorzet_mesh::telemetry::init(&config.telemetry, "doorzet-node") {
-        Ok(guard) => guard,
-        Err(e) => {
-            eprintln!("doorzet-node: {e}");
-            return ExitCode::from(64);
-        }
-    };
-    let shutdown = doorzet_mesh::shutdown::on_signal();
-    let result = match Listeners::bind(&config).await {
-        Ok(listeners) => serve(listeners, config, shutdown).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "node stopped");
-            eprintln!("doorzet-node: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let telemetry = config.telemetry.clone();
+    run(BINARY, &telemetry, |shutdown| async move {
+        let listeners = Listeners::bind(&config).await?;
+        serve(listeners, config, shutdown).await
+    })
+    .await
 }
