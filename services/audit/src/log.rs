@@ -56,6 +56,8 @@ pub struct Appended {
 
 struct State {
     frontier: Frontier,
+    /// Lowest leaf index by the first eight bytes of its leaf hash (verified on use).
+    by_hash: HashMap<u64, u64>,
     /// Leaf hashes of the block not yet complete (fewer than 256).
     partial: Vec<Hash>,
     /// `upper[j]` holds complete subtrees of height `8 * (j + 1)`.
@@ -111,6 +113,7 @@ impl AuditLog {
                 store::write_empty_checkpoint(&db, &checkpoint.root, &note).await?;
                 State {
                     frontier: Frontier::default(),
+                    by_hash: HashMap::new(),
                     partial: Vec::new(),
                     upper: Vec::new(),
                     checkpoint,
@@ -145,8 +148,22 @@ impl AuditLog {
                         "stored entries do not hash to the stored checkpoint of size {size}; refusing to continue a rewritten log"
                     )));
                 }
+                let mut by_hash = HashMap::with_capacity(size as usize);
+                for block in 0..size / BLOCK {
+                    for (offset, hash) in store::tile(&db, block).await?.iter().enumerate() {
+                        by_hash
+                            .entry(prefix(hash))
+                            .or_insert(block * BLOCK + offset as u64);
+                    }
+                }
+                for (offset, hash) in partial.hashes.iter().enumerate() {
+                    by_hash
+                        .entry(prefix(hash))
+                        .or_insert(size - size % BLOCK + offset as u64);
+                }
                 State {
                     frontier,
+                    by_hash,
                     partial: partial.hashes,
                     upper,
                     checkpoint: Checkpoint {
@@ -253,11 +270,27 @@ impl AuditLog {
         size: u64,
     ) -> Result<(u64, u64, Vec<Hash>), AuditError> {
         let (size, _) = self.check_size(size)?;
-        let index = store::index_of(&self.shared.db, hash, size)
-            .await?
+        let index = read_state(&self.shared)
+            .by_hash
+            .get(&prefix(hash))
+            .copied()
+            .filter(|i| *i < size)
             .ok_or(AuditError::UnknownHash(size))?;
         let (size, proof) = self.inclusion_proof(index, size).await?;
+        // The map is keyed by a prefix; the proof's leaf must be the very hash asked for.
+        let stored = self.leaf_hash(index, size).await?;
+        if stored != *hash {
+            return Err(AuditError::UnknownHash(size));
+        }
         Ok((index, size, proof))
+    }
+
+    async fn leaf_hash(&self, index: u64, size: u64) -> Result<Hash, AuditError> {
+        let (_, partial) = self.check_size(size)?;
+        let leaf = Subtree { level: 0, index };
+        let blocks = fetch_blocks(&self.shared.db, &[leaf], size, &partial).await?;
+        let state = read_state(&self.shared);
+        Ok(Fetched::new(&state.upper, blocks, &[leaf])?.complete(leaf))
     }
 
     /// Returns the consistency proof between two sizes (0 < first ≤ second ≤ latest).
@@ -295,6 +328,12 @@ impl AuditLog {
 struct Fetched<'a> {
     upper: &'a [Vec<Hash>],
     blocks: HashMap<u64, Vec<Hash>>,
+}
+
+fn prefix(hash: &Hash) -> u64 {
+    u64::from_be_bytes([
+        hash[0], hash[1], hash[2], hash[3], hash[4], hash[5], hash[6], hash[7],
+    ])
 }
 
 fn fold(hashes: &[Hash]) -> Hash {
@@ -498,6 +537,12 @@ async fn commit(
         }
         state.upper[j].push(h);
     }
+    for (offset, (hash, _)) in rows.iter().enumerate() {
+        state
+            .by_hash
+            .entry(prefix(hash))
+            .or_insert(first_index + offset as u64);
+    }
     state.frontier = frontier;
     state.partial = partial;
     state.checkpoint = checkpoint;
@@ -604,6 +649,19 @@ mod tests {
             drop(log);
             let log = open(test_db.url()).await;
             assert_eq!(log.checkpoint().0, checkpoint);
+            // The map from leaf hash to index is rebuilt from tiles and the incomplete block.
+            for index in [10, 599] {
+                let (found, _, _) = log
+                    .inclusion_proof_by_hash(&leaves[index], 0)
+                    .await
+                    .unwrap();
+                assert_eq!(found, index as u64);
+            }
+            assert!(matches!(
+                log.inclusion_proof_by_hash(&merkle::leaf_hash(b"never appended"), 0)
+                    .await,
+                Err(AuditError::UnknownHash(_))
+            ));
             let appended = log.append(&[entry(n)]).await.unwrap();
             assert_eq!(appended.indexes, vec![n]);
             test_db.drop().await;

@@ -20,23 +20,15 @@ pub static MIGRATIONS: Migrations = Migrations {
 const ROW_SHAPES: [usize; 5] = [500, 100, 20, 5, 1];
 
 fn insert_entries_sql(rows: usize) -> String {
-    let mut sql =
-        String::from("INSERT INTO audit_entries (idx, hash_prefix, leaf_hash, body) VALUES ");
+    let mut sql = String::from("INSERT INTO audit_entries (idx, leaf_hash, body) VALUES ");
     for i in 0..rows {
         if i > 0 {
             sql.push(',');
         }
-        let p = i * 4;
-        sql.push_str(&format!("(${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4));
+        let p = i * 3;
+        sql.push_str(&format!("(${}, ${}, ${})", p + 1, p + 2, p + 3));
     }
     sql
-}
-
-/// Returns the first eight bytes of a hash as the indexed look-up key.
-pub fn hash_prefix(hash: &Hash) -> i64 {
-    i64::from_be_bytes([
-        hash[0], hash[1], hash[2], hash[3], hash[4], hash[5], hash[6], hash[7],
-    ])
 }
 
 fn to_hash(bytes: Vec<u8>, what: &str) -> Result<Hash, crate::AuditError> {
@@ -86,7 +78,6 @@ pub async fn write_batch(
         for (i, (hash, body)) in chunk.iter().enumerate() {
             query = query
                 .bind((base + i as u64) as i64)
-                .bind(hash_prefix(hash))
                 .bind(hash.to_vec())
                 .bind(body.as_slice());
         }
@@ -234,19 +225,4 @@ pub async fn bodies(
     .fetch_all(db.pool())
     .await?;
     Ok(rows.into_iter().map(|(i, b)| (i as u64, b)).collect())
-}
-
-/// Returns the lowest index below `size` whose leaf hash is `hash`.
-pub async fn index_of(db: &Database, hash: &Hash, size: u64) -> Result<Option<u64>, sqlx::Error> {
-    let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT idx, leaf_hash FROM audit_entries WHERE hash_prefix = $1 AND idx < $2 ORDER BY idx",
-    )
-    .bind(hash_prefix(hash))
-    .bind(size as i64)
-    .fetch_all(db.pool())
-    .await?;
-    Ok(rows
-        .into_iter()
-        .find(|(_, h)| h.as_slice() == hash)
-        .map(|(i, _)| i as u64))
 }

@@ -1,13 +1,13 @@
--- The audit log (versions 1001+ belong to doorzet-audit). Entries are keyed by leaf index; the hash
--- prefix index serves look-ups by leaf hash. Subtrees holds the hashes of complete subtrees whose
--- height is a multiple of 8, and tiles hold complete 256-leaf blocks, so a proof needs at most two single-row reads.
+-- The audit log (versions 1001+ belong to doorzet-audit). Entries are keyed by leaf index and only
+-- ever appended: no index with random keys, so a batch writes a few sequential pages. Subtrees holds
+-- the hashes of complete subtrees whose height is a multiple of 8, and tiles hold complete 256-leaf
+-- blocks, so a proof needs at most two single-row reads; look-ups by leaf hash use a map the log
+-- builds in memory from the tiles.
 CREATE TABLE audit_entries (
     idx          BIGINT PRIMARY KEY,
-    hash_prefix  BIGINT NOT NULL,
     leaf_hash    BYTEA  NOT NULL,
     body         BYTEA  NOT NULL
 );
-CREATE INDEX audit_entries_by_hash ON audit_entries (hash_prefix);
 
 CREATE TABLE audit_subtrees (
     level  INTEGER NOT NULL,
