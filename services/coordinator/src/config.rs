@@ -88,12 +88,7 @@ impl CoordinatorConfig {
                 "mesh.listen and admin.listen must differ".into(),
             ));
         }
-        if self.limits.max_concurrent_requests == 0 {
-            return Err(Error::Config(
-                "limits.max_concurrent_requests must be at least 1".into(),
-            ));
-        }
-        Ok(())
+        self.limits.validate().map_err(Error::Config)
     }
 }
 

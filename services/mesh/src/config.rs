@@ -84,6 +84,22 @@ fn default_drain_timeout() -> Duration {
     Duration::from_secs(20)
 }
 
+impl Limits {
+    /// Checks that the limits leave a usable server; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_concurrent_requests == 0 {
+            return Err("limits.max_concurrent_requests must be at least 1".into());
+        }
+        if self.max_message_bytes < 1024 {
+            return Err("limits.max_message_bytes must be at least 1024".into());
+        }
+        if self.request_timeout.is_zero() {
+            return Err("limits.request_timeout must be longer than 0s".into());
+        }
+        Ok(())
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -192,6 +208,25 @@ mod tests {
         assert_eq!(sample.limits.request_timeout, Duration::from_secs(2));
         assert_eq!(sample.limits.max_message_bytes, 1024 * 1024);
         assert_eq!(sample.tls.reload_interval, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn unusable_limits_are_named() {
+        assert!(Limits::default().validate().is_ok());
+        let zero = Limits {
+            max_concurrent_requests: 0,
+            ..Limits::default()
+        };
+        assert!(
+            zero.validate()
+                .unwrap_err()
+                .contains("max_concurrent_requests")
+        );
+        let tiny = Limits {
+            max_message_bytes: 10,
+            ..Limits::default()
+        };
+        assert!(tiny.validate().unwrap_err().contains("max_message_bytes"));
     }
 
     #[test]

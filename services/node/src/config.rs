@@ -146,12 +146,7 @@ impl NodeConfig {
                 "coordinator.endpoint must start with https://".into(),
             ));
         }
-        if self.limits.max_concurrent_requests == 0 {
-            return Err(Error::Config(
-                "limits.max_concurrent_requests must be at least 1".into(),
-            ));
-        }
-        Ok(())
+        self.limits.validate().map_err(Error::Config)
     }
 }
 
