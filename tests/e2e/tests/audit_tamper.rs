@@ -152,6 +152,9 @@ async fn a_changed_entry_is_detected() {
     .unwrap()
     .into_inner();
     assert_eq!(health.status, 2, "NOT_SERVING");
+    // And in the node's metrics.
+    let metrics = doorzet_testkit::mesh::http_get(mesh.nodes[0].admin, "/metrics").await;
+    assert!(metrics.contains("doorzet_node_audit_alarm 1"), "{metrics}");
 }
 
 #[tokio::test]

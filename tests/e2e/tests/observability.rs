@@ -7,17 +7,7 @@ use std::process::Command;
 use doorzet_ctl::local_mesh::find_binary;
 use doorzet_proto::v1::{self, directory_client::DirectoryClient};
 use doorzet_testkit::TestMesh;
-use doorzet_testkit::mesh::{channel_as, with_token};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
-}
+use doorzet_testkit::mesh::{channel_as, http_get, with_token};
 
 #[tokio::test]
 async fn metrics_count_requests_by_method_status_and_peer_kind_without_identifiers() {

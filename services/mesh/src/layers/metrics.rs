@@ -64,27 +64,28 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Makes and registers the metric families under the `doorzet_mesh_` prefix.
+    /// Makes and registers the metric families as `doorzet_mesh_*`; other crates register theirs
+    /// as `doorzet_<crate>_*` through [`Metrics::register`].
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("doorzet_mesh");
+        let mut registry = Registry::with_prefix("doorzet");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: Family<LatencyLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(latency_histogram);
         let directory_age_seconds = Gauge::<i64>::default();
         let directory_members = Gauge::<i64>::default();
-        registry.register("requests", "gRPC requests handled", requests.clone());
+        registry.register("mesh_requests", "gRPC requests handled", requests.clone());
         registry.register(
-            "request_duration_seconds",
+            "mesh_request_duration_seconds",
             "gRPC request latency until response headers",
             latency.clone(),
         );
         registry.register(
-            "directory_age_seconds",
+            "mesh_directory_age_seconds",
             "Age of the directory copy in use",
             directory_age_seconds.clone(),
         );
         registry.register(
-            "directory_members",
+            "mesh_directory_members",
             "Members in the directory copy in use",
             directory_members.clone(),
         );
