@@ -53,6 +53,47 @@ pub fn token_for(
     )?)
 }
 
+/// Records a disclosure in the audit log as `member` (as its node will when it serves facts), and
+/// returns where it landed: leaf index and the size of the checkpoint covering it.
+pub async fn record_disclosure(
+    mesh: &MeshFile,
+    member: &MeshMember,
+    recipient: &MeshMember,
+    case_ref: &str,
+    category: &str,
+    purpose: &str,
+) -> anyhow::Result<(u64, u64)> {
+    let mut entry = doorzet_audit::entry::new_entry(
+        SystemTime::now(),
+        member.oin()?,
+        v1::AuditAction::FactsDisclosed,
+    );
+    entry.actor_subject = "doorzetctl".into();
+    entry.recipient_org = recipient.org_id.clone();
+    entry.case_ref = case_ref.into();
+    entry.fact_categories = vec![category.into()];
+    entry.purpose = purpose.into();
+    doorzet_audit::entry::validate(&entry)?;
+    let channel = doorzet_mesh::client::channel(
+        member.tls()?,
+        &mesh.coordinator.mesh_endpoint,
+        Some(mesh.coordinator.oin()?),
+        Duration::from_secs(10),
+    )?;
+    let appended = v1::audit_log_client::AuditLogClient::new(channel)
+        .append(v1::AppendRequest {
+            entries: vec![entry],
+        })
+        .await?
+        .into_inner();
+    let index = appended
+        .leaf_indexes
+        .first()
+        .copied()
+        .context("no index returned")?;
+    Ok((index, appended.tree_size))
+}
+
 /// Calls `NodeAdmin.WhoAmI` on `member`'s local listener with `token`.
 pub async fn who_am_i(member: &MeshMember, token: &str) -> anyhow::Result<v1::WhoAmIResponse> {
     let endpoint = member

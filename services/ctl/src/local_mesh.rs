@@ -178,11 +178,20 @@ impl MeshMember {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    // The port is released before the child binds it; a clash is reported by the health wait.
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// Hands out distinct free loopback ports. Every port stays bound until the pool is dropped, so the
+/// operating system cannot hand the same one out twice; the children bind them after that.
+#[derive(Default)]
+struct PortPool {
+    held: Vec<std::net::TcpListener>,
+}
+
+impl PortPool {
+    fn next(&mut self) -> anyhow::Result<u16> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        self.held.push(listener);
+        Ok(port)
+    }
 }
 
 /// Finds a sibling binary of the running executable, or one on PATH.
@@ -273,20 +282,21 @@ pub async fn up(options: &UpOptions) -> anyhow::Result<MeshFile> {
         pki::init(&pki_dir, &orgs)?;
     }
 
-    let member = |org: &DemoOrg, with_local: bool| -> anyhow::Result<MeshMember> {
+    let mut ports = PortPool::default();
+    let mut member = |org: &DemoOrg, with_local: bool| -> anyhow::Result<MeshMember> {
         let oin: Oin = org.org.parse()?;
         Ok(MeshMember {
             slug: org.slug.into(),
             org_id: org.org.into(),
             kind: org.kind.as_str().into(),
             name: org.name.into(),
-            mesh_endpoint: format!("https://127.0.0.1:{}", free_port()?),
+            mesh_endpoint: format!("https://127.0.0.1:{}", ports.next()?),
             local_endpoint: if with_local {
-                Some(format!("https://127.0.0.1:{}", free_port()?))
+                Some(format!("https://127.0.0.1:{}", ports.next()?))
             } else {
                 None
             },
-            admin_addr: format!("127.0.0.1:{}", free_port()?),
+            admin_addr: format!("127.0.0.1:{}", ports.next()?),
             files: OrgFiles::under(&pki_dir, oin),
             config: dir.join("config").join(format!("{}.toml", org.slug)),
             log: dir.join("logs").join(format!("{}.log", org.slug)),
@@ -306,6 +316,7 @@ pub async fn up(options: &UpOptions) -> anyhow::Result<MeshFile> {
         audit_state: dir.join("audit"),
     };
 
+    drop(ports);
     write_directory_file(&dir, &mesh)?;
     write_coordinator_config(&dir, &mesh.coordinator, &audit_key)?;
     for m in &mesh.members {
@@ -466,15 +477,17 @@ async fn wait_serving(member: &MeshMember, endpoint: &str, wait: Duration) -> an
     let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
     let mut last = String::from("no answer yet");
     while Instant::now() < deadline {
-        if let Some(pid) = member.pid
-            && !is_alive(pid)
-        {
-            bail!(
-                "{} exited during start-up; see {}:\n{}",
-                member.slug,
-                member.log.display(),
-                tail(&member.log)
-            );
+        if let Some(pid) = member.pid {
+            // Our own child: reap it, or an exited one would still answer to kill(pid, 0).
+            reap(pid);
+            if !is_alive(pid) {
+                bail!(
+                    "{} exited during start-up; see {}:\n{}",
+                    member.slug,
+                    member.log.display(),
+                    tail(&member.log)
+                );
+            }
         }
         match health(member, endpoint).await {
             Ok(status) if status == serving => return Ok(()),

@@ -139,6 +139,28 @@ enum DirectoryCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
+    /// Record a (fictional) disclosure in the audit log as a member of the local mesh, as its node
+    /// will when it serves facts; prints the leaf index and the checkpoint that covers it.
+    Record {
+        /// Local mesh directory.
+        #[arg(long, default_value = ".doorzet-dev")]
+        dir: PathBuf,
+        /// Member that disclosed.
+        #[arg(long = "as", default_value = "ggz")]
+        member: String,
+        /// Member that received the facts.
+        #[arg(long, default_value = "municipality")]
+        to: String,
+        /// Case reference (a token, never a name or BSN).
+        #[arg(long, default_value = "case-demo-0001")]
+        case_ref: String,
+        /// Fact category disclosed.
+        #[arg(long, default_value = "legal_title")]
+        category: String,
+        /// Purpose code.
+        #[arg(long, default_value = "tier3_meeting")]
+        purpose: String,
+    },
     /// Download every entry, recompute the tree, check the signed checkpoint, every checkpoint seen
     /// before and the coordinator's proofs; exit 1 with a precise message at the first break.
     Verify {
@@ -291,6 +313,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     m.org_id, kind, m.name, m.mesh_endpoint
                 );
             }
+        }
+        Command::Audit(AuditCommand::Record {
+            dir,
+            member,
+            to,
+            case_ref,
+            category,
+            purpose,
+        }) => {
+            let mesh = MeshFile::read(&dir)?;
+            let (me, recipient) = (mesh.member(&member)?, mesh.member(&to)?);
+            let (index, size) =
+                inspect::record_disclosure(&mesh, me, recipient, &case_ref, &category, &purpose)
+                    .await?;
+            println!("recorded as entry {index}; covered by the signed checkpoint of size {size}");
         }
         Command::Audit(AuditCommand::Verify {
             dir,

@@ -29,10 +29,11 @@ pub struct CoordinatorProcess {
     child: Option<Child>,
 }
 
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
+/// Returns two distinct free loopback addresses (both held until chosen, so they differ).
+fn free_addrs() -> (SocketAddr, SocketAddr) {
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    let (a, b) = (bind(), bind());
+    (a.local_addr().expect("addr"), b.local_addr().expect("addr"))
 }
 
 impl CoordinatorProcess {
@@ -42,7 +43,7 @@ impl CoordinatorProcess {
         let pki = Pki::new();
         let org = pki.org(COORDINATOR.org.parse().expect("oin"), COORDINATOR.name);
         let member = pki.org(MEMBERS[0].org.parse().expect("oin"), MEMBERS[0].name);
-        let (mesh_addr, admin_addr) = (free_addr(), free_addr());
+        let (mesh_addr, admin_addr) = free_addrs();
         let jwk = member.jwk();
         let directory = dir.path().join("directory.toml");
         std::fs::write(
