@@ -437,10 +437,12 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<(Vec<Vec<u8>>, Reply
                 Err(_) => break,
             }
         }
+        // The entries move into the batch; only the replies stay here.
+        let (batches, replies): (Vec<_>, Vec<_>) = requests.into_iter().unzip();
         let result = match conn.as_mut() {
-            Some(c) => commit(&shared, c, &requests).await,
+            Some(c) => commit(&shared, c, batches).await,
             None => match writer_connection(&shared.db).await {
-                Ok(c) => commit(&shared, conn.insert(c), &requests).await,
+                Ok(c) => commit(&shared, conn.insert(c), batches).await,
                 Err(e) => Err(e.into()),
             },
         };
@@ -450,7 +452,7 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<(Vec<Vec<u8>>, Reply
         }
         match result {
             Ok((size, index_ranges)) => {
-                for ((_, reply), indexes) in requests.into_iter().zip(index_ranges) {
+                for (reply, indexes) in replies.into_iter().zip(index_ranges) {
                     let _ = reply.send(Ok(Appended {
                         indexes,
                         tree_size: size,
@@ -460,7 +462,7 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<(Vec<Vec<u8>>, Reply
             Err(e) => {
                 tracing::error!(error = %e, entries = count, "audit batch not written; appends refused");
                 let message = e.to_string();
-                for (_, reply) in requests {
+                for reply in replies {
                     let _ = reply.send(Err(AuditError::Corrupt(message.clone())));
                 }
             }
@@ -479,7 +481,7 @@ async fn writer_connection(
 async fn commit(
     shared: &Shared,
     conn: &mut sqlx::AnyConnection,
-    requests: &[(Vec<Vec<u8>>, Reply)],
+    batches: Vec<Vec<Vec<u8>>>,
 ) -> Result<(u64, Vec<Vec<u64>>), AuditError> {
     let (mut frontier, mut partial) = {
         let state = read_state(shared);
@@ -489,11 +491,11 @@ async fn commit(
     let first_index = frontier.size();
     let mut rows = Vec::new();
     let mut finished = Vec::new();
-    let mut index_ranges = Vec::with_capacity(requests.len());
-    for (entries, _) in requests {
+    let mut index_ranges = Vec::with_capacity(batches.len());
+    for entries in batches {
         let mut indexes = Vec::with_capacity(entries.len());
         for bytes in entries {
-            let hash = merkle::leaf_hash(bytes);
+            let hash = merkle::leaf_hash(&bytes);
             indexes.push(frontier.size());
             frontier.push(hash, |s, h| {
                 if s.level % STRIDE == 0 {
@@ -505,7 +507,7 @@ async fn commit(
                 tiles.push(((frontier.size() - 1) / BLOCK, partial.concat()));
                 partial.clear();
             }
-            rows.push((hash, bytes.clone()));
+            rows.push((hash, bytes));
         }
         index_ranges.push(indexes);
     }

@@ -34,8 +34,8 @@ pub struct DirectorySync {
     pub coordinator: Channel,
     /// The coordinator's expected organisation id.
     pub coordinator_org: doorzet_domain::Oin,
-    /// Health reporter whose statuses follow the directory.
-    pub health: HealthReporter,
+    /// Health reporters (one per listener) whose statuses follow the directory.
+    pub health: Vec<HealthReporter>,
     /// Metrics for the directory's age and size.
     pub metrics: Metrics,
 }
@@ -112,8 +112,10 @@ impl DirectorySync {
                 .directory_members
                 .set(current.members.len() as i64);
         }
-        for service in SERVICES {
-            self.health.set_service_status(service, status).await;
+        for reporter in &self.health {
+            for service in SERVICES {
+                reporter.set_service_status(service, status).await;
+            }
         }
     }
 

@@ -81,12 +81,13 @@ pub async fn serve(
     )?;
 
     let (health, mut mesh_routes) = base_routes();
+    let (local_health, mut local_routes) = base_routes();
     let sync = directory_sync::DirectorySync {
         directory: directory.clone(),
         db: db.clone(),
         coordinator: coordinator_channel.clone(),
         coordinator_org: config.coordinator.org,
-        health: health.clone(),
+        health: vec![health.clone(), local_health],
         metrics: metrics.clone(),
     };
     sync.restore().await?;
@@ -110,7 +111,6 @@ pub async fn serve(
         PartnerNodeServer::new(grpc::partner_node::PartnerNodeService)
             .max_decoding_message_size(max),
     );
-    let (local_health, mut local_routes) = base_routes();
     local_routes.add_service(
         NodeAdminServer::new(grpc::node_admin::NodeAdminService::new(
             config.org,
@@ -119,26 +119,6 @@ pub async fn serve(
         ))
         .max_decoding_message_size(max),
     );
-    // The local listener's health mirrors the mesh listener's.
-    let mirror = sync.clone();
-    let mirror_shutdown = shutdown.clone();
-    let refresh = config.directory.refresh_interval;
-    tokio::spawn(async move {
-        loop {
-            let status = match mirror.directory.usable(SystemTime::now()) {
-                Ok(_) => tonic_health::ServingStatus::Serving,
-                Err(_) => tonic_health::ServingStatus::NotServing,
-            };
-            for service in directory_sync::SERVICES {
-                local_health.set_service_status(service, status).await;
-            }
-            tokio::select! {
-                _ = mirror_shutdown.cancelled() => return,
-                _ = tokio::time::sleep(refresh.min(std::time::Duration::from_secs(1))) => {}
-            }
-        }
-    });
-
     let readiness_directory = directory.clone();
     let readiness: doorzet_mesh::admin::Readiness = Arc::new(move || {
         readiness_directory
