@@ -239,3 +239,83 @@ async fn nodes_append_only_as_themselves() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("purpose"), "{}", err.message());
 }
+
+#[tokio::test]
+async fn a_new_signing_key_for_the_same_log_is_an_alarm() {
+    let mut mesh = TestMesh::start(2).await;
+    append(&mesh, 0, 3).await;
+    wait_verified(&mesh, 3).await;
+    // The ZVH swaps the checkpoint key (and so could sign a different history).
+    mesh.restart_coordinator(|data| {
+        doorzet_ctl::pki::write_private(
+            &data.join("audit.key"),
+            doorzet_ctl::pki::TokenKey::generate()
+                .unwrap()
+                .private_pem
+                .as_bytes(),
+        )
+        .unwrap();
+    })
+    .await;
+    let alarm = wait_alarm(&mesh).await;
+    assert!(alarm.contains("instead of the pinned"), "{alarm}");
+}
+
+#[tokio::test]
+async fn audit_requests_out_of_range_are_refused_naming_the_field() {
+    let mesh = TestMesh::start(1).await;
+    append(&mesh, 0, 3).await;
+    let mut client =
+        AuditLogClient::new(channel_as(&mesh.nodes[0].org, &mesh.coordinator.endpoint));
+    let err = client
+        .get_inclusion_proof(v1::GetInclusionProofRequest {
+            tree_size: 0,
+            entry: Some(v1::get_inclusion_proof_request::Entry::LeafHash(vec![1; 5])),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("leaf_hash"), "{}", err.message());
+    let err = client
+        .get_inclusion_proof(v1::GetInclusionProofRequest {
+            tree_size: 4,
+            entry: Some(v1::get_inclusion_proof_request::Entry::LeafIndex(0)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("tree_size"), "{}", err.message());
+    let err = client
+        .get_consistency_proof(v1::GetConsistencyProofRequest {
+            first_size: 0,
+            second_size: 3,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("first_size"), "{}", err.message());
+    let err = client
+        .get_inclusion_proof(v1::GetInclusionProofRequest {
+            tree_size: 0,
+            entry: Some(v1::get_inclusion_proof_request::Entry::LeafHash(vec![
+                7;
+                32
+            ])),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let err = client
+        .append(v1::AppendRequest { entries: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("entries"), "{}", err.message());
+    let actor = mesh.nodes[0].org.org.to_string();
+    let too_many = (0..101).map(|i| disclosure(&actor, i)).collect();
+    let err = client
+        .append(v1::AppendRequest { entries: too_many })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
