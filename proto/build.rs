@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     tonic_prost_build::configure()
         .generate_default_stubs(true)
+        // Undecodable requests are the caller's fault: INVALID_ARGUMENT, not prost's INTERNAL.
+        .codec_path("crate::codec::StrictCodec")
         .compile_fds(fds)?;
     Ok(())
 }

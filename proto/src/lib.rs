@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`v1`]: generated messages, clients and servers.
 //! - [`convert`]: pb ↔ domain conversions whose errors name the field.
+//! - [`codec`]: the protobuf codec, with decoding failures as `INVALID_ARGUMENT`.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors that server reflection serves.
 
 /// Generated code for the `doorzet.v1` package.
@@ -12,6 +13,7 @@ pub mod v1 {
     tonic::include_proto!("doorzet.v1");
 }
 
+pub mod codec;
 pub mod convert;
 
 /// Encoded `FileDescriptorSet` of `doorzet.v1`, for server reflection.

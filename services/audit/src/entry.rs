@@ -101,9 +101,40 @@ pub fn validate(entry: &v1::AuditEntry) -> Result<(), EntryError> {
     Ok(())
 }
 
-/// Validates and encodes an entry canonically.
-pub fn encode(entry: &v1::AuditEntry) -> Result<Vec<u8>, EntryError> {
+/// Latest time an entry may carry: the end of year 9999 (RFC 3339 cannot write later).
+const MAX_SECONDS: i64 = 253_402_300_799;
+
+/// Checks the rules a new entry must meet on top of [`validate`]: a time that is a real moment
+/// (not before 1970, not after 9999, nanoseconds below one second) and no identifier that could
+/// carry a citizen service number. Entries already in the log are read with [`validate`] alone,
+/// so a rule added later never makes an old log unreadable.
+pub fn validate_new(entry: &v1::AuditEntry) -> Result<(), EntryError> {
     validate(entry)?;
+    if let Some(time) = &entry.time
+        && (!(0..1_000_000_000).contains(&time.nanos) || !(0..=MAX_SECONDS).contains(&time.seconds))
+    {
+        return Err(err("time", "must lie between 1970 and 9999 with nanos below 10^9"));
+    }
+    let identifiers = [
+        ("actor_subject", entry.actor_subject.as_str()),
+        ("escalation_id", &entry.escalation_id),
+        ("case_ref", &entry.case_ref),
+        ("purpose", &entry.purpose),
+    ]
+    .into_iter()
+    .chain(entry.fact_ids.iter().map(|id| ("fact_ids", id.as_str())))
+    .chain(entry.fact_categories.iter().map(|c| ("fact_categories", c.as_str())));
+    for (field, value) in identifiers {
+        if doorzet_domain::bsn::contains_bsn_shaped(value) {
+            return Err(err(field, "holds a number that could be a citizen service number"));
+        }
+    }
+    Ok(())
+}
+
+/// Validates a new entry ([`validate_new`]) and encodes it canonically.
+pub fn encode(entry: &v1::AuditEntry) -> Result<Vec<u8>, EntryError> {
+    validate_new(entry)?;
     Ok(entry.encode_to_vec())
 }
 
@@ -176,6 +207,27 @@ mod tests {
         let mut e = sample();
         e.action = 0;
         assert_eq!(encode(&e).unwrap_err().field, "action");
+    }
+
+    #[test]
+    fn new_entries_need_a_real_time_and_no_bsn_shaped_ids() {
+        let mut e = sample();
+        e.time = Some(prost_types::Timestamp { seconds: 1_790_000_000, nanos: 2_000_000_000 });
+        assert_eq!(encode(&e).unwrap_err().field, "time");
+        e.time = Some(prost_types::Timestamp { seconds: -1, nanos: 0 });
+        assert_eq!(encode(&e).unwrap_err().field, "time");
+        e.time = Some(prost_types::Timestamp { seconds: MAX_SECONDS + 1, nanos: 0 });
+        assert_eq!(encode(&e).unwrap_err().field, "time");
+        let mut e = sample();
+        e.case_ref = "case-123456782".into();
+        assert_eq!(encode(&e).unwrap_err().field, "case_ref");
+        let mut e = sample();
+        e.fact_ids = vec!["f-1".into(), "123456782".into()];
+        assert_eq!(encode(&e).unwrap_err().field, "fact_ids");
+        // The same id that fails the eleven-test is a plain number.
+        let mut e = sample();
+        e.case_ref = "case-123456789".into();
+        assert!(encode(&e).is_ok());
     }
 
     proptest! {

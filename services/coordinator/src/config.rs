@@ -50,10 +50,18 @@ pub struct DirectorySource {
     /// How often the file is checked for changes.
     #[serde(with = "humantime_serde", default = "default_reload_interval")]
     pub reload_interval: Duration,
+    /// Largest share of the members (0.0 to 1.0) one edit may remove without confirmation; an edit
+    /// that removes more, or every member, is held back until the file says
+    /// `confirm_removals = <that number>`.
+    #[serde(default = "default_max_removed_share")]
+    pub max_removed_share: f64,
 }
 
 fn default_reload_interval() -> Duration {
     Duration::from_secs(5)
+}
+fn default_max_removed_share() -> f64 {
+    0.5
 }
 
 /// The audit log's identity.
@@ -65,6 +73,25 @@ pub struct AuditConfig {
     pub signing_key: PathBuf,
     /// Origin line of the checkpoints, unique per log, e.g. `zvh-hofland.example/doorzet/audit`.
     pub origin: String,
+    /// How far the time of an entry a node appends may lie from the coordinator's clock.
+    #[serde(with = "humantime_serde", default = "default_max_clock_skew")]
+    pub max_clock_skew: Duration,
+    /// Entries per second each organisation may append, on average.
+    #[serde(default = "default_append_rate")]
+    pub append_rate: u32,
+    /// Entries an organisation may append in one burst above that rate.
+    #[serde(default = "default_append_burst")]
+    pub append_burst: u32,
+}
+
+fn default_max_clock_skew() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_append_rate() -> u32 {
+    50
+}
+fn default_append_burst() -> u32 {
+    500
 }
 
 fn default_storage() -> StorageConfig {
@@ -86,6 +113,16 @@ impl CoordinatorConfig {
         if self.mesh.listen == self.admin.listen {
             return Err(Error::Config(
                 "mesh.listen and admin.listen must differ".into(),
+            ));
+        }
+        if self.audit.append_rate == 0 || self.audit.append_burst < 100 {
+            return Err(Error::Config(
+                "audit.append_rate must be at least 1 and audit.append_burst at least 100 (one full Append)".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.directory.max_removed_share) {
+            return Err(Error::Config(
+                "directory.max_removed_share must be between 0.0 and 1.0".into(),
             ));
         }
         self.limits.validate().map_err(Error::Config)

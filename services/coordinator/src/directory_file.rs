@@ -24,6 +24,10 @@ pub struct DirectoryFile {
     /// Revoked certificates.
     #[serde(default)]
     pub revoked: Revoked,
+    /// Confirms an edit that removes this many members at once, more than
+    /// `directory.max_removed_share` allows without confirmation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirm_removals: Option<usize>,
 }
 
 /// The coordinator's entry in the file.
@@ -231,6 +235,7 @@ mod tests {
                 }],
             }],
             revoked: Revoked::default(),
+            confirm_removals: None,
         }
     }
 

@@ -1,13 +1,19 @@
 //! Keeps the served directory in step with the operator's file: loads it at start (refusing to
-//! start on an invalid file), then polls it and swaps in each valid change. An invalid edit is
-//! logged loudly and the last good directory stays in force.
+//! start on an invalid file), then polls it and swaps in each valid change. An invalid edit, an
+//! unreadable file, or an edit that removes more members at once than the configured share (every
+//! member, at the least) is logged loudly, shows in the metrics, and leaves the last good directory
+//! in force.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use doorzet_domain::Oin;
 use doorzet_mesh::directory::{Directory, Snapshot};
 use doorzet_mesh::layers::metrics::Metrics;
+use doorzet_mesh::log_throttle::Throttle;
 use doorzet_store::Database;
+use prometheus_client::metrics::gauge::Gauge;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -19,9 +25,19 @@ use crate::{Error, store};
 pub async fn load(
     source: &DirectorySource,
     db: &Database,
-    own_org: doorzet_domain::Oin,
+    own_org: Oin,
     audit_verifier_key: &str,
 ) -> Result<(Snapshot, String), Error> {
+    let (_, snapshot, sha) = load_file(source, db, own_org, audit_verifier_key).await?;
+    Ok((snapshot, sha))
+}
+
+async fn load_file(
+    source: &DirectorySource,
+    db: &Database,
+    own_org: Oin,
+    audit_verifier_key: &str,
+) -> Result<(DirectoryFile, Snapshot, String), Error> {
     let (file, text) = DirectoryFile::load(&source.file)?;
     let mut wire = file
         .to_wire()
@@ -41,61 +57,210 @@ pub async fn load(
     wire.loaded_at = Some(prost_types::Timestamp::from(now));
     let snapshot = Snapshot::from_pb(wire, now)
         .map_err(|e| Error::Directory(format!("{}: {e}", source.file.display())))?;
-    Ok((snapshot, sha))
+    Ok((file, snapshot, sha))
 }
 
-/// Polls the file every `reload_interval` and swaps in valid changes until `shutdown`.
-#[allow(clippy::too_many_arguments)]
-pub fn spawn_watcher(
-    source: DirectorySource,
-    db: Database,
-    own_org: doorzet_domain::Oin,
-    audit_verifier_key: String,
-    directory: Arc<Directory>,
-    metrics: Metrics,
-    mut last_sha: String,
-    shutdown: CancellationToken,
-) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(source.reload_interval.max(Duration::from_millis(50)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let Ok(text) = tokio::fs::read(&source.file).await else {
-                tracing::error!(file = %source.file.display(), "directory file unreadable; keeping the last good directory");
-                continue;
-            };
-            let sha = hex::encode(Sha256::digest(&text));
-            if sha == last_sha {
-                if let Some(current) = directory.current() {
-                    metrics
-                        .directory_age_seconds
-                        .set(current.age(SystemTime::now()).as_secs() as i64);
+/// Checks that an edit from `current` to `next` members removes no more than `max_share` of them
+/// (and never all of them) unless `confirmed` names exactly the number it removes.
+pub fn check_removals(
+    current: &BTreeSet<Oin>,
+    next: &BTreeSet<Oin>,
+    max_share: f64,
+    confirmed: Option<usize>,
+) -> Result<(), String> {
+    let removed = current.difference(next).count();
+    if removed == 0 {
+        return Ok(());
+    }
+    let removes_all = removed == current.len();
+    let share = removed as f64 / current.len() as f64;
+    if (removes_all || share > max_share) && confirmed != Some(removed) {
+        return Err(format!(
+            "edit held back: it removes {removed} of {} members at once, more than directory.max_removed_share ({:.0}%) allows{}; if that is intended, add `confirm_removals = {removed}` to the file",
+            current.len(),
+            max_share * 100.0,
+            if removes_all { " (every member)" } else { "" },
+        ));
+    }
+    Ok(())
+}
+
+/// The coordinator's directory-file metrics.
+#[derive(Debug, Clone, Default)]
+pub struct FileMetrics {
+    /// 1 when the file as it is now is in force, 0 when it is unreadable, invalid or held back.
+    pub valid: Gauge,
+    /// When the file in force was last applied (Unix seconds).
+    pub applied_at: Gauge,
+}
+
+impl FileMetrics {
+    /// Registers the metrics as `doorzet_coordinator_directory_file_*`.
+    pub fn register(metrics: &Metrics) -> Self {
+        let this = Self::default();
+        metrics.register(|registry| {
+            registry.register(
+                "coordinator_directory_file_valid",
+                "1 when the directory file as it is now is in force; 0 when it is unreadable, invalid or held back",
+                this.valid.clone(),
+            );
+            registry.register(
+                "coordinator_directory_file_applied_timestamp_seconds",
+                "When the directory in force was applied from the file (Unix time)",
+                this.applied_at.clone(),
+            );
+        });
+        this
+    }
+
+    /// Records that the file was applied now.
+    pub fn applied(&self) {
+        self.valid.set(1);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        self.applied_at.set(now as i64);
+    }
+}
+
+fn members(snapshot: &Snapshot) -> BTreeSet<Oin> {
+    snapshot.members.keys().copied().collect()
+}
+
+/// Everything the watcher needs.
+#[derive(Debug, Clone)]
+pub struct Watcher {
+    /// The file and its polling interval.
+    pub source: DirectorySource,
+    /// Where versions are kept.
+    pub db: Database,
+    /// The coordinator's organisation id.
+    pub own_org: Oin,
+    /// The audit log's verifier key, published in the directory.
+    pub audit_verifier_key: String,
+    /// The directory the listener consults.
+    pub directory: Arc<Directory>,
+    /// Directory age and size.
+    pub metrics: Metrics,
+    /// Validity and last application of the file.
+    pub file_metrics: FileMetrics,
+}
+
+impl Watcher {
+    /// Polls the file every `reload_interval` and swaps in valid changes until `shutdown`.
+    pub fn spawn(self, mut last_sha: String, shutdown: CancellationToken) {
+        static UNREADABLE: Throttle = Throttle::per(Duration::from_secs(60));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(
+                self.source.reload_interval.max(Duration::from_millis(50)),
+            );
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
                 }
-                continue;
-            }
-            match load(&source, &db, own_org, &audit_verifier_key).await {
-                Ok((snapshot, loaded_sha)) => {
-                    tracing::info!(
-                        version = snapshot.version(),
-                        members = snapshot.members.len(),
-                        revoked = snapshot.revoked.len(),
-                        "directory reloaded"
-                    );
-                    metrics.directory_members.set(snapshot.members.len() as i64);
-                    metrics.directory_age_seconds.set(0);
-                    directory.replace(snapshot);
-                    last_sha = loaded_sha;
+                let text = match tokio::fs::read(&self.source.file).await {
+                    Ok(text) => text,
+                    Err(e) => {
+                        self.file_metrics.valid.set(0);
+                        if let Some(suppressed) = UNREADABLE.allow() {
+                            tracing::error!(file = %self.source.file.display(), error = %e, suppressed, "directory file unreadable; keeping the last good directory");
+                        }
+                        last_sha.clear();
+                        continue;
+                    }
+                };
+                let sha = hex::encode(Sha256::digest(&text));
+                if sha == last_sha {
+                    if let Some(current) = self.directory.current() {
+                        self.metrics
+                            .directory_age_seconds
+                            .set(current.age(SystemTime::now()).as_secs() as i64);
+                    }
+                    continue;
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, "directory file invalid; keeping the last good directory");
-                    // Do not re-log the same broken content every tick.
-                    last_sha = sha;
+                // Do not re-log the same content every tick, whatever becomes of it.
+                last_sha = sha;
+                if let Err(e) = self.apply().await {
+                    self.file_metrics.valid.set(0);
+                    tracing::error!(error = %e, "directory file not applied; keeping the last good directory");
                 }
             }
+        });
+    }
+
+    async fn apply(&self) -> Result<(), Error> {
+        let (file, snapshot, _) =
+            load_file(&self.source, &self.db, self.own_org, &self.audit_verifier_key).await?;
+        if let Some(current) = self.directory.current() {
+            check_removals(
+                &members(&current),
+                &members(&snapshot),
+                self.source.max_removed_share,
+                file.confirm_removals,
+            )
+            .map_err(|e| Error::Directory(format!("{}: {e}", self.source.file.display())))?;
         }
-    });
+        tracing::info!(
+            version = snapshot.version(),
+            members = snapshot.members.len(),
+            revoked = snapshot.revoked.len(),
+            "directory reloaded"
+        );
+        self.metrics
+            .directory_members
+            .set(snapshot.members.len() as i64);
+        self.metrics.directory_age_seconds.set(0);
+        self.directory.replace(snapshot);
+        self.file_metrics.applied();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn orgs(range: std::ops::Range<u64>) -> BTreeSet<Oin> {
+        range
+            .map(|n| format!("{:020}", 1_999_000_000_000u64 + n).parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn removing_every_member_is_held_back_until_confirmed_with_the_count() {
+        let current = orgs(0..4);
+        let err = check_removals(&current, &BTreeSet::new(), 1.0, None).unwrap_err();
+        assert!(err.contains("removes 4 of 4 members"), "{err}");
+        assert!(err.contains("confirm_removals = 4"), "{err}");
+        assert!(check_removals(&current, &BTreeSet::new(), 1.0, Some(3)).is_err());
+        assert!(check_removals(&current, &BTreeSet::new(), 1.0, Some(4)).is_ok());
+    }
+
+    #[test]
+    fn a_share_within_the_limit_passes_and_one_above_it_is_held() {
+        let current = orgs(0..10);
+        assert!(check_removals(&current, &orgs(5..10), 0.5, None).is_ok());
+        assert!(check_removals(&current, &orgs(6..10), 0.5, None).is_err());
+        assert!(check_removals(&current, &orgs(6..10), 0.5, Some(6)).is_ok());
+        // Additions never need confirmation.
+        assert!(check_removals(&current, &orgs(0..20), 0.0, None).is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn an_unconfirmed_edit_never_removes_more_than_the_share_or_everyone(
+            now in 1u64..30, keep in 0u64..30, share in 0.0f64..=1.0,
+        ) {
+            let current = orgs(0..now);
+            let next = orgs(0..keep.min(now));
+            let removed = (now - keep.min(now)) as f64;
+            let allowed = check_removals(&current, &next, share, None).is_ok();
+            prop_assert_eq!(allowed, removed == 0.0 || (removed / now as f64 <= share && !next.is_empty()));
+        }
+    }
 }

@@ -29,9 +29,27 @@ pub enum Error {
     /// The caller may not do this.
     #[error("{0}")]
     PermissionDenied(String),
+    /// A per-organisation quota is used up.
+    #[error("{0}")]
+    Quota(String),
+    /// A dependency is not ready.
+    #[error("{0}")]
+    Unavailable(String),
     /// The audit log refused or failed.
     #[error(transparent)]
     Audit(#[from] doorzet_audit::AuditError),
+}
+
+impl doorzet_mesh::service_main::Failure for Error {
+    fn is_config(&self) -> bool {
+        match self {
+            Self::Config(_)
+            | Self::Directory(_)
+            | Self::Store(doorzet_store::StoreError::UnsupportedUrl(_)) => true,
+            Self::Mesh(e) => doorzet_mesh::service_main::Failure::is_config(e),
+            _ => false,
+        }
+    }
 }
 
 impl From<Error> for tonic::Status {
@@ -40,6 +58,8 @@ impl From<Error> for tonic::Status {
             Error::InvalidArgument(e) => Self::invalid_argument(e.to_string()),
             Error::NotFound(_) => Self::not_found(err.to_string()),
             Error::PermissionDenied(_) => Self::permission_denied(err.to_string()),
+            Error::Quota(_) => Self::resource_exhausted(err.to_string()),
+            Error::Unavailable(_) => Self::unavailable(err.to_string()),
             Error::Audit(e) => match e {
                 doorzet_audit::AuditError::Entry(_) | doorzet_audit::AuditError::Range(_) => {
                     Self::invalid_argument(e.to_string())

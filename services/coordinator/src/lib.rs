@@ -88,6 +88,7 @@ pub async fn serve(
     config: CoordinatorConfig,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    doorzet_mesh::connections::ensure_file_limit(&config.limits, 1);
     let tls = ReloadingTls::load(config.tls.clone())?;
     tls.spawn_watcher(shutdown.clone());
     let db = Database::connect(
@@ -110,16 +111,18 @@ pub async fn serve(
     );
     metrics.directory_members.set(snapshot.members.len() as i64);
     directory.replace(snapshot);
-    directory_source::spawn_watcher(
-        config.directory.clone(),
-        db.clone(),
-        config.org,
-        verifier_key,
-        directory.clone(),
-        metrics.clone(),
-        sha,
-        shutdown.clone(),
-    );
+    let file_metrics = directory_source::FileMetrics::register(&metrics);
+    file_metrics.applied();
+    directory_source::Watcher {
+        source: config.directory.clone(),
+        db: db.clone(),
+        own_org: config.org,
+        audit_verifier_key: verifier_key,
+        directory: directory.clone(),
+        metrics: metrics.clone(),
+        file_metrics,
+    }
+    .spawn(sha, shutdown.clone());
 
     let verifier = Arc::new(Verifier::new(
         config.org,
@@ -139,7 +142,11 @@ pub async fn serve(
                 .max_decoding_message_size(max),
         )
         .add_service(
-            AuditLogServer::new(grpc::audit_log::AuditLogService::new(audit))
+            AuditLogServer::new(grpc::audit_log::AuditLogService::new(
+                audit,
+                directory.clone(),
+                &config.audit,
+            ))
                 .max_decoding_message_size(max),
         );
     for service in [

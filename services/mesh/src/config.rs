@@ -69,6 +69,23 @@ pub struct Limits {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "humantime_serde", default = "default_drain_timeout")]
     pub drain_timeout: Duration,
+    /// Connections each listener holds open at once; beyond it new connections are closed at
+    /// once while established ones keep working. Each takes a file handle.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// TLS handshakes in progress at once per listener; beyond it new connections are closed.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
+    /// Time for a new connection to finish its TLS handshake, and again to send its first
+    /// accepted request; a connection that does neither is closed.
+    #[serde(with = "humantime_serde", default = "default_handshake_timeout")]
+    pub handshake_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    #[serde(with = "humantime_serde", default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Requests one connection may have open at once (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`).
+    #[serde(default = "default_max_streams_per_connection")]
+    pub max_streams_per_connection: u32,
 }
 
 fn default_request_timeout() -> Duration {
@@ -83,6 +100,21 @@ fn default_max_message_bytes() -> usize {
 fn default_drain_timeout() -> Duration {
     Duration::from_secs(20)
 }
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_max_handshakes() -> usize {
+    64
+}
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_streams_per_connection() -> u32 {
+    64
+}
 
 impl Limits {
     /// Checks that the limits leave a usable server; the error names the key.
@@ -96,6 +128,23 @@ impl Limits {
         if self.request_timeout.is_zero() {
             return Err("limits.request_timeout must be longer than 0s".into());
         }
+        if self.max_connections == 0 {
+            return Err("limits.max_connections must be at least 1".into());
+        }
+        if self.max_handshakes == 0 || self.max_handshakes > self.max_connections {
+            return Err(
+                "limits.max_handshakes must be at least 1 and at most limits.max_connections"
+                    .into(),
+            );
+        }
+        if self.handshake_timeout.is_zero() || self.idle_timeout.is_zero() {
+            return Err(
+                "limits.handshake_timeout and limits.idle_timeout must be longer than 0s".into(),
+            );
+        }
+        if self.max_streams_per_connection == 0 {
+            return Err("limits.max_streams_per_connection must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -107,6 +156,11 @@ impl Default for Limits {
             max_concurrent_requests: default_max_concurrent_requests(),
             max_message_bytes: default_max_message_bytes(),
             drain_timeout: default_drain_timeout(),
+            max_connections: default_max_connections(),
+            max_handshakes: default_max_handshakes(),
+            handshake_timeout: default_handshake_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_streams_per_connection: default_max_streams_per_connection(),
         }
     }
 }
@@ -118,9 +172,12 @@ pub struct Jwt {
     /// The audience every token must carry (one per region's mesh).
     #[serde(default = "default_audience")]
     pub audience: String,
-    /// Clock-skew allowance on `exp` and `nbf`.
+    /// Clock-skew allowance on `exp`, `nbf` and `iat`.
     #[serde(with = "humantime_serde", default = "default_leeway")]
     pub leeway: Duration,
+    /// Longest lifetime a token may have (`exp` − `iat`, or `exp` − now without `iat`).
+    #[serde(with = "humantime_serde", default = "default_max_lifetime")]
+    pub max_lifetime: Duration,
 }
 
 fn default_audience() -> String {
@@ -129,12 +186,16 @@ fn default_audience() -> String {
 fn default_leeway() -> Duration {
     Duration::from_secs(30)
 }
+fn default_max_lifetime() -> Duration {
+    Duration::from_secs(12 * 3600)
+}
 
 impl Default for Jwt {
     fn default() -> Self {
         Self {
             audience: default_audience(),
             leeway: default_leeway(),
+            max_lifetime: default_max_lifetime(),
         }
     }
 }

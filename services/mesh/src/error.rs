@@ -13,6 +13,9 @@ pub enum IdentityError {
     /// The client certificate has no usable organisation id in its subject serialNumber.
     #[error("client certificate has no organisation id: {0}")]
     NoOrganisation(String),
+    /// The certificate has a key-usage extension that does not allow digitalSignature.
+    #[error("certificate key usage does not allow digitalSignature")]
+    KeyUsage,
     /// The certificate is listed as revoked in the directory.
     #[error("client certificate is revoked")]
     Revoked,
@@ -47,6 +50,7 @@ impl From<IdentityError> for tonic::Status {
         match err {
             IdentityError::NoCertificate
             | IdentityError::NoOrganisation(_)
+            | IdentityError::KeyUsage
             | IdentityError::Revoked
             | IdentityError::MissingToken
             | IdentityError::BadToken(_)

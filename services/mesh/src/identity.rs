@@ -10,9 +10,9 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::connections::ConnInfo;
 use crate::directory::{Directory, Snapshot};
 use crate::{IdentityError, config};
 
@@ -26,7 +26,7 @@ pub enum ListenerKind {
 }
 
 /// A person or system inside an organisation, from a verified JWT.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Person {
     /// Subject: employee or system id within the issuing organisation.
     pub subject: String,
@@ -36,6 +36,18 @@ pub struct Person {
     pub expires_at: SystemTime,
     /// The raw token, for forwarding to the coordinator as the same person.
     pub token: String,
+}
+
+impl std::fmt::Debug for Person {
+    // The raw token is a bearer credential: it never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Person")
+            .field("subject", &self.subject)
+            .field("role", &self.role)
+            .field("expires_at", &self.expires_at)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// The verified identity of a request, put in its extensions by the identity layer.
@@ -71,10 +83,19 @@ impl Caller {
     }
 }
 
-/// Reads the organisation id from a DER certificate's subject serialNumber (OID 2.5.4.5).
+/// Reads the organisation id from a DER certificate's subject serialNumber (OID 2.5.4.5), and
+/// checks that the certificate may sign (TLS client and server authentication sign the handshake):
+/// when it has a key-usage extension, that must allow digitalSignature (RFC 5280 section 4.2.1.3).
 pub fn oin_from_certificate(der: &[u8]) -> Result<Oin, IdentityError> {
     let (_, cert) = X509Certificate::from_der(der)
         .map_err(|_| IdentityError::NoOrganisation("certificate does not parse".into()))?;
+    match cert.key_usage() {
+        Ok(Some(usage)) if !usage.value.digital_signature() => {
+            return Err(IdentityError::KeyUsage);
+        }
+        Ok(_) => {}
+        Err(_) => return Err(IdentityError::KeyUsage),
+    }
     let mut values = cert
         .subject()
         .iter_by_oid(&x509_parser::oid_registry::OID_X509_SERIALNUMBER);
@@ -103,9 +124,25 @@ struct Claims {
     iss: String,
     sub: String,
     #[serde(default)]
-    role: String,
+    role: Option<String>,
     exp: u64,
+    #[serde(default)]
+    iat: Option<u64>,
 }
+
+/// Returns true when `value` has the shape of a subject or role claim: 1 to 64 characters of
+/// letters, digits and `. _ : @ -`, and nothing that could be a citizen service number.
+fn is_claim_token(value: &str) -> bool {
+    (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'@' | b'-'))
+        && !doorzet_domain::bsn::contains_bsn_shaped(value)
+}
+
+/// The one method that still answers while the directory copy is stale, so an operator can see
+/// why the node refuses everything else.
+const DIAGNOSTICS: &str = "/doorzet.v1.NodeAdmin/GetNodeStatus";
 
 /// Checks the identity of requests on one listener against the directory.
 #[derive(Debug)]
@@ -115,6 +152,7 @@ pub struct Verifier {
     directory: Arc<Directory>,
     audience: String,
     leeway: Duration,
+    max_lifetime: Duration,
 }
 
 impl Verifier {
@@ -131,6 +169,7 @@ impl Verifier {
             directory,
             audience: jwt.audience.clone(),
             leeway: jwt.leeway,
+            max_lifetime: jwt.max_lifetime,
         }
     }
 
@@ -160,8 +199,8 @@ impl Verifier {
             ListenerKind::Mesh => {
                 let certs = req
                     .extensions()
-                    .get::<TlsConnectInfo<TcpConnectInfo>>()
-                    .and_then(TlsConnectInfo::peer_certs)
+                    .get::<ConnInfo>()
+                    .and_then(ConnInfo::peer_certs)
                     .ok_or(IdentityError::NoCertificate)?;
                 let leaf = certs.first().ok_or(IdentityError::NoCertificate)?;
                 let org = oin_from_certificate(leaf)?;
@@ -201,7 +240,16 @@ impl Verifier {
                     });
                 }
                 let token = token.ok_or(IdentityError::MissingToken)?;
-                let snapshot = self.directory.usable(now)?;
+                let snapshot = match self.directory.usable(now) {
+                    Ok(snapshot) => snapshot,
+                    // Diagnostics check the token against the last copy, however old.
+                    Err(_) if req.uri().path() == DIAGNOSTICS => {
+                        self.directory.current().ok_or_else(|| {
+                            IdentityError::DirectoryUnavailable("not loaded yet".into())
+                        })?
+                    }
+                    Err(e) => return Err(e),
+                };
                 let person = self.verify_token(&snapshot, token, self.own_org)?;
                 Ok(Caller {
                     org: self.own_org,
@@ -214,8 +262,10 @@ impl Verifier {
     }
 
     /// Verifies a JWT: EdDSA or ES256 only, pinned per key; signature by a key the directory lists
-    /// for the claimed issuer; `exp`, `nbf`, `aud` and `iss` checked with the leeway; and the
-    /// issuer must be `presenter`, the organisation whose connection carried the token.
+    /// for the claimed issuer; `exp`, `nbf`, `aud` and `iss` checked with the leeway; no `iat` in
+    /// the future beyond the leeway; a lifetime of at most `jwt.max_lifetime`; a `sub` and a `role`
+    /// of the claim shape; and the issuer must be `presenter`, the organisation whose connection
+    /// carried the token.
     pub fn verify_token(
         &self,
         snapshot: &Snapshot,
@@ -266,6 +316,34 @@ impl Verifier {
                 _ => "token does not verify",
             })
         })?;
+        let claims = data.claims;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        if let Some(iat) = claims.iat
+            && iat > now.saturating_add(self.leeway.as_secs())
+        {
+            return Err(bad("token is issued in the future (iat)"));
+        }
+        let lifetime = claims.exp.saturating_sub(claims.iat.unwrap_or(now).min(now));
+        if lifetime > self.max_lifetime.as_secs() + self.leeway.as_secs() {
+            return Err(IdentityError::BadToken(format!(
+                "token lifetime exceeds the maximum of {}s",
+                self.max_lifetime.as_secs()
+            )));
+        }
+        if !is_claim_token(&claims.sub) {
+            return Err(bad(
+                "sub must be 1 to 64 characters of letters, digits and . _ : @ - (an id, never a name or citizen number)",
+            ));
+        }
+        let role = claims
+            .role
+            .filter(|role| is_claim_token(role))
+            .ok_or_else(|| {
+                bad("role is required: 1 to 64 characters of letters, digits and . _ : @ -")
+            })?;
         if issuer != presenter {
             return Err(IdentityError::IssuerNotPeer {
                 issuer,
@@ -273,9 +351,9 @@ impl Verifier {
             });
         }
         Ok(Person {
-            subject: data.claims.sub,
-            role: data.claims.role,
-            expires_at: UNIX_EPOCH + Duration::from_secs(data.claims.exp),
+            subject: claims.sub,
+            role,
+            expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp),
             token: token.to_owned(),
         })
     }

@@ -7,7 +7,9 @@
 //! - [`tls`]: certificate loading, rustls configs, and reload on change or SIGHUP.
 //! - [`identity`]: `Caller`, and the checks that turn a peer certificate and a JWT into one.
 //! - [`layers`]: tower layers for tracing, timeouts, load shedding, identity and metrics.
-//! - [`server`]: the accept loop and the shared gRPC server builder.
+//! - [`connections`]: connection caps, handshake and idle timeouts, per listener.
+//! - [`server`]: the shared gRPC server builder.
+//! - [`log_throttle`]: rate limits for log lines that can repeat.
 //! - [`client`]: mutual-TLS channels to peers.
 //! - [`admin`]: the admin HTTP listener with Prometheus metrics and probes.
 //! - [`telemetry`]: tracing subscriber, OTLP export and W3C trace-context propagation.
@@ -18,10 +20,12 @@
 pub mod admin;
 pub mod client;
 pub mod config;
+pub mod connections;
 pub mod directory;
 pub mod error;
 pub mod identity;
 pub mod layers;
+pub mod log_throttle;
 pub mod server;
 pub mod service_main;
 pub mod shutdown;

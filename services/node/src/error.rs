@@ -28,6 +28,16 @@ pub enum Error {
     Corrupt(String),
 }
 
+impl doorzet_mesh::service_main::Failure for Error {
+    fn is_config(&self) -> bool {
+        match self {
+            Self::Config(_) | Self::Store(doorzet_store::StoreError::UnsupportedUrl(_)) => true,
+            Self::Mesh(e) => doorzet_mesh::service_main::Failure::is_config(e),
+            _ => false,
+        }
+    }
+}
+
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
         match err {

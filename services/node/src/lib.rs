@@ -68,6 +68,8 @@ pub async fn serve(
     config: NodeConfig,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    // Two listeners (mesh and local) hold connections.
+    doorzet_mesh::connections::ensure_file_limit(&config.limits, 2);
     let tls = ReloadingTls::load(config.tls.clone())?;
     tls.spawn_watcher(shutdown.clone());
     let db = Database::connect(&config.storage.url, &[&store::MIGRATIONS]).await?;

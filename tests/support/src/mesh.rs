@@ -143,6 +143,7 @@ impl TestMesh {
                 })
                 .collect(),
             revoked: Revoked::default(),
+            confirm_removals: None,
         };
         let directory_path = data.path().join("directory.toml");
         std::fs::write(&directory_path, toml::to_string(&directory).expect("toml"))
@@ -162,6 +163,9 @@ impl TestMesh {
             audit: doorzet_coordinator::config::AuditConfig {
                 signing_key: audit_key,
                 origin: AUDIT_ORIGIN.into(),
+                max_clock_skew: Duration::from_secs(300),
+                append_rate: 50,
+                append_burst: 500,
             },
             tls: coordinator_org.tls.clone(),
             mesh: Listen {
@@ -173,6 +177,7 @@ impl TestMesh {
             directory: DirectorySource {
                 file: directory_path.clone(),
                 reload_interval: Duration::from_millis(50),
+                max_removed_share: 0.5,
             },
             storage: doorzet_store::StorageConfig {
                 url: format!("sqlite:{}", data.path().join("coordinator.db").display()),

@@ -1,27 +1,115 @@
 //! `AuditLog`: reading the Merkle log (checkpoints, proofs, entries) for every member, and
-//! appending disclosure records for nodes, each only as itself.
+//! appending disclosure records for nodes. What a node appends is permanent, so it is held to what
+//! a node may say: only its own disclosure actions, as itself, about members, at about the current
+//! time, and no more entries per second than its quota.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use doorzet_audit::log::AuditLog;
 use doorzet_audit::merkle::Hash;
+use doorzet_domain::Oin;
 use doorzet_mesh::Caller;
+use doorzet_mesh::directory::{Directory, Snapshot};
+use doorzet_proto::convert::ConvertError;
 use doorzet_proto::v1::{self, audit_log_server, get_inclusion_proof_request::Entry};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tonic::{Request, Response, Status};
 
 use crate::Error;
+use crate::config::AuditConfig;
 
 /// Most entries one `Append` call may carry.
 pub const MAX_APPEND: usize = 100;
+
+/// The actions a node records itself; every other action is the coordinator's.
+const NODE_ACTIONS: [v1::AuditAction; 2] = [
+    v1::AuditAction::FactsDisclosed,
+    v1::AuditAction::FactsWithheld,
+];
 
 /// The `AuditLog` service.
 #[derive(Debug, Clone)]
 pub struct AuditLogService {
     log: AuditLog,
+    directory: Arc<Directory>,
+    max_clock_skew: Duration,
+    quota: Arc<DefaultKeyedRateLimiter<Oin>>,
 }
 
 impl AuditLogService {
-    /// Serves `log`.
-    pub fn new(log: AuditLog) -> Self {
-        Self { log }
+    /// Serves `log`, checking appends against `directory` and the limits in `config`.
+    pub fn new(log: AuditLog, directory: Arc<Directory>, config: &AuditConfig) -> Self {
+        let rate = NonZeroU32::new(config.append_rate).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(config.append_burst).unwrap_or(rate);
+        Self {
+            log,
+            directory,
+            max_clock_skew: config.max_clock_skew,
+            quota: Arc::new(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))),
+        }
+    }
+
+    /// Checks one entry a node wants to append; `Err` names the entry and field.
+    fn check_node_entry(
+        &self,
+        snapshot: &Snapshot,
+        caller: Oin,
+        i: usize,
+        entry: &v1::AuditEntry,
+        now: SystemTime,
+    ) -> Result<(), Error> {
+        let invalid = |field: &str, reason: &str| {
+            Error::InvalidArgument(ConvertError::new(
+                "entries",
+                format!("entries[{i}].{field}: {reason}"),
+            ))
+        };
+        if entry.actor_org != caller.as_str() {
+            return Err(Error::PermissionDenied(format!(
+                "entries[{i}].actor_org must be the caller's organisation {caller}"
+            )));
+        }
+        let action = v1::AuditAction::try_from(entry.action).unwrap_or_default();
+        if !NODE_ACTIONS.contains(&action) {
+            return Err(Error::PermissionDenied(format!(
+                "entries[{i}].action: a node may record only FACTS_DISCLOSED and FACTS_WITHHELD"
+            )));
+        }
+        for (field, value) in [
+            ("on_behalf_of_org", &entry.on_behalf_of_org),
+            ("recipient_org", &entry.recipient_org),
+        ] {
+            if value.is_empty() {
+                continue;
+            }
+            let is_member = value
+                .parse::<Oin>()
+                .is_ok_and(|org| snapshot.member(&org).is_some());
+            if !is_member {
+                return Err(invalid(field, "must be a member of the directory"));
+            }
+        }
+        if let Some(time) = &entry.time {
+            let at = SystemTime::try_from(*time)
+                .map_err(|_| invalid("time", "is not a valid time"))?;
+            let skew = match at.duration_since(now) {
+                Ok(ahead) => ahead,
+                Err(behind) => behind.duration(),
+            };
+            if skew > self.max_clock_skew {
+                return Err(invalid(
+                    "time",
+                    &format!(
+                        "lies {}s from the coordinator's clock, more than audit.max_clock_skew ({}s)",
+                        skew.as_secs(),
+                        self.max_clock_skew.as_secs()
+                    ),
+                ));
+            }
+        }
+        doorzet_audit::entry::validate_new(entry).map_err(|e| invalid(e.field, e.reason))
     }
 }
 
@@ -124,7 +212,7 @@ impl audit_log_server::AuditLog for AuditLogService {
         &self,
         request: Request<v1::AppendRequest>,
     ) -> Result<Response<v1::AppendResponse>, Status> {
-        let caller = Caller::from_request(&request)?.clone();
+        let caller = Caller::from_request(&request)?.org;
         let entries = request.into_inner().entries;
         if entries.is_empty() || entries.len() > MAX_APPEND {
             return Err(
@@ -135,11 +223,19 @@ impl audit_log_server::AuditLog for AuditLogService {
                 .into(),
             );
         }
-        if entries.iter().any(|e| e.actor_org != caller.org.as_str()) {
-            return Err(Error::PermissionDenied(format!(
-                "entries.actor_org must be the caller's organisation {}",
-                caller.org
-            ))
+        let snapshot = self
+            .directory
+            .current()
+            .ok_or_else(|| Error::Unavailable("directory not loaded".into()))?;
+        let now = SystemTime::now();
+        for (i, entry) in entries.iter().enumerate() {
+            self.check_node_entry(&snapshot, caller, i, entry, now)?;
+        }
+        let n = NonZeroU32::new(entries.len() as u32).unwrap_or(NonZeroU32::MIN);
+        if !matches!(self.quota.check_key_n(&caller, n), Ok(Ok(()))) {
+            return Err(Error::Quota(
+                "audit append quota of this organisation used up; retry with backoff".into(),
+            )
             .into());
         }
         let appended = self.log.append(&entries).await.map_err(Error::from)?;

@@ -64,7 +64,8 @@ where
                 Either::Right(self.inner.call(req))
             }
             Err(err) => {
-                tracing::info!(error = %err, "request refused");
+                // A stranger can make this repeat at will: it must cost no more than a debug line.
+                tracing::debug!(error = %err, "request refused");
                 Either::Left(ready(Ok(tonic::Status::from(err).into_http())))
             }
         }

@@ -1,5 +1,7 @@
-//! Request metrics in Prometheus form: counts by service, method, gRPC status and peer organisation
-//! kind, and latency histograms. Labels never carry person ids, organisation ids or case data.
+//! Request metrics in Prometheus form: counts by service, method, final gRPC status and peer
+//! organisation kind, and latency histograms. Labels come from a closed set: the contract's methods
+//! (anything else is `unknown`), status codes and organisation kinds, so nothing a caller sends, and
+//! no person id, organisation id or case data, ever becomes a label.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,7 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use super::rpc_names;
+use super::body::{Outcome, on_finish};
+use super::rpc_labels;
 
 /// Where the identity layer, which runs inside this one, leaves the caller's organisation kind.
 #[derive(Debug, Clone, Default)]
@@ -29,16 +32,27 @@ impl PeerKindSlot {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    service: String,
-    method: String,
-    code: String,
-    peer_kind: String,
+    service: &'static str,
+    method: &'static str,
+    code: &'static str,
+    peer_kind: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LatencyLabels {
-    service: String,
-    method: String,
+    service: &'static str,
+    method: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    listener: &'static str,
+    reason: &'static str,
 }
 
 fn latency_histogram() -> Histogram {
@@ -55,6 +69,9 @@ pub struct Metrics {
     pub directory_age_seconds: Gauge<i64>,
     /// Members in the current directory copy.
     pub directory_members: Gauge<i64>,
+    connections_open: Family<ListenerLabels, Gauge>,
+    connections_refused: Family<RefusedLabels, Counter>,
+    connections_idle_closed: Family<ListenerLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -76,7 +93,7 @@ impl Metrics {
         registry.register("mesh_requests", "gRPC requests handled", requests.clone());
         registry.register(
             "mesh_request_duration_seconds",
-            "gRPC request latency until response headers",
+            "gRPC request latency until the stream's final status",
             latency.clone(),
         );
         registry.register(
@@ -89,12 +106,33 @@ impl Metrics {
             "Members in the directory copy in use",
             directory_members.clone(),
         );
+        let connections_open = Family::<ListenerLabels, Gauge>::default();
+        let connections_refused = Family::<RefusedLabels, Counter>::default();
+        let connections_idle_closed = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "mesh_connections",
+            "Connections open, by listener",
+            connections_open.clone(),
+        );
+        registry.register(
+            "mesh_connections_refused",
+            "Connections closed before serving: at a cap, or a failed or late TLS handshake",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "mesh_connections_idle_closed",
+            "Connections closed after sending no accepted request for the idle or handshake timeout",
+            connections_idle_closed.clone(),
+        );
         Self {
             registry: Arc::new(std::sync::Mutex::new(registry)),
             requests,
             latency,
             directory_age_seconds,
             directory_members,
+            connections_open,
+            connections_refused,
+            connections_idle_closed,
         }
     }
 
@@ -112,21 +150,42 @@ impl Metrics {
         out
     }
 
-    fn observe(&self, path: &str, code: &str, peer_kind: &str, seconds: f64) {
-        let (service, method) = rpc_names(path);
+    pub(crate) fn connection_opened(&self, listener: &'static str) {
+        self.connections_open
+            .get_or_create(&ListenerLabels { listener })
+            .inc();
+    }
+
+    pub(crate) fn connection_closed(&self, listener: &'static str) {
+        self.connections_open
+            .get_or_create(&ListenerLabels { listener })
+            .dec();
+    }
+
+    pub(crate) fn connection_refused(&self, listener: &'static str, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&RefusedLabels { listener, reason })
+            .inc();
+    }
+
+    pub(crate) fn connection_idle_closed(&self, listener: &'static str) {
+        self.connections_idle_closed
+            .get_or_create(&ListenerLabels { listener })
+            .inc();
+    }
+
+    fn observe(&self, labels: (&'static str, &'static str), code: &'static str, peer_kind: &'static str, seconds: f64) {
+        let (service, method) = labels;
         self.requests
             .get_or_create(&RequestLabels {
-                service: service.to_owned(),
-                method: method.to_owned(),
-                code: code.to_owned(),
-                peer_kind: peer_kind.to_owned(),
+                service,
+                method,
+                code,
+                peer_kind,
             })
             .inc();
         self.latency
-            .get_or_create(&LatencyLabels {
-                service: service.to_owned(),
-                method: method.to_owned(),
-            })
+            .get_or_create(&LatencyLabels { service, method })
             .observe(seconds);
     }
 }
@@ -161,12 +220,11 @@ pub struct Measure<S> {
     metrics: Metrics,
 }
 
-impl<S, B, R> tower_service::Service<http::Request<B>> for Measure<S>
+impl<S, B> tower_service::Service<http::Request<B>> for Measure<S>
 where
-    S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
+    S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    R: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -177,27 +235,18 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let path = req.uri().path().to_owned();
+        let labels = rpc_labels(req.uri().path());
         let slot = PeerKindSlot::default();
         req.extensions_mut().insert(slot.clone());
         let metrics = self.metrics.clone();
         let started = Instant::now();
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let response = fut.await;
-            let code = match &response {
-                // A trailers-only response (every error) carries the status in its headers.
-                Ok(r) => r
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("0")
-                    .to_owned(),
-                Err(_) => "transport_error".to_owned(),
-            };
-            let peer_kind = slot.0.get().copied().unwrap_or("unidentified");
-            metrics.observe(&path, &code, peer_kind, started.elapsed().as_secs_f64());
-            response
+            let response = fut.await?;
+            Ok(on_finish(response, move |outcome: Outcome| {
+                let peer_kind = slot.0.get().copied().unwrap_or("unidentified");
+                metrics.observe(labels, outcome.label(), peer_kind, started.elapsed().as_secs_f64());
+            }))
         })
     }
 }

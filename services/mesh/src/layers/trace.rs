@@ -1,5 +1,7 @@
 //! One tracing span per request, named after the RPC and parented on the W3C `traceparent` the
-//! caller sent in its gRPC metadata, so a trace follows an escalation across organisations.
+//! caller sent in its gRPC metadata, so a trace follows an escalation across organisations. The span
+//! names come from the contract (anything else is `unknown`), and its status is the stream's final
+//! one.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,7 +10,8 @@ use std::task::{Context, Poll};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::rpc_names;
+use super::body::{Outcome, on_finish};
+use super::rpc_labels;
 use crate::telemetry::HeaderExtractor;
 
 /// Wraps services in [`Trace`].
@@ -28,12 +31,11 @@ pub struct Trace<S> {
     inner: S,
 }
 
-impl<S, B, R> tower_service::Service<http::Request<B>> for Trace<S>
+impl<S, B> tower_service::Service<http::Request<B>> for Trace<S>
 where
-    S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
+    S: tower_service::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    R: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -44,7 +46,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let (service, method) = rpc_names(req.uri().path());
+        let (service, method) = rpc_labels(req.uri().path());
         let span = tracing::info_span!(
             "grpc.request",
             otel.name = %format_args!("{service}/{method}"),
@@ -63,18 +65,13 @@ where
             let _entered = span.enter();
             self.inner.call(req)
         };
+        let finished = span.clone();
         Box::pin(
             async move {
-                let response = fut.await;
-                if let Ok(response) = &response {
-                    let code = response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("0");
-                    tracing::Span::current().record("rpc.grpc.status_code", code);
-                }
-                response
+                let response = fut.await?;
+                Ok(on_finish(response, move |outcome: Outcome| {
+                    finished.record("rpc.grpc.status_code", outcome.label());
+                }))
             }
             .instrument(span),
         )
