@@ -51,9 +51,9 @@ impl<U: Message + Default> Decoder for StrictDecoder<U> {
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
         // prost's message names the message and field that failed, never a value.
-        self.0
-            .decode(buf)
-            .map_err(|status| Status::invalid_argument(format!("invalid message: {}", status.message())))
+        self.0.decode(buf).map_err(|status| {
+            Status::invalid_argument(format!("invalid message: {}", status.message()))
+        })
     }
 
     fn buffer_settings(&self) -> BufferSettings {

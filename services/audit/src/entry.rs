@@ -113,7 +113,10 @@ pub fn validate_new(entry: &v1::AuditEntry) -> Result<(), EntryError> {
     if let Some(time) = &entry.time
         && (!(0..1_000_000_000).contains(&time.nanos) || !(0..=MAX_SECONDS).contains(&time.seconds))
     {
-        return Err(err("time", "must lie between 1970 and 9999 with nanos below 10^9"));
+        return Err(err(
+            "time",
+            "must lie between 1970 and 9999 with nanos below 10^9",
+        ));
     }
     let identifiers = [
         ("actor_subject", entry.actor_subject.as_str()),
@@ -123,10 +126,18 @@ pub fn validate_new(entry: &v1::AuditEntry) -> Result<(), EntryError> {
     ]
     .into_iter()
     .chain(entry.fact_ids.iter().map(|id| ("fact_ids", id.as_str())))
-    .chain(entry.fact_categories.iter().map(|c| ("fact_categories", c.as_str())));
+    .chain(
+        entry
+            .fact_categories
+            .iter()
+            .map(|c| ("fact_categories", c.as_str())),
+    );
     for (field, value) in identifiers {
         if doorzet_domain::bsn::contains_bsn_shaped(value) {
-            return Err(err(field, "holds a number that could be a citizen service number"));
+            return Err(err(
+                field,
+                "holds a number that could be a citizen service number",
+            ));
         }
     }
     Ok(())
@@ -212,11 +223,20 @@ mod tests {
     #[test]
     fn new_entries_need_a_real_time_and_no_bsn_shaped_ids() {
         let mut e = sample();
-        e.time = Some(prost_types::Timestamp { seconds: 1_790_000_000, nanos: 2_000_000_000 });
+        e.time = Some(prost_types::Timestamp {
+            seconds: 1_790_000_000,
+            nanos: 2_000_000_000,
+        });
         assert_eq!(encode(&e).unwrap_err().field, "time");
-        e.time = Some(prost_types::Timestamp { seconds: -1, nanos: 0 });
+        e.time = Some(prost_types::Timestamp {
+            seconds: -1,
+            nanos: 0,
+        });
         assert_eq!(encode(&e).unwrap_err().field, "time");
-        e.time = Some(prost_types::Timestamp { seconds: MAX_SECONDS + 1, nanos: 0 });
+        e.time = Some(prost_types::Timestamp {
+            seconds: MAX_SECONDS + 1,
+            nanos: 0,
+        });
         assert_eq!(encode(&e).unwrap_err().field, "time");
         let mut e = sample();
         e.case_ref = "case-123456782".into();

@@ -13,6 +13,7 @@ use doorzet_mesh::directory::{Directory, Snapshot};
 use doorzet_mesh::layers::metrics::Metrics;
 use doorzet_mesh::log_throttle::Throttle;
 use doorzet_store::Database;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -92,6 +93,8 @@ pub struct FileMetrics {
     pub valid: Gauge,
     /// When the file in force was last applied (Unix seconds).
     pub applied_at: Gauge,
+    /// Checks that found the file unreadable (missing, no permission).
+    pub unreadable: Counter,
 }
 
 impl FileMetrics {
@@ -108,6 +111,11 @@ impl FileMetrics {
                 "coordinator_directory_file_applied_timestamp_seconds",
                 "When the directory in force was applied from the file (Unix time)",
                 this.applied_at.clone(),
+            );
+            registry.register(
+                "coordinator_directory_file_unreadable",
+                "Checks that found the directory file unreadable",
+                this.unreadable.clone(),
             );
         });
         this
@@ -152,9 +160,8 @@ impl Watcher {
     pub fn spawn(self, mut last_sha: String, shutdown: CancellationToken) {
         static UNREADABLE: Throttle = Throttle::per(Duration::from_secs(60));
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(
-                self.source.reload_interval.max(Duration::from_millis(50)),
-            );
+            let mut tick =
+                tokio::time::interval(self.source.reload_interval.max(Duration::from_millis(50)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
@@ -165,6 +172,7 @@ impl Watcher {
                     Ok(text) => text,
                     Err(e) => {
                         self.file_metrics.valid.set(0);
+                        self.file_metrics.unreadable.inc();
                         if let Some(suppressed) = UNREADABLE.allow() {
                             tracing::error!(file = %self.source.file.display(), error = %e, suppressed, "directory file unreadable; keeping the last good directory");
                         }
@@ -192,8 +200,13 @@ impl Watcher {
     }
 
     async fn apply(&self) -> Result<(), Error> {
-        let (file, snapshot, _) =
-            load_file(&self.source, &self.db, self.own_org, &self.audit_verifier_key).await?;
+        let (file, snapshot, _) = load_file(
+            &self.source,
+            &self.db,
+            self.own_org,
+            &self.audit_verifier_key,
+        )
+        .await?;
         if let Some(current) = self.directory.current() {
             check_removals(
                 &members(&current),

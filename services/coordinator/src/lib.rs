@@ -147,7 +147,7 @@ pub async fn serve(
                 directory.clone(),
                 &config.audit,
             ))
-                .max_decoding_message_size(max),
+            .max_decoding_message_size(max),
         );
     for service in [
         "",

@@ -79,6 +79,9 @@ pub struct CertSpec {
     pub not_before: OffsetDateTime,
     /// End of validity.
     pub not_after: OffsetDateTime,
+    /// Whether the key-usage extension allows digitalSignature, as TLS needs; `false` makes the
+    /// bad case of a certificate that allows keyEncipherment only.
+    pub is_signing_allowed: bool,
 }
 
 impl CertSpec {
@@ -90,6 +93,7 @@ impl CertSpec {
             name: name.to_owned(),
             not_before: now - Duration::hours(1),
             not_after: now + Duration::days(days),
+            is_signing_allowed: true,
         }
     }
 }
@@ -175,7 +179,11 @@ impl DevCa {
                 .distinguished_name
                 .push(DnType::CustomDnType(vec![2, 5, 4, 5]), serial.as_str());
         }
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![if spec.is_signing_allowed {
+            KeyUsagePurpose::DigitalSignature
+        } else {
+            KeyUsagePurpose::KeyEncipherment
+        }];
         params.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,

@@ -257,7 +257,12 @@ pub fn incoming(
                 Err(reason) => {
                     metrics.connection_refused(label, reason);
                     if let Some(suppressed) = AT_CAP.allow() {
-                        tracing::warn!(listener = label, reason, suppressed, "new connection refused: listener at its cap");
+                        tracing::warn!(
+                            listener = label,
+                            reason,
+                            suppressed,
+                            "new connection refused: listener at its cap"
+                        );
                     }
                     continue; // dropping `tcp` closes it
                 }
@@ -288,7 +293,9 @@ pub fn incoming(
                         let activity = Activity::new();
                         let guarded = GuardedStream {
                             inner: stream,
-                            timer: Box::pin(tokio::time::sleep_until(activity.opened + first_request)),
+                            timer: Box::pin(tokio::time::sleep_until(
+                                activity.opened + first_request,
+                            )),
                             activity,
                             first_request,
                             idle,
@@ -401,12 +408,19 @@ mod tests {
         let first = Duration::from_secs(10);
         let idle = Duration::from_secs(60);
         let activity = Activity::new();
-        assert_eq!(activity.closes_at(first, idle), Some(activity.opened + first));
+        assert_eq!(
+            activity.closes_at(first, idle),
+            Some(activity.opened + first)
+        );
 
         let call = activity.begin();
         assert_eq!(activity.closes_at(first, idle), None);
         tokio::time::advance(Duration::from_secs(600)).await;
-        assert_eq!(activity.closes_at(first, idle), None, "a long call keeps it open");
+        assert_eq!(
+            activity.closes_at(first, idle),
+            None,
+            "a long call keeps it open"
+        );
         drop(call);
         assert_eq!(activity.closes_at(first, idle), Some(Instant::now() + idle));
     }

@@ -326,7 +326,9 @@ impl Verifier {
         {
             return Err(bad("token is issued in the future (iat)"));
         }
-        let lifetime = claims.exp.saturating_sub(claims.iat.unwrap_or(now).min(now));
+        let lifetime = claims
+            .exp
+            .saturating_sub(claims.iat.unwrap_or(now).min(now));
         if lifetime > self.max_lifetime.as_secs() + self.leeway.as_secs() {
             return Err(IdentityError::BadToken(format!(
                 "token lifetime exceeds the maximum of {}s",

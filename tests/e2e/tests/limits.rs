@@ -16,8 +16,13 @@ async fn oversized_request_is_refused_and_the_server_carries_on() {
         .get_member(v1::GetMemberRequest { org_id: huge })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
-    assert!(err.message().contains("too large"), "{}", err.message());
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message()
+            .contains("larger than the limit of 1048576 bytes"),
+        "{}",
+        err.message()
+    );
     client
         .list_members(v1::ListMembersRequest {})
         .await

@@ -91,6 +91,14 @@ impl TestOrg {
         jsonwebtoken::encode(&header, claims, &key).expect("sign")
     }
 
+    /// Signs arbitrary JSON claims (to leave a claim out entirely).
+    pub fn sign_json(&self, claims: &serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.token_key.jwk.kid.clone());
+        let key = EncodingKey::from_ed_pem(self.token_key.private_pem.as_bytes()).expect("ed key");
+        jsonwebtoken::encode(&header, claims, &key).expect("sign")
+    }
+
     /// A good token for a person of this organisation.
     pub fn token(&self, sub: &str, role: &str) -> String {
         self.sign(&TestClaims::new(self.org, sub, role))
@@ -231,9 +239,28 @@ impl Pki {
         }
     }
 
+    /// A certificate for `org` from our CA whose key usage allows keyEncipherment only.
+    pub fn encipherment_only_org(&self, org: Oin) -> TestOrg {
+        let mut spec = CertSpec::for_org(org, "Encipherment only", 30);
+        spec.is_signing_allowed = false;
+        let issued = self.ca.issue(&spec).expect("issue");
+        TestOrg {
+            org,
+            tls: self.write(&issued, self.ca_path()),
+            token_key: TokenKey::generate().expect("token key"),
+        }
+    }
+
     /// A client config that presents no certificate at all.
     pub fn anonymous_client_config(&self) -> Arc<rustls::ClientConfig> {
-        let roots = doorzet_mesh::tls::read_certs(&self.ca_path()).expect("ca");
+        server_only_client_config(&self.ca_path())
+    }
+}
+
+/// A client config that trusts the CA in `ca` and presents no certificate (for local listeners).
+pub fn server_only_client_config(ca: &Path) -> Arc<rustls::ClientConfig> {
+    {
+        let roots = doorzet_mesh::tls::read_certs(ca).expect("ca");
         let mut store = rustls::RootCertStore::empty();
         for root in roots {
             store.add(root).expect("root");

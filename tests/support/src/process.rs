@@ -1,9 +1,14 @@
-//! A coordinator as a real process, for tests of process behaviour (SIGTERM, kill -9, restart):
-//! its PKI, directory (one member: the municipality), audit key and configuration in a temporary
-//! directory, on ports chosen once so a restart comes back on the same address.
+//! The service binaries as real processes, for tests of process behaviour (SIGTERM, kill -9,
+//! restart, file limits, floods): a coordinator with its PKI, directory (one member: the
+//! municipality), audit key and configuration in a temporary directory, on ports chosen once so a
+//! restart comes back on the same address; and the municipality's node beside it. Standard error is
+//! drained while the process runs, so a chatty process never blocks on a full pipe.
 
+use std::io::Read;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use doorzet_ctl::local_mesh::{COORDINATOR, MEMBERS, find_binary};
@@ -11,6 +16,101 @@ use tonic::transport::Channel;
 
 use crate::mesh::channel_as;
 use crate::pki::{Pki, TestOrg};
+
+/// A running service binary whose standard error is collected as it comes.
+#[derive(Debug)]
+pub struct Running {
+    child: Child,
+    stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Running {
+    /// Starts `binary --config config`, under `prlimit --nofile=N` when `file_limit` is set.
+    pub fn spawn(binary: &str, config: &Path, file_limit: Option<u64>) -> Self {
+        let binary = find_binary(binary, None).expect("binary");
+        let mut command = match file_limit {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
+            .arg("--config")
+            .arg(config)
+            .env("DOORZET_TELEMETRY__LOG_FILTER", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn service binary");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let mut pipe = child.stderr.take().expect("stderr pipe");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend_from_slice(&buf[..n]);
+            }
+        });
+        Self { child, stderr }
+    }
+
+    /// Returns what the process wrote to standard error so far.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+
+    /// Returns the process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Returns the exit status once the process has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("wait")
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        crate::eventually(timeout, "process exit", || {
+            let exited = self.try_wait();
+            async move { exited }
+        })
+        .await
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the status and what it wrote to stderr.
+    pub async fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("signal");
+        let status = self.wait_exit(Duration::from_secs(30)).await;
+        // The drain thread sees EOF once the process is gone.
+        crate::eventually(Duration::from_secs(5), "stderr closed", || {
+            let done = std::sync::Arc::strong_count(&self.stderr) == 1;
+            async move { done.then_some(()) }
+        })
+        .await;
+        let stderr = self.stderr();
+        (status, stderr)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// A coordinator binary with its files.
 #[derive(Debug)]
@@ -24,9 +124,13 @@ pub struct CoordinatorProcess {
     /// Mesh listener address.
     pub mesh_addr: SocketAddr,
     /// Configuration file.
-    pub config: std::path::PathBuf,
+    pub config: PathBuf,
+    /// The directory file.
+    pub directory: PathBuf,
+    /// Admin listener address.
+    pub admin_addr: SocketAddr,
     dir: tempfile::TempDir,
-    child: Option<Child>,
+    child: Option<Running>,
 }
 
 /// Returns two distinct free loopback addresses (both held until chosen, so they differ).
@@ -84,6 +188,8 @@ impl CoordinatorProcess {
             member,
             mesh_addr,
             config,
+            directory,
+            admin_addr,
             dir,
             child: None,
         }
@@ -91,14 +197,12 @@ impl CoordinatorProcess {
 
     /// Starts the binary (standard error captured).
     pub fn start(&mut self) {
-        let child = Command::new(find_binary("doorzet-coordinator", None).expect("binary"))
-            .arg("--config")
-            .arg(&self.config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn coordinator");
-        self.child = Some(child);
+        self.child = Some(Running::spawn("doorzet-coordinator", &self.config, None));
+    }
+
+    /// Returns the running process.
+    pub fn running(&mut self) -> &mut Running {
+        self.child.as_mut().expect("running")
     }
 
     /// Returns the mesh endpoint.
@@ -123,30 +227,12 @@ impl CoordinatorProcess {
 
     /// Kills the process with SIGKILL and reaps it.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        drop(self.child.take());
     }
 
     /// Sends SIGTERM and waits for the exit; returns the status and what it wrote to stderr.
     pub async fn terminate(&mut self) -> (std::process::ExitStatus, String) {
-        let mut child = self.child.take().expect("running");
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .expect("signal");
-        let status = crate::eventually(Duration::from_secs(30), "coordinator exit", || {
-            let exited = child.try_wait().expect("wait");
-            async move { exited }
-        })
-        .await;
-        let mut stderr = String::new();
-        if let Some(mut pipe) = child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-        }
-        (status, stderr)
+        self.child.take().expect("running").terminate().await
     }
 
     /// Returns the temporary directory.
@@ -158,5 +244,110 @@ impl CoordinatorProcess {
 impl Drop for CoordinatorProcess {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// The municipality's node binary, a member of a [`CoordinatorProcess`]'s directory.
+#[derive(Debug)]
+pub struct NodeProcess {
+    /// The organisation (the coordinator's one member).
+    pub org: TestOrg,
+    /// Mesh listener address.
+    pub mesh_addr: SocketAddr,
+    /// Local listener address.
+    pub local_addr: SocketAddr,
+    /// Admin listener address.
+    pub admin_addr: SocketAddr,
+    /// Configuration file.
+    pub config: PathBuf,
+    ca: PathBuf,
+    _dir: tempfile::TempDir,
+    child: Option<Running>,
+}
+
+impl NodeProcess {
+    /// Writes the node's configuration for `coordinator`'s member; `extra` is appended (further
+    /// sections such as `[limits]`, `[directory]` or `[jwt]`).
+    pub fn new(coordinator: &CoordinatorProcess, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mesh_addr, local_addr) = free_addrs();
+        let (admin_addr, _) = free_addrs();
+        let org = coordinator.member.clone();
+        let config = dir.path().join("node.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "org = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n[mesh]\nlisten = \"{mesh_addr}\"\n[local]\nlisten = \"{local_addr}\"\n[admin]\nlisten = \"{admin_addr}\"\n[coordinator]\nendpoint = \"{}\"\norg = \"{}\"\n[storage]\nurl = \"sqlite:{}\"\n{extra}",
+                org.org,
+                org.tls.cert.display(),
+                org.tls.key.display(),
+                org.tls.ca.display(),
+                coordinator.endpoint(),
+                coordinator.org.org,
+                dir.path().join("node.db").display(),
+            ),
+        )
+        .expect("config");
+        Self {
+            org,
+            mesh_addr,
+            local_addr,
+            admin_addr,
+            config,
+            ca: coordinator.pki.ca_path(),
+            _dir: dir,
+            child: None,
+        }
+    }
+
+    /// Starts the binary, with at most `file_limit` open files when set.
+    pub fn start(&mut self, file_limit: Option<u64>) {
+        self.child = Some(Running::spawn("doorzet-node", &self.config, file_limit));
+    }
+
+    /// Returns the running process.
+    pub fn running(&mut self) -> &mut Running {
+        self.child.as_mut().expect("running")
+    }
+
+    /// Returns the local endpoint, `https://127.0.0.1:port`.
+    pub fn local_endpoint(&self) -> String {
+        format!("https://{}", self.local_addr)
+    }
+
+    /// Returns the mesh endpoint.
+    pub fn mesh_endpoint(&self) -> String {
+        format!("https://{}", self.mesh_addr)
+    }
+
+    /// Returns a channel to the local listener (server-authenticated TLS; calls carry a token).
+    pub fn local_channel(&self) -> Channel {
+        crate::mesh::channel_with(
+            doorzet_mesh::client::ClientTls::Fixed(crate::pki::server_only_client_config(&self.ca)),
+            &self.local_endpoint(),
+        )
+    }
+
+    /// Waits until the local listener's health reports SERVING (the directory is in).
+    pub async fn wait_serving(&self) {
+        crate::eventually(Duration::from_secs(30), "node SERVING", || async {
+            let mut client =
+                tonic_health::pb::health_client::HealthClient::new(self.local_channel());
+            let status = client
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .status;
+            (status == 1).then_some(())
+        })
+        .await;
+    }
+
+    /// Returns a good token of a person of the node's organisation.
+    pub fn token(&self) -> String {
+        self.org.token("emp-0042", "procesregisseur")
     }
 }

@@ -47,7 +47,9 @@ impl AuditLogService {
             log,
             directory,
             max_clock_skew: config.max_clock_skew,
-            quota: Arc::new(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))),
+            quota: Arc::new(RateLimiter::keyed(
+                Quota::per_second(rate).allow_burst(burst),
+            )),
         }
     }
 
@@ -92,8 +94,8 @@ impl AuditLogService {
             }
         }
         if let Some(time) = &entry.time {
-            let at = SystemTime::try_from(*time)
-                .map_err(|_| invalid("time", "is not a valid time"))?;
+            let at =
+                SystemTime::try_from(*time).map_err(|_| invalid("time", "is not a valid time"))?;
             let skew = match at.duration_since(now) {
                 Ok(ahead) => ahead,
                 Err(behind) => behind.duration(),

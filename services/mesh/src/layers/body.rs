@@ -33,7 +33,12 @@ impl Outcome {
 
 /// Reads the `grpc-status` of a header or trailer map.
 pub fn status_of(headers: &http::HeaderMap) -> Option<Code> {
-    let value = headers.get("grpc-status")?.to_str().ok()?.parse::<i32>().ok()?;
+    let value = headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse::<i32>()
+        .ok()?;
     Some(Code::from_i32(value))
 }
 
@@ -137,7 +142,10 @@ mod tests {
 
     use super::*;
 
-    fn recorder() -> (Arc<Mutex<Vec<Outcome>>>, impl FnOnce(Outcome) + Send + Sync + 'static) {
+    fn recorder() -> (
+        Arc<Mutex<Vec<Outcome>>>,
+        impl FnOnce(Outcome) + Send + Sync + 'static,
+    ) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
         (seen, move |outcome| sink.lock().unwrap().push(outcome))
@@ -163,13 +171,19 @@ mod tests {
         let (seen, report) = recorder();
         let response = on_finish(tonic::Status::unauthenticated("no").into_http(), report);
         let _ = response.into_body().collect().await.unwrap();
-        assert_eq!(*seen.lock().unwrap(), vec![Outcome::Status(Code::Unauthenticated)]);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![Outcome::Status(Code::Unauthenticated)]
+        );
 
         let (seen, report) = recorder();
         let body = http_body_util::StreamBody::new(futures_util::stream::pending::<
             Result<Frame<bytes::Bytes>, tonic::Status>,
         >());
-        drop(on_finish(http::Response::new(tonic::body::Body::new(body)), report));
+        drop(on_finish(
+            http::Response::new(tonic::body::Body::new(body)),
+            report,
+        ));
         assert_eq!(*seen.lock().unwrap(), vec![Outcome::Aborted]);
         assert_eq!(Outcome::Aborted.label(), "aborted");
         assert_eq!(Outcome::Status(Code::Unauthenticated).label(), "16");

@@ -174,7 +174,13 @@ impl Metrics {
             .inc();
     }
 
-    fn observe(&self, labels: (&'static str, &'static str), code: &'static str, peer_kind: &'static str, seconds: f64) {
+    fn observe(
+        &self,
+        labels: (&'static str, &'static str),
+        code: &'static str,
+        peer_kind: &'static str,
+        seconds: f64,
+    ) {
         let (service, method) = labels;
         self.requests
             .get_or_create(&RequestLabels {
@@ -245,7 +251,12 @@ where
             let response = fut.await?;
             Ok(on_finish(response, move |outcome: Outcome| {
                 let peer_kind = slot.0.get().copied().unwrap_or("unidentified");
-                metrics.observe(labels, outcome.label(), peer_kind, started.elapsed().as_secs_f64());
+                metrics.observe(
+                    labels,
+                    outcome.label(),
+                    peer_kind,
+                    started.elapsed().as_secs_f64(),
+                );
             }))
         })
     }

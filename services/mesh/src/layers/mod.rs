@@ -31,8 +31,14 @@ pub const UNKNOWN: &str = "unknown";
 const STANDARD_METHODS: [(&str, &str); 4] = [
     ("grpc.health.v1.Health", "Check"),
     ("grpc.health.v1.Health", "Watch"),
-    ("grpc.reflection.v1.ServerReflection", "ServerReflectionInfo"),
-    ("grpc.reflection.v1alpha.ServerReflection", "ServerReflectionInfo"),
+    (
+        "grpc.reflection.v1.ServerReflection",
+        "ServerReflectionInfo",
+    ),
+    (
+        "grpc.reflection.v1alpha.ServerReflection",
+        "ServerReflectionInfo",
+    ),
 ];
 
 /// Every method of the contract by its path, with its labels, read once from the compiled-in

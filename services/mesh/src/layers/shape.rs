@@ -230,8 +230,15 @@ mod tests {
     async fn refuses_an_oversized_message_with_resource_exhausted_naming_the_limit() {
         let err = run(framed(&[10, 2000]), 3, 1024).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted);
-        assert!(err.message().contains("limit of 1024 bytes"), "{}", err.message());
-        assert_eq!(run(framed(&[10, 1024]), 3, 1024).await.unwrap(), 10 + 1024 + 10);
+        assert!(
+            err.message().contains("limit of 1024 bytes"),
+            "{}",
+            err.message()
+        );
+        assert_eq!(
+            run(framed(&[10, 1024]), 3, 1024).await.unwrap(),
+            10 + 1024 + 10
+        );
     }
 
     #[tokio::test]

@@ -136,7 +136,11 @@ mod tests {
         let response = service.clone().oneshot(request).await.unwrap();
         let status = tonic::Status::from_header_map(response.headers()).unwrap();
         assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
-        assert!(status.message().contains("caller's grpc-timeout of 30ms"), "{}", status.message());
+        assert!(
+            status.message().contains("caller's grpc-timeout of 30ms"),
+            "{}",
+            status.message()
+        );
 
         let mut request = http::Request::new(());
         request
