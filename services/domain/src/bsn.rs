@@ -30,7 +30,7 @@ pub fn passes_eleven_test(digits: &str) -> bool {
 /// the ends) that passes the eleven-test, so it could be a BSN.
 pub fn contains_bsn_shaped(text: &str) -> bool {
     text.split(|c: char| !c.is_ascii_digit())
-        .any(|run| passes_eleven_test(run))
+        .any(passes_eleven_test)
 }
 
 #[cfg(test)]

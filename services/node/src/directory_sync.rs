@@ -4,11 +4,12 @@
 //! metrics show its age throughout.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use doorzet_mesh::Snapshot;
 use doorzet_mesh::directory::Directory;
 use doorzet_mesh::layers::metrics::Metrics;
+use doorzet_mesh::log_throttle::Throttle;
 use doorzet_proto::v1::directory_client::DirectoryClient;
 use doorzet_proto::v1::{self};
 use doorzet_store::Database;
@@ -119,10 +120,25 @@ impl DirectorySync {
         }
     }
 
-    /// Refreshes every `config.directory.refresh_interval` until `shutdown`.
+    /// Refreshes every `config.directory.refresh_interval` until `shutdown`. Health and metrics
+    /// follow the copy's age on their own tick, so they turn when `max_age` passes even while a
+    /// refresh is stuck on an unreachable coordinator.
     pub fn spawn(self, config: &NodeConfig, shutdown: CancellationToken) {
         let interval = config.directory.refresh_interval;
+        let reporter = self.clone();
+        let report_shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval.min(Duration::from_secs(1)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = report_shutdown.cancelled() => return,
+                    _ = tick.tick() => reporter.report().await,
+                }
+            }
+        });
+        tokio::spawn(async move {
+            static REFRESH_FAILED: Throttle = Throttle::per(Duration::from_secs(60));
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_version = None;
@@ -139,7 +155,9 @@ impl DirectorySync {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "directory refresh failed; keeping the last good copy")
+                        if let Some(suppressed) = REFRESH_FAILED.allow() {
+                            tracing::warn!(error = %e, suppressed, "directory refresh failed; keeping the last good copy");
+                        }
                     }
                 }
                 self.report().await;

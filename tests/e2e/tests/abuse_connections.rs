@@ -321,11 +321,17 @@ async fn a_request_flood_on_one_connection_is_bounded_and_other_callers_keep_wor
         Some(0),
         "a health check answers on the connection"
     );
-    assert_eq!(
-        *flood.max_streams.lock().unwrap(),
-        16,
-        "SETTINGS_MAX_CONCURRENT_STREAMS advertised"
-    );
+    // The connection task records the peer's settings right after it handled them.
+    let advertised = flood.max_streams.clone();
+    doorzet_testkit::eventually(
+        Duration::from_secs(5),
+        "SETTINGS_MAX_CONCURRENT_STREAMS of 16",
+        || {
+            let value = *advertised.lock().unwrap();
+            async move { (value == 16).then_some(()) }
+        },
+    )
+    .await;
 
     let flooding = {
         let send = flood.send.clone();

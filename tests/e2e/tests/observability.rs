@@ -118,3 +118,29 @@ async fn every_listener_serves_health_and_reflection() {
         assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
     }
 }
+
+#[tokio::test]
+async fn reflection_v1alpha_serves_older_clients() {
+    use tonic_reflection::pb::v1alpha::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mesh = TestMesh::start(1).await;
+    let node = &mesh.nodes[0];
+    let mut client = ServerReflectionClient::new(channel_as(&node.org, &mesh.coordinator.endpoint));
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("v1alpha is served")
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"doorzet.v1.Directory"), "{names:?}");
+}

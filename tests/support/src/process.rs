@@ -25,8 +25,14 @@ pub struct Running {
 }
 
 impl Running {
-    /// Starts `binary --config config`, under `prlimit --nofile=N` when `file_limit` is set.
-    pub fn spawn(binary: &str, config: &Path, file_limit: Option<u64>) -> Self {
+    /// Starts `binary --config config` with `env` set (configuration overrides such as
+    /// `DOORZET_AUDIT__APPEND_RATE`), under `prlimit --nofile=N` when `file_limit` is set.
+    pub fn spawn(
+        binary: &str,
+        config: &Path,
+        env: &[(&str, &str)],
+        file_limit: Option<u64>,
+    ) -> Self {
         let binary = find_binary(binary, None).expect("binary");
         let mut command = match file_limit {
             Some(n) => {
@@ -40,6 +46,7 @@ impl Running {
             .arg("--config")
             .arg(config)
             .env("DOORZET_TELEMETRY__LOG_FILTER", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -197,7 +204,17 @@ impl CoordinatorProcess {
 
     /// Starts the binary (standard error captured).
     pub fn start(&mut self) {
-        self.child = Some(Running::spawn("doorzet-coordinator", &self.config, None));
+        self.start_with_env(&[]);
+    }
+
+    /// Starts the binary with configuration overrides in its environment.
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
+        self.child = Some(Running::spawn(
+            "doorzet-coordinator",
+            &self.config,
+            env,
+            None,
+        ));
     }
 
     /// Returns the running process.
@@ -302,7 +319,12 @@ impl NodeProcess {
 
     /// Starts the binary, with at most `file_limit` open files when set.
     pub fn start(&mut self, file_limit: Option<u64>) {
-        self.child = Some(Running::spawn("doorzet-node", &self.config, file_limit));
+        self.child = Some(Running::spawn(
+            "doorzet-node",
+            &self.config,
+            &[],
+            file_limit,
+        ));
     }
 
     /// Returns the running process.
