@@ -138,6 +138,8 @@ mod tests {
         let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
         let config = CoordinatorConfig::load(&deploy.join("coordinator.example.toml")).unwrap();
         assert_eq!(config.org.as_str(), "00000001999000000001");
+        assert_eq!(config.audit.append_rate, 50);
+        assert_eq!(config.directory.max_removed_share, 0.5);
         let (directory, _) =
             crate::directory_file::DirectoryFile::load(&deploy.join("directory.example.toml"))
                 .unwrap();
@@ -145,6 +147,13 @@ mod tests {
         for unit in ["doorzet-node.service", "doorzet-coordinator.service"] {
             let text = std::fs::read_to_string(deploy.join("systemd").join(unit)).unwrap();
             assert!(text.contains("ExecStart=/usr/local/bin/doorzet-"), "{unit}");
+            let files: usize = text
+                .lines()
+                .find_map(|l| l.strip_prefix("LimitNOFILE="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("{unit} sets LimitNOFILE"));
+            // Two listeners at most (a node's mesh and local), plus the process's other files.
+            assert!(files >= 2 * config.limits.max_connections + 256, "{unit}");
         }
     }
 }
