@@ -33,6 +33,9 @@ struct Args {
     check: bool,
 }
 
+// Memory a flood took is purged back to the system in the background once it is freed.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     const BINARY: &str = "doorzet-coordinator";

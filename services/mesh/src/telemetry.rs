@@ -67,8 +67,17 @@ impl Drop for TelemetryGuard {
 /// traces. Export failures (no collector listening) are logged by the exporter, never fatal.
 pub fn init(config: &Telemetry, service_name: &'static str) -> Result<TelemetryGuard, MeshError> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let filter = EnvFilter::try_new(&config.log_filter)
+    let mut filter = EnvFilter::try_new(&config.log_filter)
         .map_err(|e| MeshError::Telemetry(format!("telemetry.log_filter: {e}")))?;
+    // h2 warns once per connection it closes for protocol abuse, which a stranger can repeat at
+    // will; our own metrics count those connections. A filter that names h2 decides for itself.
+    if !config.log_filter.contains("h2") {
+        filter = filter.add_directive(
+            "h2=error"
+                .parse()
+                .map_err(|e| MeshError::Telemetry(format!("h2 directive: {e}")))?,
+        );
+    }
     let fmt = match config.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

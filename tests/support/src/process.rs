@@ -319,10 +319,15 @@ impl NodeProcess {
 
     /// Starts the binary, with at most `file_limit` open files when set.
     pub fn start(&mut self, file_limit: Option<u64>) {
+        self.start_with_env(&[], file_limit);
+    }
+
+    /// Starts the binary with `env` set, with at most `file_limit` open files when set.
+    pub fn start_with_env(&mut self, env: &[(&str, &str)], file_limit: Option<u64>) {
         self.child = Some(Running::spawn(
             "doorzet-node",
             &self.config,
-            &[],
+            env,
             file_limit,
         ));
     }
