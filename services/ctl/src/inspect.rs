@@ -1,5 +1,6 @@
 //! Small clients for looking at a running mesh as one of its members: the directory as that member
-//! sees it, and who a token makes you on that member's local listener.
+//! sees it, who a token makes you on that member's local listener, and clearing a node's audit
+//! alarm there.
 
 use std::time::{Duration, SystemTime};
 
@@ -112,4 +113,37 @@ pub async fn who_am_i(member: &MeshMember, token: &str) -> anyhow::Result<v1::Wh
         .metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse()?);
     Ok(client.who_am_i(request).await?.into_inner())
+}
+
+/// A client TLS configuration for a node's local listener: trusts the anchors in `ca`, presents no
+/// certificate (callers identify with a token).
+pub fn server_only_tls(ca: &std::path::Path) -> anyhow::Result<doorzet_mesh::client::ClientTls> {
+    let config = doorzet_mesh::tls::server_only_client_config(ca)?;
+    Ok(doorzet_mesh::client::ClientTls::Fixed(std::sync::Arc::new(
+        config,
+    )))
+}
+
+/// Calls `NodeAdmin.ClearAuditAlarm` on the local listener at `endpoint`; returns the alarm that
+/// was cleared.
+pub async fn clear_audit_alarm(
+    endpoint: &str,
+    tls: doorzet_mesh::client::ClientTls,
+    token: &str,
+    reason: &str,
+    forget_checkpoints: bool,
+) -> anyhow::Result<String> {
+    let channel = doorzet_mesh::client::channel(tls, endpoint, None, Duration::from_secs(10))?;
+    let mut request = tonic::Request::new(v1::ClearAuditAlarmRequest {
+        reason: reason.to_owned(),
+        forget_checkpoints,
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    let response = NodeAdminClient::new(channel)
+        .clear_audit_alarm(request)
+        .await
+        .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?;
+    Ok(response.into_inner().cleared_alarm)
 }

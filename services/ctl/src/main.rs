@@ -189,6 +189,44 @@ enum AuditCommand {
         #[arg(long)]
         state: Option<PathBuf>,
     },
+    /// A node's audit alarm.
+    #[command(subcommand)]
+    Alarm(AlarmCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AlarmCommand {
+    /// Clear a node's audit alarm after an investigation (on its local listener, with a token whose
+    /// role is in the node's audit.clear_roles); the node records who cleared it and why.
+    Clear {
+        /// Why the alarm may be cleared: the outcome of the investigation.
+        #[arg(long)]
+        reason: String,
+        /// Also forget the checkpoints seen so far, trusting the log as it is now.
+        #[arg(long)]
+        forget_checkpoints: bool,
+        /// Local mesh directory (mints a development token for --member).
+        #[arg(long, default_value = ".doorzet-dev")]
+        dir: PathBuf,
+        /// Member whose node to clear (local mesh).
+        #[arg(long, default_value = "municipality")]
+        member: String,
+        /// Subject to put in the development token.
+        #[arg(long, default_value = "ops-1")]
+        sub: String,
+        /// Role to put in the development token.
+        #[arg(long, default_value = "beheerder")]
+        role: String,
+        /// A node's local listener, https://host:port (instead of --dir), with --ca and --token.
+        #[arg(long, requires_all = ["ca", "token"])]
+        local: Option<String>,
+        /// Trust anchors (PEM) of the node's local listener.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// A token your organisation issued, with a role that may clear the alarm.
+        #[arg(long, env = "DOORZET_TOKEN")]
+        token: Option<String>,
+    },
 }
 
 fn parse_org(s: &str) -> Result<(Oin, String), String> {
@@ -381,6 +419,42 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "audit log verified: {} entries recomputed, {} earlier checkpoints consistent, {} proofs checked",
                 report.size, report.checkpoints, report.proofs
             );
+        }
+        Command::Audit(AuditCommand::Alarm(AlarmCommand::Clear {
+            reason,
+            forget_checkpoints,
+            dir,
+            member,
+            sub,
+            role,
+            local,
+            ca,
+            token,
+        })) => {
+            let (endpoint, tls, token) = match local {
+                Some(endpoint) => {
+                    let ca = ca.context("--ca")?;
+                    (
+                        endpoint,
+                        inspect::server_only_tls(&ca)?,
+                        token.context("--token")?,
+                    )
+                }
+                None => {
+                    let mesh = MeshFile::read(&dir)?;
+                    let me = mesh.member(&member)?;
+                    let endpoint = me
+                        .local_endpoint
+                        .clone()
+                        .context("that member has no local listener")?;
+                    let token = inspect::token_for(me, &sub, &role, Duration::from_secs(300))?;
+                    (endpoint, inspect::server_only_tls(&mesh.ca)?, token)
+                }
+            };
+            let cleared =
+                inspect::clear_audit_alarm(&endpoint, tls, &token, &reason, forget_checkpoints)
+                    .await?;
+            println!("audit alarm cleared (recorded by the node): {cleared}");
         }
         Command::Whoami {
             dir,

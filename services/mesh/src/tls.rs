@@ -92,6 +92,24 @@ impl TlsMaterial {
     }
 }
 
+/// Builds a client config that trusts the anchors in the PEM file `ca` and presents no
+/// certificate: for a node's local listener, where callers identify with a token.
+pub fn server_only_client_config(ca: &Path) -> Result<ClientConfig, MeshError> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs(ca)? {
+        roots.add(cert).map_err(|e| MeshError::Pem {
+            path: ca.to_owned(),
+            reason: format!("unusable trust anchor: {e}"),
+        })?;
+    }
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, MeshError> {
     std::fs::read(path).map_err(|source| MeshError::Read {
         path: path.to_owned(),

@@ -1,9 +1,16 @@
 //! Keeps the ZVH honest: fetches the coordinator's audit-log checkpoint periodically, checks its
 //! signature with the key pinned on first sight, checks it is consistent with every checkpoint this
 //! node saw before, and re-verifies a sweep of entries by inclusion proof, so a changed, deleted or
-//! rolled-back log is noticed. Any break raises a sticky alarm: an error log, the
-//! `doorzet_node_audit_alarm` metric, health `doorzet.audit` NOT_SERVING, and
-//! `GetNodeStatus.audit_alarm`.
+//! rolled-back log is noticed.
+//!
+//! Only evidence raises the sticky alarm (an error log, `doorzet_node_audit_alarm 1`, health
+//! `doorzet.audit` NOT_SERVING, `GetNodeStatus.audit_alarm`): a checkpoint that does not verify under
+//! the pinned key, a failed consistency or inclusion proof, two roots for one size, a log that
+//! shrank, an entry that changed or vanished below a signed size, an audit key the node's operator
+//! did not configure. A check that cannot run (the coordinator unreachable, refusing or failing) is
+//! "cannot check": health UNKNOWN, `doorzet_node_audit_check_failing 1`,
+//! `GetNodeStatus.audit_check_error`, retried with backoff, never sticky. An operator clears an
+//! alarm after an investigation with `ClearAuditAlarm`, which is recorded.
 
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -11,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use doorzet_audit::checkpoint::{Checkpoint, NoteVerifier};
 use doorzet_audit::merkle::{self, Hash};
 use doorzet_mesh::directory::Directory;
+use doorzet_mesh::log_throttle::Throttle;
 use doorzet_proto::v1::{self, audit_log_client::AuditLogClient};
 use doorzet_store::Database;
 use prometheus_client::metrics::gauge::Gauge;
@@ -45,8 +53,26 @@ pub struct AuditWatch {
     health: HealthReporter,
     sweep: u64,
     alarm: Arc<RwLock<Option<String>>>,
+    check_error: Arc<RwLock<Option<String>>>,
     verified: Arc<std::sync::atomic::AtomicU64>,
+    verified_at: Arc<std::sync::atomic::AtomicI64>,
     alarm_gauge: Gauge<i64>,
+    failing_gauge: Gauge<i64>,
+    verified_at_gauge: Gauge<i64>,
+    accepted_keys: Arc<Vec<String>>,
+}
+
+/// Who clears an alarm, and why.
+#[derive(Debug, Clone)]
+pub struct Clearing {
+    /// Subject of the operator's token.
+    pub subject: String,
+    /// Role of the operator's token.
+    pub role: String,
+    /// The outcome of the investigation.
+    pub reason: String,
+    /// Whether the checkpoints seen so far are forgotten.
+    pub forget_checkpoints: bool,
 }
 
 fn now_millis() -> i64 {
@@ -60,26 +86,10 @@ fn status_message(s: &tonic::Status) -> String {
     format!("{:?}: {}", s.code(), s.message())
 }
 
-/// Classifies a failed call: transient failures postpone the check, anything else means the
-/// coordinator cannot back its own log, which is a break described by `what`.
+/// Classifies a failed call: whatever the status (a passing database error, a refused certificate
+/// during a rollover), a failed call is no evidence about the log, so the check cannot run now.
 fn rpc_failure(what: impl Fn() -> String) -> impl Fn(tonic::Status) -> Outcome {
-    move |s| {
-        if is_transient(&s) {
-            Outcome::Unavailable(status_message(&s))
-        } else {
-            Outcome::Broken(format!("{}: {}", what(), status_message(&s)))
-        }
-    }
-}
-
-fn is_transient(s: &tonic::Status) -> bool {
-    matches!(
-        s.code(),
-        tonic::Code::Unavailable
-            | tonic::Code::DeadlineExceeded
-            | tonic::Code::ResourceExhausted
-            | tonic::Code::Cancelled
-    )
+    move |s| Outcome::Unavailable(format!("{}: {}", what(), status_message(&s)))
 }
 
 impl AuditWatch {
@@ -90,15 +100,27 @@ impl AuditWatch {
         directory: Arc<Directory>,
         health: HealthReporter,
         metrics: &doorzet_mesh::layers::metrics::Metrics,
-        sweep: u64,
+        config: &crate::config::AuditWatch,
     ) -> Result<Self, crate::Error> {
         let alarm_gauge = Gauge::<i64>::default();
+        let failing_gauge = Gauge::<i64>::default();
+        let verified_at_gauge = Gauge::<i64>::default();
         metrics.register(|r| {
             r.register(
                 "node_audit_alarm",
-                "1 when this node found the coordinator's audit log rewritten, truncated or rolled back",
+                "1 when this node found evidence that the coordinator's audit log was rewritten, truncated or rolled back",
                 alarm_gauge.clone(),
-            )
+            );
+            r.register(
+                "node_audit_check_failing",
+                "1 while the audit log cannot be checked (coordinator unreachable or failing); not evidence of tampering",
+                failing_gauge.clone(),
+            );
+            r.register(
+                "node_audit_verified_timestamp_seconds",
+                "When the audit log was last verified (Unix time)",
+                verified_at_gauge.clone(),
+            );
         });
         let stored: Option<(Option<String>,)> =
             sqlx::query_as("SELECT alarm FROM audit_watch WHERE id = 1")
@@ -114,12 +136,17 @@ impl AuditWatch {
             coordinator,
             directory,
             health,
-            sweep: sweep.clamp(1, 1000),
+            sweep: config.sweep.clamp(1, 1000),
             alarm: Arc::new(RwLock::new(None)),
+            check_error: Arc::new(RwLock::new(None)),
             verified: Arc::new(std::sync::atomic::AtomicU64::new(
                 verified.map_or(0, |(s,)| s as u64),
             )),
+            verified_at: Arc::new(std::sync::atomic::AtomicI64::new(0)),
             alarm_gauge,
+            failing_gauge,
+            verified_at_gauge,
+            accepted_keys: Arc::new(config.accepted_verifier_keys.clone()),
         };
         match alarm {
             Some(reason) => watch.raise(&reason, false).await,
@@ -136,6 +163,64 @@ impl AuditWatch {
     /// Returns the alarm, if one was raised.
     pub fn alarm(&self) -> Option<String> {
         self.alarm.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Returns why the last check could not run, if it could not.
+    pub fn check_error(&self) -> Option<String> {
+        self.check_error
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Returns when the log was last verified (Unix seconds), if it was since the start.
+    pub fn verified_at(&self) -> Option<SystemTime> {
+        let secs = self.verified_at.load(std::sync::atomic::Ordering::Relaxed);
+        (secs > 0).then(|| UNIX_EPOCH + std::time::Duration::from_secs(secs as u64))
+    }
+
+    /// Clears the alarm after an investigation and records who did it and why; with
+    /// `forget_checkpoints`, the log as it is now becomes the new baseline.
+    pub async fn clear(&self, clearing: &Clearing) -> Result<String, crate::Error> {
+        let Some(alarm) = self.alarm() else {
+            return Err(crate::Error::FailedPrecondition(
+                "there is no audit alarm to clear".into(),
+            ));
+        };
+        let mut tx = self.db.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO audit_alarm_clearings (cleared_at, subject, role, alarm, reason, forgot_checkpoints) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(now_millis())
+        .bind(&clearing.subject)
+        .bind(&clearing.role)
+        .bind(&alarm)
+        .bind(&clearing.reason)
+        .bind(clearing.forget_checkpoints)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE audit_watch SET alarm = NULL WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        if clearing.forget_checkpoints {
+            sqlx::query("DELETE FROM audit_checkpoints_seen")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE audit_watch SET sweep_cursor = 0 WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        *self.alarm.write().unwrap_or_else(|e| e.into_inner()) = None;
+        self.alarm_gauge.set(0);
+        if clearing.forget_checkpoints {
+            self.verified.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.health
+            .set_service_status(HEALTH_SERVICE, ServingStatus::Unknown)
+            .await;
+        tracing::warn!(subject = %clearing.subject, role = %clearing.role, forgot_checkpoints = clearing.forget_checkpoints, "audit alarm cleared by an operator; the reason is recorded in audit_alarm_clearings");
+        Ok(alarm)
     }
 
     /// Returns the size of the latest checkpoint verified.
@@ -168,11 +253,46 @@ impl AuditWatch {
             Err(outcome) => outcome,
         };
         match &outcome {
-            Outcome::Broken(reason) if self.alarm().is_none() => self.raise(reason, true).await,
-            Outcome::Unavailable(reason) => tracing::warn!(%reason, "audit log check skipped"),
-            _ => {}
+            Outcome::Broken(reason) => {
+                self.set_check_error(None);
+                if self.alarm().is_none() {
+                    self.raise(reason, true).await;
+                }
+            }
+            Outcome::Unavailable(reason) => {
+                static SKIPPED: Throttle = Throttle::per(std::time::Duration::from_secs(300));
+                if let Some(suppressed) = SKIPPED.allow() {
+                    tracing::warn!(%reason, suppressed, "audit log cannot be checked now; retrying with backoff");
+                }
+                self.set_check_error(Some(reason.clone()));
+                if self.alarm().is_none() {
+                    self.health
+                        .set_service_status(HEALTH_SERVICE, ServingStatus::Unknown)
+                        .await;
+                }
+            }
+            Outcome::Verified(_) => {
+                self.set_check_error(None);
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs() as i64;
+                self.verified_at
+                    .store(now, std::sync::atomic::Ordering::Relaxed);
+                self.verified_at_gauge.set(now);
+                if self.alarm().is_none() {
+                    self.health
+                        .set_service_status(HEALTH_SERVICE, ServingStatus::Serving)
+                        .await;
+                }
+            }
         }
         outcome
+    }
+
+    fn set_check_error(&self, error: Option<String>) {
+        self.failing_gauge.set(i64::from(error.is_some()));
+        *self.check_error.write().unwrap_or_else(|e| e.into_inner()) = error;
     }
 
     async fn verifier(&self) -> Result<NoteVerifier, Outcome> {
@@ -192,13 +312,21 @@ impl AuditWatch {
                 .await
                 .map_err(|e| Outcome::Unavailable(e.to_string()))?;
         let key = match pinned {
+            Some((key,)) if published.is_empty() || published == key => key,
             Some((key,)) => {
-                if !published.is_empty() && published != key {
+                // A planned rotation: this node's own operator configured the new key.
+                if !self.accepted_keys.contains(&published) {
                     return Err(Outcome::Broken(format!(
-                        "the directory now publishes audit key `{published}` instead of the pinned `{key}`"
+                        "the directory now publishes audit key `{published}` instead of the pinned `{key}`, and this node's audit.accepted_verifier_keys does not list it"
                     )));
                 }
-                key
+                sqlx::query("UPDATE audit_watch SET verifier_key = $1 WHERE id = 1")
+                    .bind(&published)
+                    .execute(self.db.pool())
+                    .await
+                    .map_err(|e| Outcome::Unavailable(e.to_string()))?;
+                tracing::warn!(old = %key, new = %published, "audit log key rotated to a key this node's operator configured");
+                published
             }
             None if published.is_empty() => {
                 return Err(Outcome::Unavailable(
@@ -394,18 +522,31 @@ impl AuditWatch {
         Ok(())
     }
 
-    /// Checks every `interval` until `shutdown`.
+    /// Checks every `interval` until `shutdown`; a check that cannot run is retried sooner, after
+    /// 1 s, 2 s, 4 s ... up to `interval`.
     pub fn spawn(self, interval: std::time::Duration, shutdown: CancellationToken) {
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failures = 0u32;
             loop {
+                let delay = match self.check().await {
+                    Outcome::Unavailable(_) => {
+                        failures = failures.saturating_add(1);
+                        std::time::Duration::from_secs(1u64 << failures.min(16).saturating_sub(1))
+                            .min(interval)
+                    }
+                    Outcome::Verified(size) => {
+                        tracing::debug!(size, "audit log verified");
+                        failures = 0;
+                        interval
+                    }
+                    Outcome::Broken(_) => {
+                        failures = 0;
+                        interval
+                    }
+                };
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tick.tick() => {}
-                }
-                if let Outcome::Verified(size) = self.check().await {
-                    tracing::debug!(size, "audit log verified");
+                    () = tokio::time::sleep(delay) => {}
                 }
             }
         });

@@ -96,6 +96,17 @@ pub struct AuditWatch {
     /// Entries re-verified per check (by inclusion proof), sweeping the whole log over time.
     #[serde(default = "default_sweep")]
     pub sweep: u64,
+    /// Verifier keys (in the directory's `audit_log_verifier_key` form) this node accepts when the
+    /// coordinator rotates its audit key as planned; any other change of key is an alarm.
+    #[serde(default)]
+    pub accepted_verifier_keys: Vec<String>,
+    /// Token roles that may clear an audit alarm (`doorzetctl audit alarm clear`).
+    #[serde(default = "default_clear_roles")]
+    pub clear_roles: Vec<String>,
+}
+
+fn default_clear_roles() -> Vec<String> {
+    vec!["beheerder".to_owned()]
 }
 
 fn default_check_interval() -> Duration {
@@ -110,6 +121,8 @@ impl Default for AuditWatch {
         Self {
             check_interval: default_check_interval(),
             sweep: default_sweep(),
+            accepted_verifier_keys: Vec::new(),
+            clear_roles: default_clear_roles(),
         }
     }
 }

@@ -11,6 +11,12 @@ pub enum Error {
     /// The caller's identity does not allow this call.
     #[error(transparent)]
     Identity(#[from] doorzet_mesh::IdentityError),
+    /// The caller's role does not allow this call.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The node is not in a state where this call makes sense.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The configuration is invalid.
     #[error("configuration: {0}")]
     Config(String),
@@ -43,6 +49,8 @@ impl From<Error> for tonic::Status {
         match err {
             Error::InvalidArgument(e) => Self::invalid_argument(e.to_string()),
             Error::Identity(e) => e.into(),
+            Error::PermissionDenied(_) => Self::permission_denied(err.to_string()),
+            Error::FailedPrecondition(_) => Self::failed_precondition(err.to_string()),
             Error::Storage(e) => {
                 tracing::error!(error = %e, "storage failure");
                 Self::internal("internal error")

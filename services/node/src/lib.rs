@@ -101,7 +101,7 @@ pub async fn serve(
         directory.clone(),
         health.clone(),
         &metrics,
-        config.audit.sweep,
+        &config.audit,
     )
     .await?;
     audit
@@ -118,6 +118,7 @@ pub async fn serve(
             config.org,
             directory.clone(),
             audit.clone(),
+            config.audit.clear_roles.clone(),
         ))
         .max_decoding_message_size(max),
     );

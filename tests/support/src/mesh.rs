@@ -213,6 +213,7 @@ impl TestMesh {
                 audit: doorzet_node::config::AuditWatch {
                     check_interval: REFRESH,
                     sweep: 64,
+                    ..Default::default()
                 },
                 storage: doorzet_store::StorageConfig {
                     url: format!(

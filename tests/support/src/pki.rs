@@ -259,20 +259,7 @@ impl Pki {
 
 /// A client config that trusts the CA in `ca` and presents no certificate (for local listeners).
 pub fn server_only_client_config(ca: &Path) -> Arc<rustls::ClientConfig> {
-    {
-        let roots = doorzet_mesh::tls::read_certs(ca).expect("ca");
-        let mut store = rustls::RootCertStore::empty();
-        for root in roots {
-            store.add(root).expect("root");
-        }
-        let mut config = rustls::ClientConfig::builder_with_provider(doorzet_mesh::tls::provider())
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_root_certificates(store)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        Arc::new(config)
-    }
+    Arc::new(doorzet_mesh::tls::server_only_client_config(ca).expect("client config"))
 }
 
 impl Default for Pki {

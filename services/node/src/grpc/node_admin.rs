@@ -18,15 +18,22 @@ pub struct NodeAdminService {
     org: Oin,
     directory: Arc<Directory>,
     audit: crate::audit_watch::AuditWatch,
+    clear_roles: Arc<Vec<String>>,
 }
 
 impl NodeAdminService {
     /// Makes the service for organisation `org`.
-    pub fn new(org: Oin, directory: Arc<Directory>, audit: crate::audit_watch::AuditWatch) -> Self {
+    pub fn new(
+        org: Oin,
+        directory: Arc<Directory>,
+        audit: crate::audit_watch::AuditWatch,
+        clear_roles: Vec<String>,
+    ) -> Self {
         Self {
             org,
             directory,
             audit,
+            clear_roles: Arc::new(clear_roles),
         }
     }
 }
@@ -69,6 +76,44 @@ impl node_admin_server::NodeAdmin for NodeAdminService {
             is_directory_stale: self.directory.usable(now).is_err(),
             audit_checkpoint_size: self.audit.verified_size(),
             audit_alarm: self.audit.alarm().unwrap_or_default(),
+            audit_check_error: self.audit.check_error().unwrap_or_default(),
+            audit_verified_at: self.audit.verified_at().map(Into::into),
         }))
+    }
+
+    async fn clear_audit_alarm(
+        &self,
+        request: Request<v1::ClearAuditAlarmRequest>,
+    ) -> Result<Response<v1::ClearAuditAlarmResponse>, Status> {
+        let person = Caller::from_request(&request)?
+            .person()
+            .map_err(Error::from)?
+            .clone();
+        if !self.clear_roles.contains(&person.role) {
+            return Err(Error::PermissionDenied(format!(
+                "role `{}` may not clear the audit alarm; audit.clear_roles lists who may",
+                person.role
+            ))
+            .into());
+        }
+        let req = request.into_inner();
+        let reason = req.reason.trim();
+        if reason.is_empty() || reason.chars().count() > 500 {
+            return Err(
+                Error::InvalidArgument(doorzet_proto::convert::ConvertError::new(
+                    "reason",
+                    "must hold 1 to 500 characters: the outcome of the investigation",
+                ))
+                .into(),
+            );
+        }
+        let clearing = crate::audit_watch::Clearing {
+            subject: person.subject,
+            role: person.role,
+            reason: reason.to_owned(),
+            forget_checkpoints: req.forget_checkpoints,
+        };
+        let cleared_alarm = self.audit.clear(&clearing).await?;
+        Ok(Response::new(v1::ClearAuditAlarmResponse { cleared_alarm }))
     }
 }
