@@ -89,7 +89,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     doorzet_mesh::connections::ensure_file_limit(&config.limits, 1);
-    let tls = ReloadingTls::load(config.tls.clone())?;
+    let tls = ReloadingTls::load_for(config.tls.clone(), config.org)?;
     tls.spawn_watcher(shutdown.clone());
     let db = Database::connect(
         &config.storage.url,
@@ -134,8 +134,11 @@ pub async fn serve(
     let (health, mut routes) = base_routes();
     routes
         .add_service(
-            DirectoryServer::new(grpc::directory::DirectoryService::new(directory.clone()))
-                .max_decoding_message_size(max),
+            DirectoryServer::new(grpc::directory::DirectoryService::new(
+                directory.clone(),
+                shutdown.clone(),
+            ))
+            .max_decoding_message_size(max),
         )
         .add_service(
             CoordinatorServer::new(grpc::coordinator::CoordinatorService)

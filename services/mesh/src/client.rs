@@ -1,6 +1,7 @@
 //! Mutual-TLS channels to other mesh members. Each new connection takes the current client
 //! certificate (so a reload reaches clients too) and checks that the server's certificate names
-//! the organisation the caller expects.
+//! the organisation the caller expects; channels made with [`member_channel`] also check that the
+//! server is a current participant of the directory and that its certificate is not revoked.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,7 +15,8 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::identity::oin_from_certificate;
+use crate::directory::Directory;
+use crate::identity::{certificate_sha256, oin_from_certificate};
 use crate::{MeshError, ReloadingTls};
 
 /// Where a client's TLS configuration comes from.
@@ -49,6 +51,35 @@ pub fn channel(
     expect: Option<Oin>,
     request_timeout: Duration,
 ) -> Result<Channel, MeshError> {
+    build(tls.into(), endpoint, expect, None, request_timeout)
+}
+
+/// Opens a lazily connecting channel to the mesh participant `expect` at `endpoint`. Besides the
+/// organisation id, each connection checks the server against `directory`: its certificate must not
+/// be revoked and, once a directory is loaded, the organisation must be a current participant.
+pub fn member_channel(
+    tls: impl Into<ClientTls>,
+    endpoint: &str,
+    expect: Oin,
+    directory: Arc<Directory>,
+    request_timeout: Duration,
+) -> Result<Channel, MeshError> {
+    build(
+        tls.into(),
+        endpoint,
+        Some(expect),
+        Some(directory),
+        request_timeout,
+    )
+}
+
+fn build(
+    tls: ClientTls,
+    endpoint: &str,
+    expect: Option<Oin>,
+    directory: Option<Arc<Directory>>,
+    request_timeout: Duration,
+) -> Result<Channel, MeshError> {
     let bad = |reason: &str| MeshError::Endpoint {
         endpoint: endpoint.to_owned(),
         reason: reason.to_owned(),
@@ -72,11 +103,12 @@ pub fn channel(
         .timeout(request_timeout)
         .tcp_nodelay(true);
     let connector = MeshConnector {
-        tls: tls.into(),
+        tls,
         host: bare_host,
         port,
         server_name,
         expect,
+        directory,
     };
     Ok(inner.connect_with_connector_lazy(connector))
 }
@@ -88,10 +120,75 @@ struct MeshConnector {
     port: u16,
     server_name: ServerName<'static>,
     expect: Option<Oin>,
+    directory: Option<Arc<Directory>>,
+}
+
+pin_project_lite::pin_project! {
+    /// A client connection that fails as soon as the directory revokes the server's certificate or
+    /// drops its organisation, so a live connection is not trusted longer than a new one would be.
+    pub struct CheckedStream<S> {
+        #[pin]
+        inner: S,
+        server: Option<(Oin, String, Arc<Directory>)>,
+    }
+}
+
+impl<S> CheckedStream<S> {
+    fn check(&self) -> std::io::Result<()> {
+        let Some((org, fingerprint, directory)) = &self.server else {
+            return Ok(());
+        };
+        let refusal = match directory.current() {
+            Some(snapshot) if snapshot.is_revoked(fingerprint) => {
+                format!("server certificate of {org} is revoked in the directory")
+            }
+            Some(snapshot) if !snapshot.is_participant(org) => {
+                format!("server {org} is not a participant in the directory")
+            }
+            _ => return Ok(()),
+        };
+        // The transport error that reaches the caller no longer says why.
+        static REFUSED: crate::log_throttle::Throttle =
+            crate::log_throttle::Throttle::per(std::time::Duration::from_secs(60));
+        if let Some(suppressed) = REFUSED.allow() {
+            tracing::warn!(reason = %refusal, suppressed, "connection to a mesh server refused");
+        }
+        Err(std::io::Error::other(refusal))
+    }
+}
+
+impl<S: tokio::io::AsyncRead> tokio::io::AsyncRead for CheckedStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.check()?;
+        self.project().inner.poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite> tokio::io::AsyncWrite for CheckedStream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.check()?;
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
 }
 
 impl tower_service::Service<http::Uri> for MeshConnector {
-    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Response = TokioIo<CheckedStream<tokio_rustls::client::TlsStream<TcpStream>>>;
     type Error = std::io::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
@@ -106,7 +203,8 @@ impl tower_service::Service<http::Uri> for MeshConnector {
             tcp.set_nodelay(true)?;
             let connector = tokio_rustls::TlsConnector::from(this.tls.current());
             let stream = connector.connect(this.server_name.clone(), tcp).await?;
-            if let Some(expected) = this.expect {
+            let mut server = None;
+            if this.expect.is_some() || this.directory.is_some() {
                 let leaf = stream
                     .get_ref()
                     .1
@@ -114,13 +212,23 @@ impl tower_service::Service<http::Uri> for MeshConnector {
                     .and_then(|certs| certs.first())
                     .ok_or_else(|| std::io::Error::other("server sent no certificate"))?;
                 let actual = oin_from_certificate(leaf).map_err(std::io::Error::other)?;
-                if actual != expected {
+                if let Some(expected) = this.expect
+                    && actual != expected
+                {
                     return Err(std::io::Error::other(format!(
                         "server certificate names organisation {actual}, expected {expected}"
                     )));
                 }
+                if let Some(directory) = this.directory {
+                    server = Some((actual, certificate_sha256(leaf), directory));
+                }
             }
-            Ok(TokioIo::new(stream))
+            let checked = CheckedStream {
+                inner: stream,
+                server,
+            };
+            checked.check()?;
+            Ok(TokioIo::new(checked))
         })
     }
 }

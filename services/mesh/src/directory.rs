@@ -194,10 +194,11 @@ impl Snapshot {
 }
 
 /// The current directory snapshot, shared by every listener of a process.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Directory {
     current: ArcSwapOption<Snapshot>,
     max_age: Option<Duration>,
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Directory {
@@ -207,12 +208,20 @@ impl Directory {
         Arc::new(Self {
             current: ArcSwapOption::empty(),
             max_age,
+            changed: tokio::sync::watch::Sender::new(0),
         })
     }
 
-    /// Swaps in a new snapshot.
+    /// Swaps in a new snapshot and tells every subscriber.
     pub fn replace(&self, snapshot: Snapshot) {
+        let version = snapshot.version();
         self.current.store(Some(Arc::new(snapshot)));
+        self.changed.send_replace(version);
+    }
+
+    /// Returns a receiver that sees the version of every snapshot swapped in from now on.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// Returns the current snapshot, if any, whatever its age.

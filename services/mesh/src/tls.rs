@@ -135,6 +135,32 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, MeshError
     Ok(certs)
 }
 
+/// Checks that the leaf certificate in `material` is `org`'s (when set) and may sign.
+fn check_org(
+    files: &TlsFiles,
+    org: Option<doorzet_domain::Oin>,
+    material: &TlsMaterial,
+) -> Result<(), MeshError> {
+    let Some(org) = org else {
+        return Ok(());
+    };
+    let bad = |reason: String| MeshError::Pem {
+        path: files.cert.clone(),
+        reason,
+    };
+    let leaf = material
+        .chain
+        .first()
+        .ok_or_else(|| bad("no certificate".into()))?;
+    let actual = crate::identity::oin_from_certificate(leaf).map_err(|e| bad(e.to_string()))?;
+    if actual != org {
+        return Err(bad(format!(
+            "certificate is for organisation {actual}, but this server is configured as {org}"
+        )));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct FileStamp(Vec<Option<(SystemTime, u64)>>);
 
@@ -157,6 +183,7 @@ impl FileStamp {
 #[derive(Debug)]
 pub struct ReloadingTls {
     files: TlsFiles,
+    org: Option<doorzet_domain::Oin>,
     stamp: std::sync::Mutex<FileStamp>,
     mesh_server: ArcSwap<ServerConfig>,
     local_server: ArcSwap<ServerConfig>,
@@ -166,9 +193,28 @@ pub struct ReloadingTls {
 impl ReloadingTls {
     /// Loads the files; fails (naming the file) when any of them is missing or unusable.
     pub fn load(files: TlsFiles) -> Result<Arc<Self>, MeshError> {
+        Self::load_inner(files, None)
+    }
+
+    /// Loads the files of organisation `org`'s server: as [`ReloadingTls::load`], and the
+    /// certificate (at start and at every reload) must carry `org` and allow signing.
+    pub fn load_for(files: TlsFiles, org: doorzet_domain::Oin) -> Result<Arc<Self>, MeshError> {
+        Self::load_inner(files, Some(org))
+    }
+
+    fn check_org(&self, material: &TlsMaterial) -> Result<(), MeshError> {
+        check_org(&self.files, self.org, material)
+    }
+
+    fn load_inner(
+        files: TlsFiles,
+        org: Option<doorzet_domain::Oin>,
+    ) -> Result<Arc<Self>, MeshError> {
         let stamp = FileStamp::of(&files);
         let material = TlsMaterial::load(&files)?;
+        check_org(&files, org, &material)?;
         Ok(Arc::new(Self {
+            org,
             mesh_server: ArcSwap::from_pointee(material.mesh_server_config()?),
             local_server: ArcSwap::from_pointee(material.local_server_config()?),
             client: ArcSwap::from_pointee(material.client_config()?),
@@ -196,6 +242,7 @@ impl ReloadingTls {
     pub fn reload(&self) -> Result<(), MeshError> {
         let stamp = FileStamp::of(&self.files);
         let material = TlsMaterial::load(&self.files)?;
+        self.check_org(&material)?;
         let mesh = material.mesh_server_config()?;
         let local = material.local_server_config()?;
         let client = material.client_config()?;

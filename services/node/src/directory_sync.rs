@@ -1,7 +1,10 @@
-//! Keeps the node's directory copy fresh: fetches it from the coordinator every refresh interval,
-//! verifies it, stores it as the last good copy, and swaps it in. When the coordinator is
-//! unreachable the last good copy stays in force until it passes `directory.max_age`; health and
-//! metrics show its age throughout.
+//! Keeps the node's directory copy fresh: follows the coordinator's `WatchMembers` stream, so a new
+//! directory (a removal, a revocation) is in force within milliseconds of the coordinator applying
+//! it, and fetches it every refresh interval as the fallback. Each copy is verified, swapped in, and
+//! stored as the last good copy (a failed save is logged and counted; the copy is in force anyway).
+//! A copy with a lower version than the one in force is refused and counted as a rollback. When the
+//! coordinator is unreachable the last good copy stays in force until it passes
+//! `directory.max_age`; health and metrics show its age throughout.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -13,6 +16,7 @@ use doorzet_mesh::log_throttle::Throttle;
 use doorzet_proto::v1::directory_client::DirectoryClient;
 use doorzet_proto::v1::{self};
 use doorzet_store::Database;
+use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic_health::ServingStatus;
@@ -39,6 +43,10 @@ pub struct DirectorySync {
     pub health: Vec<HealthReporter>,
     /// Metrics for the directory's age and size.
     pub metrics: Metrics,
+    /// Directories refused because their version was lower than the copy in force.
+    pub rollbacks: Counter,
+    /// Directories in force that could not be saved as the last good copy.
+    pub save_failures: Counter,
 }
 
 impl DirectorySync {
@@ -61,6 +69,24 @@ impl DirectorySync {
         Ok(())
     }
 
+    /// Registers the directory's counters as `doorzet_node_directory_*`.
+    pub fn counters(metrics: &Metrics) -> (Counter, Counter) {
+        let (rollbacks, save_failures) = (Counter::default(), Counter::default());
+        metrics.register(|r| {
+            r.register(
+                "node_directory_rollbacks_refused",
+                "Directories refused because their version was lower than the copy in force",
+                rollbacks.clone(),
+            );
+            r.register(
+                "node_directory_save_failures",
+                "Directories in force that could not be saved as the last good copy",
+                save_failures.clone(),
+            );
+        });
+        (rollbacks, save_failures)
+    }
+
     /// Fetches, verifies, stores and swaps in the coordinator's directory once.
     pub async fn refresh(&self) -> Result<u64, String> {
         let mut client = DirectoryClient::with_interceptor(
@@ -72,6 +98,38 @@ impl DirectorySync {
             .await
             .map_err(|s| format!("coordinator answered {:?}: {}", s.code(), s.message()))?
             .into_inner();
+        self.apply(wire).await
+    }
+
+    /// Follows the coordinator's `WatchMembers` stream until it ends; returns why it ended and
+    /// whether it delivered anything.
+    async fn watch_once(&self) -> (String, bool) {
+        let mut client = DirectoryClient::with_interceptor(
+            self.coordinator.clone(),
+            doorzet_mesh::telemetry::propagate,
+        );
+        let mut stream = match client.watch_members(v1::WatchMembersRequest {}).await {
+            Ok(response) => response.into_inner(),
+            Err(s) => return (format!("{:?}: {}", s.code(), s.message()), false),
+        };
+        let mut delivered = false;
+        loop {
+            match stream.message().await {
+                Ok(Some(wire)) => {
+                    delivered = true;
+                    match self.apply(wire).await {
+                        Ok(_) => self.report().await,
+                        Err(e) => tracing::warn!(error = %e, "pushed directory refused"),
+                    }
+                }
+                Ok(None) => return ("the coordinator ended the stream".into(), delivered),
+                Err(s) => return (format!("{:?}: {}", s.code(), s.message()), delivered),
+            }
+        }
+    }
+
+    /// Verifies, stores and swaps in one directory from the coordinator.
+    pub async fn apply(&self, wire: v1::ListMembersResponse) -> Result<u64, String> {
         let now = SystemTime::now();
         let snapshot =
             Snapshot::from_pb(wire, now).map_err(|e| format!("invalid directory: {e}"))?;
@@ -84,17 +142,24 @@ impl DirectorySync {
         if let Some(current) = self.directory.current()
             && snapshot.version() < current.version()
         {
+            self.rollbacks.inc();
             return Err(format!(
-                "coordinator served directory version {} after {}; keeping the newer copy",
+                "coordinator served directory version {} after {}: a rollback; keeping the newer copy",
                 snapshot.version(),
                 current.version()
             ));
         }
-        store::directory_copy::save(&self.db, &snapshot.wire, now)
-            .await
-            .map_err(|e| e.to_string())?;
         let version = snapshot.version();
+        let wire = snapshot.wire.clone();
+        // In force first: a revocation must not wait for the disk.
         self.directory.replace(snapshot);
+        if let Err(e) = store::directory_copy::save(&self.db, &wire, now).await {
+            static SAVE_FAILED: Throttle = Throttle::per(Duration::from_secs(60));
+            self.save_failures.inc();
+            if let Some(suppressed) = SAVE_FAILED.allow() {
+                tracing::error!(error = %e, suppressed, "directory in force but not saved as the last good copy");
+            }
+        }
         Ok(version)
     }
 
@@ -135,6 +200,29 @@ impl DirectorySync {
                     _ = report_shutdown.cancelled() => return,
                     _ = tick.tick() => reporter.report().await,
                 }
+            }
+        });
+        let watcher = self.clone();
+        let watch_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            static WATCH_ENDED: Throttle = Throttle::per(Duration::from_secs(60));
+            let mut backoff = Duration::from_secs(1);
+            loop {
+                let (why, delivered) = tokio::select! {
+                    _ = watch_shutdown.cancelled() => return,
+                    ended = watcher.watch_once() => ended,
+                };
+                if delivered {
+                    backoff = Duration::from_secs(1);
+                }
+                if let Some(suppressed) = WATCH_ENDED.allow() {
+                    tracing::info!(reason = %why, suppressed, retry_in = ?backoff, "directory watch ended; polling meanwhile");
+                }
+                tokio::select! {
+                    _ = watch_shutdown.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         });
         tokio::spawn(async move {

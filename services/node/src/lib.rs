@@ -70,20 +70,22 @@ pub async fn serve(
 ) -> Result<(), Error> {
     // Two listeners (mesh and local) hold connections.
     doorzet_mesh::connections::ensure_file_limit(&config.limits, 2);
-    let tls = ReloadingTls::load(config.tls.clone())?;
+    let tls = ReloadingTls::load_for(config.tls.clone(), config.org)?;
     tls.spawn_watcher(shutdown.clone());
     let db = Database::connect(&config.storage.url, &[&store::MIGRATIONS]).await?;
     let metrics = Metrics::new();
     let directory = Directory::new(Some(config.directory.max_age));
-    let coordinator_channel = doorzet_mesh::client::channel(
+    let coordinator_channel = doorzet_mesh::client::member_channel(
         tls.clone(),
         &config.coordinator.endpoint,
-        Some(config.coordinator.org),
+        config.coordinator.org,
+        directory.clone(),
         config.limits.request_timeout,
     )?;
 
     let (health, mut mesh_routes) = base_routes();
     let (local_health, mut local_routes) = base_routes();
+    let (rollbacks, save_failures) = directory_sync::DirectorySync::counters(&metrics);
     let sync = directory_sync::DirectorySync {
         directory: directory.clone(),
         db: db.clone(),
@@ -91,6 +93,8 @@ pub async fn serve(
         coordinator_org: config.coordinator.org,
         health: vec![health.clone(), local_health],
         metrics: metrics.clone(),
+        rollbacks,
+        save_failures,
     };
     sync.restore().await?;
     sync.report().await;

@@ -1,5 +1,9 @@
-//! Directory versions: each distinct file content the coordinator loaded gets the next number, so
-//! nodes see versions grow across coordinator restarts.
+//! Directory versions: each distinct file content the coordinator loaded gets a new version, the
+//! larger of the last one plus one and the time of loading in milliseconds since the Unix epoch.
+//! Versions grow across restarts, and also across a database restored from a backup or wiped: a
+//! reset coordinator starts above every version a node has seen, so nodes keep taking its
+//! directories (revocations included). A node that is served a lower version than its copy's
+//! refuses it and counts a rollback.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,10 +18,14 @@ pub async fn version_for(db: &Database, sha256: &str, now: SystemTime) -> Result
     )
     .fetch_optional(&mut *tx)
     .await?;
+    let from_time = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64;
     let version = match latest {
         Some((version, ref latest_sha)) if latest_sha == sha256 => version,
-        Some((version, _)) => version + 1,
-        None => 1,
+        Some((version, _)) => (version + 1).max(from_time),
+        None => from_time.max(1),
     };
     if latest.as_ref().is_none_or(|(v, _)| *v != version) {
         let loaded_at = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
@@ -40,17 +48,38 @@ mod tests {
     use doorzet_store::testing::TestDatabase;
 
     #[tokio::test]
+    async fn a_wiped_database_starts_above_every_version_before_it() {
+        for test_db in TestDatabase::all().await {
+            let db = Database::connect(test_db.url(), &[&crate::store::MIGRATIONS])
+                .await
+                .unwrap();
+            let before = version_for(&db, "aa", SystemTime::now()).await.unwrap();
+            sqlx::query("DELETE FROM directory_versions")
+                .execute(db.pool())
+                .await
+                .unwrap();
+            let later = SystemTime::now() + std::time::Duration::from_millis(5);
+            assert!(version_for(&db, "aa", later).await.unwrap() > before);
+            db.close().await;
+            test_db.drop().await;
+        }
+    }
+
+    #[tokio::test]
     async fn versions_grow_only_when_content_changes() {
         for test_db in TestDatabase::all().await {
             let db = Database::connect(test_db.url(), &[&crate::store::MIGRATIONS])
                 .await
                 .unwrap();
             let now = SystemTime::now();
-            assert_eq!(version_for(&db, "aa", now).await.unwrap(), 1);
-            assert_eq!(version_for(&db, "aa", now).await.unwrap(), 1);
-            assert_eq!(version_for(&db, "bb", now).await.unwrap(), 2);
+            let first = version_for(&db, "aa", now).await.unwrap();
+            assert_eq!(version_for(&db, "aa", now).await.unwrap(), first);
+            assert_eq!(version_for(&db, "bb", now).await.unwrap(), first + 1);
             // Going back to an earlier content is still a change.
-            assert_eq!(version_for(&db, "aa", now).await.unwrap(), 3);
+            assert_eq!(version_for(&db, "aa", now).await.unwrap(), first + 2);
+            // Later loads take the clock's side.
+            let later = now + std::time::Duration::from_secs(60);
+            assert_eq!(version_for(&db, "cc", later).await.unwrap(), first + 60_000);
             db.close().await;
             test_db.drop().await;
         }
