@@ -18,6 +18,16 @@ pub fn leaf_hash(entry: &[u8]) -> Hash {
     h.finalize().into()
 }
 
+/// Returns proof hashes as they travel in the contract (`repeated bytes`).
+pub fn hashes_to_wire(hashes: Vec<Hash>) -> Vec<Vec<u8>> {
+    hashes.into_iter().map(|h| h.to_vec()).collect()
+}
+
+/// Reads proof hashes from the contract; `None` when one is not 32 bytes.
+pub fn hashes_from_wire(hashes: Vec<Vec<u8>>) -> Option<Vec<Hash>> {
+    hashes.into_iter().map(|h| h.try_into().ok()).collect()
+}
+
 /// Returns SHA-256(0x01 ‖ left ‖ right).
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     let mut h = Sha256::new();

@@ -188,12 +188,9 @@ impl DirectoryFile {
         }
         let mut revoked = Vec::with_capacity(self.revoked.certificate_sha256.len());
         for (i, fp) in self.revoked.certificate_sha256.iter().enumerate() {
-            let fp = fp.to_ascii_lowercase().replace(':', "");
-            if fp.len() != 64 || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!(
-                    "revoked: field `certificate_sha256[{i}]`: must be 64 hex digits"
-                ));
-            }
+            let fp = doorzet_mesh::directory::normalize_fingerprint(fp).ok_or_else(|| {
+                format!("revoked: field `certificate_sha256[{i}]`: must be 64 hex digits")
+            })?;
             revoked.push(fp);
         }
         Ok(v1::ListMembersResponse {

@@ -47,11 +47,7 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the addresses in `config`.
     pub async fn bind(config: &CoordinatorConfig) -> Result<Self, Error> {
-        let bind = |addr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}")))
-        };
+        use doorzet_mesh::server::bind;
         Ok(Self {
             mesh: bind(config.mesh.listen).await?,
             admin: bind(config.admin.listen).await?,

@@ -23,13 +23,8 @@ pub struct Report {
 }
 
 fn to_hashes(hashes: Vec<Vec<u8>>) -> anyhow::Result<Vec<Hash>> {
-    hashes
-        .into_iter()
-        .map(|h| {
-            h.try_into()
-                .map_err(|_| anyhow::anyhow!("proof hash is not 32 bytes"))
-        })
-        .collect()
+    doorzet_audit::merkle::hashes_from_wire(hashes)
+        .ok_or_else(|| anyhow::anyhow!("proof hash is not 32 bytes"))
 }
 
 /// Reads the checkpoints seen before from `state`, verifying each signature.

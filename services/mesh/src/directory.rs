@@ -78,6 +78,13 @@ pub struct Member {
     pub signing_keys: Vec<SigningKey>,
 }
 
+/// Returns a certificate's SHA-256 fingerprint in the one form the directory compares: 64 lowercase
+/// hex digits (colons, as some tools print them, removed); `None` when it is not one.
+pub fn normalize_fingerprint(fingerprint: &str) -> Option<String> {
+    let fp = fingerprint.to_ascii_lowercase().replace(':', "");
+    (fp.len() == 64 && fp.bytes().all(|b| b.is_ascii_hexdigit())).then_some(fp)
+}
+
 /// An immutable, verified copy of the directory.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -138,15 +145,12 @@ impl Snapshot {
             .revoked_certificate_sha256
             .iter()
             .map(|fp| {
-                let fp = fp.to_ascii_lowercase();
-                if fp.len() == 64 && fp.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    Ok(fp)
-                } else {
-                    Err(ConvertError::new(
+                normalize_fingerprint(fp).ok_or_else(|| {
+                    ConvertError::new(
                         "revoked_certificate_sha256",
                         "each entry must be 64 hex digits",
-                    ))
-                }
+                    )
+                })
             })
             .collect::<Result<_, _>>()?;
         Ok(Self {

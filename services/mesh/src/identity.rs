@@ -377,3 +377,40 @@ fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, IdentityError> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_raw_token() {
+        let person = Person {
+            subject: "emp-0042".into(),
+            role: "procesregisseur".into(),
+            expires_at: UNIX_EPOCH,
+            token: "eyJhbGciOiJFZERTQSJ9.secret.signature".into(),
+        };
+        let caller = Caller {
+            org: "00000001999000001001".parse().unwrap(),
+            kind: None,
+            person: Some(person),
+            certificate_sha256: None,
+        };
+        let debug = format!("{caller:?}");
+        assert!(!debug.contains("eyJhbGci"), "{debug}");
+        assert!(
+            debug.contains("emp-0042") && debug.contains("<redacted>"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn claim_tokens_are_ids_never_names_or_citizen_numbers() {
+        for good in ["emp-0042", "svc:case-system", "a.b@c"] {
+            assert!(is_claim_token(good), "{good}");
+        }
+        for bad in ["", "Jan Jansen", "123456782", &"x".repeat(65)] {
+            assert!(!is_claim_token(bad), "{bad}");
+        }
+    }
+}

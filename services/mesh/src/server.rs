@@ -44,6 +44,13 @@ pub fn base_routes() -> (tonic_health::server::HealthReporter, RoutesBuilder) {
     (reporter, builder)
 }
 
+/// Binds a listening socket; the error names the address and counts as configuration.
+pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, MeshError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| MeshError::Invalid(format!("cannot listen on {addr}: {e}")))
+}
+
 /// Everything one listener needs besides its socket and routes.
 #[derive(Debug, Clone)]
 pub struct ListenerSetup {

@@ -441,7 +441,7 @@ impl AuditWatch {
             }))?
             .into_inner()
             .hashes;
-        let proof = to_hashes(proof).ok_or_else(|| {
+        let proof = merkle::hashes_from_wire(proof).ok_or_else(|| {
             Outcome::Broken("consistency proof has a hash that is not 32 bytes".into())
         })?;
         merkle::verify_consistency(last_size, checkpoint.size, last_root, &checkpoint.root, &proof).map_err(|e| {
@@ -504,7 +504,7 @@ impl AuditWatch {
                     }))?
                     .into_inner()
                     .hashes;
-                let proof = to_hashes(proof).ok_or_else(|| {
+                let proof = merkle::hashes_from_wire(proof).ok_or_else(|| {
                     Outcome::Broken("inclusion proof has a hash that is not 32 bytes".into())
                 })?;
                 merkle::verify_inclusion(leaf_index, size, &merkle::leaf_hash(body), &proof, &checkpoint.root).map_err(|_| {
@@ -551,8 +551,4 @@ impl AuditWatch {
             }
         });
     }
-}
-
-fn to_hashes(hashes: Vec<Vec<u8>>) -> Option<Vec<Hash>> {
-    hashes.into_iter().map(|h| h.try_into().ok()).collect()
 }

@@ -6,8 +6,9 @@
 //! - [`StorageConfig`]: the `[storage]` configuration section.
 //! - [`Database`]: a connected, migrated pool and which backend it talks to.
 //! - [`Migrations`]: a service's migration sets for both backends.
-//! - [`testing`]: throwaway databases on SQLite and PostgreSQL for storage tests.
+//! - `testing` (feature `testing`): throwaway databases on SQLite and PostgreSQL for storage tests.
 
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 use std::str::FromStr;

@@ -115,10 +115,6 @@ impl AuditLogService {
     }
 }
 
-fn to_bytes(proof: Vec<Hash>) -> Vec<Vec<u8>> {
-    proof.into_iter().map(|h| h.to_vec()).collect()
-}
-
 #[tonic::async_trait]
 impl audit_log_server::AuditLog for AuditLogService {
     async fn get_checkpoint(
@@ -170,7 +166,7 @@ impl audit_log_server::AuditLog for AuditLogService {
         };
         Ok(Response::new(v1::GetInclusionProofResponse {
             leaf_index,
-            hashes: to_bytes(proof),
+            hashes: doorzet_audit::merkle::hashes_to_wire(proof),
             tree_size,
         }))
     }
@@ -187,7 +183,7 @@ impl audit_log_server::AuditLog for AuditLogService {
             .await
             .map_err(Error::from)?;
         Ok(Response::new(v1::GetConsistencyProofResponse {
-            hashes: to_bytes(proof),
+            hashes: doorzet_audit::merkle::hashes_to_wire(proof),
         }))
     }
 
