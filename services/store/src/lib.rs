@@ -120,7 +120,44 @@ impl Database {
             .collect();
         all.sort_by_key(|m| m.version);
         Migrator::with_migrations(all).run(&pool).await?;
-        Ok(Self { pool, backend })
+        let db = Self { pool, backend };
+        let durability = db.durability().await?;
+        if !durability.is_durable() {
+            // A crash could then lose what was acknowledged; the server's owner must know.
+            tracing::error!(?durability, "the database does not make commits durable");
+        }
+        Ok(db)
+    }
+
+    /// Reads the durability settings in force on a connection of the pool.
+    pub async fn durability(&self) -> Result<Durability, StoreError> {
+        Ok(match self.backend {
+            Backend::Sqlite => {
+                let mut conn = self.pool.acquire().await?;
+                let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                Durability::Sqlite {
+                    journal_mode: journal,
+                    synchronous,
+                }
+            }
+            Backend::Postgres => {
+                let fsync: String = sqlx::query_scalar("SHOW fsync")
+                    .fetch_one(&self.pool)
+                    .await?;
+                let synchronous_commit: String = sqlx::query_scalar("SHOW synchronous_commit")
+                    .fetch_one(&self.pool)
+                    .await?;
+                Durability::Postgres {
+                    fsync,
+                    synchronous_commit,
+                }
+            }
+        })
     }
 
     /// Returns the pool.
@@ -136,6 +173,47 @@ impl Database {
     /// Closes every connection.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// The settings that decide whether a commit survives a crash or power loss.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Durability {
+    /// SQLite: WAL journal with `synchronous = FULL` (2) syncs the WAL on every commit.
+    Sqlite {
+        /// `PRAGMA journal_mode`.
+        journal_mode: String,
+        /// `PRAGMA synchronous` (0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA).
+        synchronous: i64,
+    },
+    /// PostgreSQL: `fsync` and `synchronous_commit` on.
+    Postgres {
+        /// `SHOW fsync`.
+        fsync: String,
+        /// `SHOW synchronous_commit`.
+        synchronous_commit: String,
+    },
+}
+
+impl Durability {
+    /// Returns true when an acknowledged commit survives a crash of the process or the machine.
+    pub fn is_durable(&self) -> bool {
+        match self {
+            Self::Sqlite {
+                journal_mode,
+                synchronous,
+            } => journal_mode == "wal" && *synchronous >= 2,
+            Self::Postgres {
+                fsync,
+                synchronous_commit,
+            } => {
+                fsync == "on"
+                    && matches!(
+                        synchronous_commit.as_str(),
+                        "on" | "remote_apply" | "remote_write"
+                    )
+            }
+        }
     }
 }
 
@@ -214,6 +292,36 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(note, "kept");
+    }
+
+    #[tokio::test]
+    async fn every_connection_makes_commits_durable_on_both_backends() {
+        for test_db in TestDatabase::all().await {
+            let db = Database::connect(test_db.url(), &[&MIGRATIONS])
+                .await
+                .unwrap();
+            // Every pooled connection, not just the first one.
+            for _ in 0..6 {
+                let durability = db.durability().await.unwrap();
+                assert!(durability.is_durable(), "{durability:?}");
+            }
+            db.close().await;
+            test_db.drop().await;
+        }
+        assert!(
+            !Durability::Sqlite {
+                journal_mode: "wal".into(),
+                synchronous: 1
+            }
+            .is_durable()
+        );
+        assert!(
+            !Durability::Postgres {
+                fsync: "on".into(),
+                synchronous_commit: "off".into()
+            }
+            .is_durable()
+        );
     }
 
     #[tokio::test]

@@ -152,7 +152,14 @@ async fn invalid_directory_edit_keeps_the_last_good_directory() {
         "region = \"broken\"\n[[members]]\norg_id = \"12\"\n",
     )
     .unwrap();
-    tokio::time::sleep(REFRESH * 3).await;
+    // Wait until the coordinator has read the broken file (a dead watcher would never say so).
+    doorzet_testkit::eventually(Duration::from_secs(10), "file found invalid", || async {
+        doorzet_testkit::mesh::http_get(mesh.coordinator.admin, "/metrics")
+            .await
+            .contains("doorzet_coordinator_directory_file_valid 0")
+            .then_some(())
+    })
+    .await;
     let after = list_as(&mesh.nodes[0].org, &coordinator).await.unwrap();
     assert_eq!(after.version, before.version);
     assert_eq!(after.members.len(), 2);

@@ -36,6 +36,16 @@ async fn recognises_a_member_by_the_oin_in_its_certificate() {
     );
 }
 
+/// The positive control of a refusal: the same call on the same server, as a member, is served.
+async fn served(mesh: &TestMesh, endpoint: &str) {
+    let result = list_members(channel_as(&mesh.nodes[0].org, endpoint)).await;
+    match result {
+        Ok(_) => {}
+        // A node's mesh listener has no Directory service: reaching gRPC is what counts.
+        Err(e) => assert_eq!(e.code(), Code::Unimplemented, "{e:?}"),
+    }
+}
+
 fn assert_transport_refusal(err: &tonic::Status) {
     // The handshake fails, so the call never reaches gRPC: tonic reports it as UNAVAILABLE or
     // UNKNOWN. Either way nothing was served.
@@ -51,6 +61,8 @@ fn assert_transport_refusal(err: &tonic::Status) {
 #[tokio::test]
 async fn refuses_a_client_without_a_certificate() {
     let mesh = TestMesh::start(1).await;
+    served(&mesh, &mesh.coordinator.endpoint).await;
+    served(&mesh, &mesh.nodes[0].mesh_endpoint).await;
     let channel = channel_with(
         ClientTls::Fixed(mesh.pki.anonymous_client_config()),
         &mesh.coordinator.endpoint,
@@ -68,6 +80,7 @@ async fn refuses_a_client_without_a_certificate() {
 #[tokio::test]
 async fn refuses_a_certificate_from_another_ca() {
     let mesh = TestMesh::start(1).await;
+    served(&mesh, &mesh.coordinator.endpoint).await;
     let foreign = mesh.pki.foreign_org(mesh.nodes[0].org.org);
     let err = list_members(channel_as(&foreign, &mesh.coordinator.endpoint))
         .await
@@ -78,6 +91,7 @@ async fn refuses_a_certificate_from_another_ca() {
 #[tokio::test]
 async fn refuses_an_expired_certificate() {
     let mesh = TestMesh::start(1).await;
+    served(&mesh, &mesh.coordinator.endpoint).await;
     let expired = mesh.pki.expired_org(mesh.nodes[0].org.org);
     let err = list_members(channel_as(&expired, &mesh.coordinator.endpoint))
         .await
@@ -99,6 +113,18 @@ async fn refuses_a_certificate_without_an_organisation_id() {
 #[tokio::test]
 async fn client_refuses_a_server_whose_certificate_names_another_organisation() {
     let mesh = TestMesh::start(2).await;
+    // Expecting node 1 at node 1's address reaches gRPC.
+    let right = doorzet_mesh::client::channel(
+        ClientTls::Fixed(mesh.nodes[0].org.client_config()),
+        &mesh.nodes[1].mesh_endpoint,
+        Some(mesh.nodes[1].org.org),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    assert_eq!(
+        list_members(right).await.unwrap_err().code(),
+        Code::Unimplemented
+    );
     // Expect the coordinator, but dial node 1.
     let channel = doorzet_mesh::client::channel(
         ClientTls::Fixed(mesh.nodes[0].org.client_config()),

@@ -95,12 +95,13 @@ async fn sighup_reloads_even_when_polling_would_not() {
     let shutdown = tokio_util::sync::CancellationToken::new();
     tls.spawn_watcher(shutdown.clone());
     let before = tls.mesh_server();
-    // Give the watcher a moment to install its SIGHUP handler before we raise the signal.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    pki.reissue(&org, "Gemeente Hofland");
-    nix::sys::signal::raise(nix::sys::signal::Signal::SIGHUP).unwrap();
+    // Our own SIGHUP listener makes the signal harmless to this process whatever the watcher's
+    // state, so we can raise it until the watcher answers, without guessing how long it needs.
+    let _keep = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).unwrap();
+    // The files are unchanged (same times, same sizes): only SIGHUP can make this reload.
     eventually(Duration::from_secs(5), "reload on SIGHUP", || {
         let (tls, before) = (tls.clone(), before.clone());
+        nix::sys::signal::raise(nix::sys::signal::Signal::SIGHUP).unwrap();
         async move { (!Arc::ptr_eq(&tls.mesh_server(), &before)).then_some(()) }
     })
     .await;

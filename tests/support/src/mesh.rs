@@ -58,6 +58,7 @@ pub struct TestMesh {
     /// The directory as last written.
     pub directory: DirectoryFile,
     data: tempfile::TempDir,
+    databases: Vec<doorzet_store::testing::TestDatabase>,
     shutdown: CancellationToken,
     coordinator_shutdown: CancellationToken,
     coordinator_config: CoordinatorConfig,
@@ -67,7 +68,36 @@ pub struct TestMesh {
 impl Drop for TestMesh {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        let databases = std::mem::take(&mut self.databases);
+        if databases.is_empty() {
+            return;
+        }
+        // Dropping a PostgreSQL database is async; do it on a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(async {
+                    // Give the servers a moment to let go of their connections.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    for db in databases {
+                        db.drop().await;
+                    }
+                });
+            }
+        })
+        .join();
     }
+}
+
+/// Where the in-process mesh keeps its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storage {
+    /// An SQLite file per server in the data directory.
+    Sqlite,
+    /// A fresh PostgreSQL database per server on `DOORZET_TEST_DATABASE_URL`.
+    Postgres,
 }
 
 async fn bind() -> (TcpListener, SocketAddr) {
@@ -103,9 +133,23 @@ impl TestMesh {
 
     /// Like [`TestMesh::start`], letting the caller adjust each node's configuration.
     pub async fn start_with(nodes: usize, adjust: impl Fn(&mut NodeConfig)) -> Self {
+        Self::start_on(Storage::Sqlite, nodes, adjust).await
+    }
+
+    /// Starts a coordinator and `nodes` nodes whose state is kept in `storage`. PostgreSQL needs
+    /// `DOORZET_TEST_DATABASE_URL` (as `scripts/test` sets it); without it this panics rather than
+    /// pass without the real server.
+    pub async fn start_on(
+        storage: Storage,
+        nodes: usize,
+        adjust: impl Fn(&mut NodeConfig),
+    ) -> Self {
         assert!(nodes <= MEMBERS.len(), "at most {} nodes", MEMBERS.len());
         let pki = Pki::new();
         let data = tempfile::tempdir().expect("tempdir");
+        let mut databases = Vec::new();
+        let coordinator_url =
+            storage_url(storage, &data.path().join("coordinator.db"), &mut databases).await;
         let shutdown = CancellationToken::new();
 
         let coordinator_org = pki.org(COORDINATOR.org.parse().expect("oin"), COORDINATOR.name);
@@ -180,7 +224,7 @@ impl TestMesh {
                 max_removed_share: 0.5,
             },
             storage: doorzet_store::StorageConfig {
-                url: format!("sqlite:{}", data.path().join("coordinator.db").display()),
+                url: coordinator_url,
             },
             limits: Limits::default(),
             jwt: Jwt::default(),
@@ -216,10 +260,12 @@ impl TestMesh {
                     ..Default::default()
                 },
                 storage: doorzet_store::StorageConfig {
-                    url: format!(
-                        "sqlite:{}",
-                        data.path().join(format!("{}.db", demo.slug)).display()
-                    ),
+                    url: storage_url(
+                        storage,
+                        &data.path().join(format!("{}.db", demo.slug)),
+                        &mut databases,
+                    )
+                    .await,
                 },
                 limits: Limits::default(),
                 jwt: Jwt::default(),
@@ -252,6 +298,7 @@ impl TestMesh {
             directory_path,
             directory,
             data,
+            databases,
             shutdown,
             coordinator_shutdown,
             coordinator_config,
@@ -277,6 +324,11 @@ impl TestMesh {
         let tmp = self.data.path().join("directory.toml.tmp");
         std::fs::write(&tmp, text).expect("write");
         std::fs::rename(&tmp, &self.directory_path).expect("rename");
+    }
+
+    /// Returns the coordinator's storage URL (an SQLite file or a PostgreSQL database).
+    pub fn coordinator_storage_url(&self) -> &str {
+        &self.coordinator_config.storage.url
     }
 
     /// Returns the data directory (databases, directory file).
@@ -324,6 +376,26 @@ fn spawn_coordinator(
             panic!("coordinator failed: {e}");
         }
     })
+}
+
+/// Returns the storage URL of one server: an SQLite file at `path`, or a fresh PostgreSQL database
+/// (kept in `databases`, to be dropped with the mesh).
+async fn storage_url(
+    storage: Storage,
+    path: &std::path::Path,
+    databases: &mut Vec<doorzet_store::testing::TestDatabase>,
+) -> String {
+    match storage {
+        Storage::Sqlite => format!("sqlite:{}", path.display()),
+        Storage::Postgres => {
+            let db = doorzet_store::testing::TestDatabase::postgres()
+                .await
+                .expect("DOORZET_TEST_DATABASE_URL must name the test PostgreSQL (scripts/test sets it)");
+            let url = db.url().to_owned();
+            databases.push(db);
+            url
+        }
+    }
 }
 
 async fn rebind(addr: SocketAddr) -> TcpListener {

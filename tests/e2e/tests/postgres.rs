@@ -1,0 +1,169 @@
+//! The production storage option end to end: the same directory and audit behaviour with every
+//! server's state in its own database on the real PostgreSQL server.
+
+use std::time::{Duration, SystemTime};
+
+use doorzet_audit::checkpoint::NoteVerifier;
+use doorzet_audit::entry;
+use doorzet_mesh::identity::certificate_sha256;
+use doorzet_proto::v1::{
+    self, audit_log_client::AuditLogClient, directory_client::DirectoryClient,
+    node_admin_client::NodeAdminClient, partner_node_client::PartnerNodeClient,
+};
+use doorzet_testkit::mesh::{Storage, channel_as, with_token};
+use doorzet_testkit::{TestMesh, TestOrg, eventually};
+use sqlx::Connection;
+use tonic::Code;
+
+async fn call_node(org: &TestOrg, endpoint: &str) -> Code {
+    PartnerNodeClient::new(channel_as(org, endpoint))
+        .list_mandates(v1::ListMandatesRequest::default())
+        .await
+        .map_or_else(|s| s.code(), |_| Code::Ok)
+}
+
+async fn version(mesh: &TestMesh) -> u64 {
+    DirectoryClient::new(channel_as(&mesh.nodes[0].org, &mesh.coordinator.endpoint))
+        .list_members(v1::ListMembersRequest {})
+        .await
+        .expect("directory")
+        .into_inner()
+        .version
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revocations_reach_the_nodes_and_versions_survive_a_restart_on_postgres() {
+    let mut mesh = TestMesh::start_on(Storage::Postgres, 2, |_| {}).await;
+    assert!(mesh.coordinator_storage_url().starts_with("postgres://"));
+    let node0 = mesh.nodes[0].mesh_endpoint.clone();
+    let peer = mesh.nodes[1].org.clone();
+    assert_eq!(
+        call_node(&peer, &node0).await,
+        Code::Unimplemented,
+        "admitted"
+    );
+
+    let fingerprint =
+        certificate_sha256(&doorzet_mesh::tls::read_certs(&peer.tls.cert).unwrap()[0]);
+    mesh.write_directory(|d| d.revoked.certificate_sha256.push(fingerprint));
+    eventually(Duration::from_secs(5), "revocation at the node", || async {
+        (call_node(&peer, &node0).await == Code::Unauthenticated).then_some(())
+    })
+    .await;
+
+    let before = version(&mesh).await;
+    mesh.restart_coordinator(|_| {}).await;
+    let after = eventually(Duration::from_secs(10), "coordinator back", || async {
+        DirectoryClient::new(channel_as(&mesh.nodes[0].org, &mesh.coordinator.endpoint))
+            .list_members(v1::ListMembersRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner().version)
+    })
+    .await;
+    assert_eq!(
+        after, before,
+        "the same file keeps its version across a restart"
+    );
+    assert_eq!(
+        call_node(&peer, &node0).await,
+        Code::Unauthenticated,
+        "still revoked"
+    );
+}
+
+fn disclosure(actor: doorzet_domain::Oin, i: u64) -> v1::AuditEntry {
+    let mut e = entry::new_entry(SystemTime::now(), actor, v1::AuditAction::FactsDisclosed);
+    e.case_ref = format!("case-{i}");
+    e.fact_categories = vec!["legal_title".into()];
+    e.purpose = "tier3_meeting".into();
+    e
+}
+
+async fn append(mesh: &TestMesh, from: u64, count: u64) {
+    let org = &mesh.nodes[0].org;
+    AuditLogClient::new(channel_as(org, &mesh.coordinator.endpoint))
+        .append(v1::AppendRequest {
+            entries: (from..from + count)
+                .map(|i| disclosure(org.org, i))
+                .collect(),
+        })
+        .await
+        .expect("append");
+}
+
+async fn node_status(mesh: &TestMesh) -> v1::GetNodeStatusResponse {
+    let node = &mesh.nodes[0];
+    NodeAdminClient::new(channel_as(&node.org, &node.local_endpoint))
+        .get_node_status(with_token(
+            v1::GetNodeStatusRequest {},
+            &node.org.token("ops-1", "beheerder"),
+        ))
+        .await
+        .expect("status")
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_audit_log_on_postgres_is_verified_survives_a_restart_and_tampering_is_caught() {
+    let mut mesh = TestMesh::start_on(Storage::Postgres, 2, |_| {}).await;
+    append(&mesh, 0, 10).await;
+    let verified = |size: u64| {
+        let mesh = &mesh;
+        move || async move {
+            let s = node_status(mesh).await;
+            assert!(s.audit_alarm.is_empty(), "{}", s.audit_alarm);
+            (s.audit_checkpoint_size == size).then_some(())
+        }
+    };
+    eventually(Duration::from_secs(10), "verified 10", verified(10)).await;
+
+    let directory =
+        DirectoryClient::new(channel_as(&mesh.nodes[1].org, &mesh.coordinator.endpoint))
+            .list_members(v1::ListMembersRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+    let key = NoteVerifier::parse(&directory.coordinator.unwrap().audit_log_verifier_key).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let channel = channel_as(&mesh.nodes[1].org, &mesh.coordinator.endpoint);
+    let report = doorzet_ctl::audit_verify::verify(channel, &key, state.path())
+        .await
+        .expect("the whole log verifies");
+    assert_eq!(report.size, 10);
+
+    mesh.restart_coordinator(|_| {}).await;
+    eventually(Duration::from_secs(10), "coordinator back", || async {
+        AuditLogClient::new(channel_as(&mesh.nodes[0].org, &mesh.coordinator.endpoint))
+            .get_checkpoint(v1::GetCheckpointRequest {})
+            .await
+            .ok()
+    })
+    .await;
+    append(&mesh, 10, 5).await;
+    let mesh_ref = &mesh;
+    eventually(Duration::from_secs(10), "verified 15", || async move {
+        let s = node_status(mesh_ref).await;
+        assert!(s.audit_alarm.is_empty(), "{}", s.audit_alarm);
+        (s.audit_checkpoint_size == 15).then_some(())
+    })
+    .await;
+
+    // An insider edits an entry in the PostgreSQL database.
+    let mut db = sqlx::PgConnection::connect(mesh.coordinator_storage_url())
+        .await
+        .unwrap();
+    let forged = entry::encode(&disclosure(mesh.nodes[0].org.org, 999)).unwrap();
+    sqlx::query("UPDATE audit_entries SET body = $1 WHERE idx = 3")
+        .bind(&forged)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    let alarm = eventually(Duration::from_secs(10), "alarm", || async move {
+        let s = node_status(mesh_ref).await;
+        (!s.audit_alarm.is_empty()).then_some(s.audit_alarm)
+    })
+    .await;
+    assert!(alarm.contains("entry 3"), "{alarm}");
+}
