@@ -159,6 +159,25 @@ pub async fn serve(
             .await;
     }
 
+    {
+        let (tls, metrics, health, shutdown) = (
+            tls.clone(),
+            metrics.clone(),
+            health.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {
+                        doorzet_mesh::server::report_crl(&tls, &metrics, std::slice::from_ref(&health)).await;
+                    }
+                }
+            }
+        });
+    }
     let readiness: doorzet_mesh::admin::Readiness = Arc::new(|| Ok(()));
     let admin = tokio::spawn(doorzet_mesh::admin::serve(
         listeners.admin,

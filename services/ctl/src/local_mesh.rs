@@ -164,12 +164,11 @@ impl MeshFile {
 impl MeshMember {
     /// Loads this member's TLS material for client use.
     pub fn tls(&self) -> anyhow::Result<std::sync::Arc<ReloadingTls>> {
-        Ok(ReloadingTls::load(TlsFiles {
-            cert: self.files.cert.clone(),
-            key: self.files.key.clone(),
-            ca: self.files.ca.clone(),
-            reload_interval: Duration::from_secs(3600),
-        })?)
+        Ok(ReloadingTls::load(TlsFiles::new(
+            self.files.cert.clone(),
+            self.files.key.clone(),
+            self.files.ca.clone(),
+        ))?)
     }
 
     /// Returns the organisation id.

@@ -65,6 +65,19 @@ enum PkiCommand {
         #[arg(long = "org", required = true, value_parser = parse_org)]
         orgs: Vec<(Oin, String)>,
     },
+    /// Revoke a certificate of the development CA in DIR: writes DIR/crl.pem listing it and every
+    /// certificate revoked before (give that file to `tls.crls`).
+    Revoke {
+        /// The development PKI directory (with ca.pem and ca.key).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The certificate (PEM) to revoke.
+        #[arg(long)]
+        cert: PathBuf,
+        /// When the list is due again (its next update).
+        #[arg(long, default_value = "7d", value_parser = humantime_serde::re::humantime::parse_duration)]
+        next_update: Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,6 +260,14 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Pki(PkiCommand::Revoke {
+            dir,
+            cert,
+            next_update,
+        }) => {
+            let crl = pki::revoke(&dir, &cert, next_update)?;
+            println!("{}", crl.display());
+        }
         Command::Pki(PkiCommand::Init { dir, orgs }) => {
             for files in pki::init(&dir, &orgs)? {
                 println!("{}", files.cert.display());
@@ -379,12 +400,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }) => {
             let (channel, vkey, state) = match coordinator {
                 Some(endpoint) => {
-                    let tls = doorzet_mesh::ReloadingTls::load(doorzet_mesh::config::TlsFiles {
-                        cert: cert.context("--cert")?,
-                        key: key.context("--key")?,
-                        ca: ca.context("--ca")?,
-                        reload_interval: Duration::from_secs(3600),
-                    })?;
+                    let tls =
+                        doorzet_mesh::ReloadingTls::load(doorzet_mesh::config::TlsFiles::new(
+                            cert.context("--cert")?,
+                            key.context("--key")?,
+                            ca.context("--ca")?,
+                        ))?;
                     let channel = doorzet_mesh::client::channel(
                         tls,
                         &endpoint,

@@ -23,6 +23,9 @@ pub enum PkiError {
     /// Certificate generation failed.
     #[error("certificate generation: {0}")]
     Rcgen(#[from] rcgen::Error),
+    /// A certificate to revoke could not be read.
+    #[error("{0}")]
+    Certificate(String),
     /// A file could not be written or read.
     #[error("{path}: {source}")]
     Io {
@@ -157,6 +160,81 @@ impl DevCa {
         &self.cert_pem
     }
 
+    /// Signs a revocation list (PEM) naming the certificates with these serial numbers, issued at
+    /// `this_update` and due again at `next_update`.
+    pub fn crl(
+        &self,
+        serials: &[Vec<u8>],
+        this_update: OffsetDateTime,
+        next_update: OffsetDateTime,
+        number: u64,
+    ) -> Result<String, PkiError> {
+        let params = rcgen::CertificateRevocationListParams {
+            this_update,
+            next_update,
+            crl_number: rcgen::SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|serial| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(serial),
+                    revocation_time: this_update,
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)?;
+        Ok(params.signed_by(&issuer)?.pem()?)
+    }
+}
+
+/// Returns the serial number of the first certificate in a PEM file.
+pub fn serial_of(cert_pem_path: &Path) -> Result<Vec<u8>, PkiError> {
+    use x509_parser::prelude::FromDer;
+    let der = doorzet_mesh::tls::read_certs(cert_pem_path)
+        .map_err(|e| PkiError::Certificate(e.to_string()))?
+        .remove(0);
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der)
+        .map_err(|e| PkiError::Certificate(format!("{}: {e}", cert_pem_path.display())))?;
+    Ok(cert.raw_serial().to_vec())
+}
+
+/// Revokes the certificate in `cert` with the development CA in `dir`: adds its serial to
+/// `dir/revoked-serials.txt` and writes `dir/crl.pem` listing every serial revoked so far, due
+/// again after `valid_for`. Returns the CRL's path.
+pub fn revoke(
+    dir: &Path,
+    cert: &Path,
+    valid_for: std::time::Duration,
+) -> Result<PathBuf, PkiError> {
+    let ca = DevCa::load(dir)?;
+    let list = dir.join("revoked-serials.txt");
+    let mut serials: Vec<String> = std::fs::read_to_string(&list)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let serial = hex::encode(serial_of(cert)?);
+    if !serials.contains(&serial) {
+        serials.push(serial);
+    }
+    write_public(&list, format!("{}\n", serials.join("\n")).as_bytes())?;
+    let raw: Vec<Vec<u8>> = serials.iter().filter_map(|s| hex::decode(s).ok()).collect();
+    let now = OffsetDateTime::now_utc();
+    let pem = ca.crl(
+        &raw,
+        now,
+        now + Duration::seconds(valid_for.as_secs() as i64),
+        serials.len() as u64,
+    )?;
+    let path = dir.join("crl.pem");
+    write_public(&path, pem.as_bytes())?;
+    Ok(path)
+}
+
+impl DevCa {
     /// Issues a certificate for server and client authentication on localhost, 127.0.0.1 and ::1.
     pub fn issue(&self, spec: &CertSpec) -> Result<Issued, PkiError> {
         let key = KeyPair::generate()?;

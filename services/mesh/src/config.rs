@@ -39,6 +39,41 @@ pub struct TlsFiles {
     /// How often the files are checked for changes (they are also re-read on SIGHUP).
     #[serde(with = "humantime_serde", default = "default_reload_interval")]
     pub reload_interval: Duration,
+    /// Certificate revocation lists (PEM or DER files) the trust anchors publish, fetched by the
+    /// operator's tooling; re-read like the certificates. Peers whose issuer publishes no list here
+    /// are checked against the directory's revocations only.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// What a list past its next update means: `allow` (default) keeps refusing what it lists and
+    /// accepting the rest, `refuse` refuses every peer whose status it cannot vouch for. Either way
+    /// a stale list shows as health `doorzet.crl` NOT_SERVING and `doorzet_mesh_crl_stale 1`.
+    #[serde(default)]
+    pub crl_stale: CrlStalePolicy,
+}
+
+impl TlsFiles {
+    /// Returns the files `cert`, `key` and `ca` with the defaults for the rest.
+    pub fn new(cert: PathBuf, key: PathBuf, ca: PathBuf) -> Self {
+        Self {
+            cert,
+            key,
+            ca,
+            reload_interval: default_reload_interval(),
+            crls: Vec::new(),
+            crl_stale: CrlStalePolicy::default(),
+        }
+    }
+}
+
+/// What a revocation list past its next update means for peers it would vouch for.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CrlStalePolicy {
+    /// Keep using it: listed certificates are refused, others accepted; the staleness shows.
+    #[default]
+    Allow,
+    /// Refuse every peer certificate whose status depends on it.
+    Refuse,
 }
 
 fn default_reload_interval() -> Duration {

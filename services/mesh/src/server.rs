@@ -44,6 +44,39 @@ pub fn base_routes() -> (tonic_health::server::HealthReporter, RoutesBuilder) {
     (reporter, builder)
 }
 
+/// Health service name that reports the certificate revocation lists' state.
+pub const CRL_HEALTH_SERVICE: &str = "doorzet.crl";
+
+/// Reports the revocation lists' state: `doorzet_mesh_crl_*` metrics and health `doorzet.crl`
+/// (SERVING when current or none configured, NOT_SERVING when one is past its next update).
+pub async fn report_crl(
+    tls: &ReloadingTls,
+    metrics: &Metrics,
+    health: &[tonic_health::server::HealthReporter],
+) {
+    let status = tls.crl_status(std::time::SystemTime::now());
+    let is_stale = status.is_some_and(|s| s.is_stale);
+    if let Some(status) = status {
+        metrics.crl_stale.set(i64::from(is_stale));
+        let next = status
+            .next_update
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        metrics.crl_next_update_seconds.set(next as i64);
+    }
+    let serving = if is_stale {
+        tonic_health::ServingStatus::NotServing
+    } else {
+        tonic_health::ServingStatus::Serving
+    };
+    for reporter in health {
+        reporter
+            .set_service_status(CRL_HEALTH_SERVICE, serving)
+            .await;
+    }
+}
+
 /// Binds a listening socket; the error names the address and counts as configuration.
 pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, MeshError> {
     TcpListener::bind(addr)

@@ -7,11 +7,14 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+
+use crate::config::CrlStalePolicy;
 use tokio_util::sync::CancellationToken;
 
 use crate::MeshError;
@@ -31,6 +34,12 @@ pub struct TlsMaterial {
     pub key: PrivateKeyDer<'static>,
     /// Trust anchors.
     pub roots: Arc<RootCertStore>,
+    /// Revocation lists of the trust anchors.
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// The earliest next update of those lists.
+    pub crl_next_update: Option<SystemTime>,
+    /// What a stale list means.
+    pub crl_stale: CrlStalePolicy,
 }
 
 impl TlsMaterial {
@@ -49,18 +58,55 @@ impl TlsMaterial {
                 reason: format!("unusable trust anchor: {e}"),
             })?;
         }
+        let mut crls = Vec::new();
+        let mut crl_next_update: Option<SystemTime> = None;
+        for path in &files.crls {
+            let bytes = read(path)?;
+            let bad = |reason: String| MeshError::Pem {
+                path: path.clone(),
+                reason,
+            };
+            let ders: Vec<CertificateRevocationListDer<'static>> = if bytes.starts_with(b"-----") {
+                CertificateRevocationListDer::pem_slice_iter(&bytes)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| bad(format!("bad revocation list: {e}")))?
+            } else {
+                vec![CertificateRevocationListDer::from(bytes)]
+            };
+            if ders.is_empty() {
+                return Err(bad("no revocation list found".into()));
+            }
+            for der in ders {
+                let next = crl_next_update_of(&der).map_err(bad)?;
+                crl_next_update = Some(crl_next_update.map_or(next, |n: SystemTime| n.min(next)));
+                crls.push(der);
+            }
+        }
         Ok(Self {
             chain,
             key,
             roots: Arc::new(roots),
+            crls,
+            crl_next_update,
+            crl_stale: files.crl_stale,
         })
     }
 
     /// Builds the config of a mesh listener: a client certificate chaining to the trust anchors is
     /// required.
     pub fn mesh_server_config(&self) -> Result<ServerConfig, MeshError> {
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider()).build()?;
+        let mut builder =
+            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider());
+        if !self.crls.is_empty() {
+            builder = builder
+                .with_crls(self.crls.clone())
+                .only_check_end_entity_revocation()
+                .allow_unknown_revocation_status();
+            if self.crl_stale == CrlStalePolicy::Refuse {
+                builder = builder.enforce_revocation_expiration();
+            }
+        }
+        let verifier = builder.build()?;
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
@@ -83,13 +129,40 @@ impl TlsMaterial {
     /// Builds the config of a client: presents this organisation's certificate and verifies the
     /// server against the trust anchors.
     pub fn client_config(&self) -> Result<ClientConfig, MeshError> {
-        let mut config = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(self.roots.clone())
-            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?;
+        let builder = if self.crls.is_empty() {
+            builder.with_root_certificates(self.roots.clone())
+        } else {
+            let mut verifier =
+                WebPkiServerVerifier::builder_with_provider(self.roots.clone(), provider())
+                    .with_crls(self.crls.clone())
+                    .only_check_end_entity_revocation()
+                    .allow_unknown_revocation_status();
+            if self.crl_stale == CrlStalePolicy::Refuse {
+                verifier = verifier.enforce_revocation_expiration();
+            }
+            builder.with_webpki_verifier(
+                verifier
+                    .build()
+                    .map_err(|e| MeshError::Invalid(format!("tls.crls: {e}")))?,
+            )
+        };
+        let mut config = builder.with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(config)
     }
+}
+
+/// Reads a revocation list's next update (a list without one never goes stale).
+fn crl_next_update_of(der: &CertificateRevocationListDer<'_>) -> Result<SystemTime, String> {
+    use x509_parser::prelude::FromDer;
+    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(der)
+        .map_err(|e| format!("revocation list does not parse: {e}"))?;
+    Ok(crl.next_update().map_or(
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799),
+        |t| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(t.timestamp().max(0) as u64),
+    ))
 }
 
 /// Builds a client config that trusts the anchors in the PEM file `ca` and presents no
@@ -171,12 +244,19 @@ impl FileStamp {
                 .ok()
                 .and_then(|m| Some((m.modified().ok()?, m.len())))
         };
-        Self(vec![
-            stamp(&files.cert),
-            stamp(&files.key),
-            stamp(&files.ca),
-        ])
+        let mut stamps = vec![stamp(&files.cert), stamp(&files.key), stamp(&files.ca)];
+        stamps.extend(files.crls.iter().map(stamp));
+        Self(stamps)
     }
+}
+
+/// The state of the configured revocation lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrlStatus {
+    /// The earliest next update among them.
+    pub next_update: SystemTime,
+    /// True when that moment has passed.
+    pub is_stale: bool,
 }
 
 /// rustls configs built from [`TlsFiles`] that are rebuilt when the files change.
@@ -188,6 +268,7 @@ pub struct ReloadingTls {
     mesh_server: ArcSwap<ServerConfig>,
     local_server: ArcSwap<ServerConfig>,
     client: ArcSwap<ClientConfig>,
+    crl_next_update: ArcSwap<Option<SystemTime>>,
 }
 
 impl ReloadingTls {
@@ -218,6 +299,7 @@ impl ReloadingTls {
             mesh_server: ArcSwap::from_pointee(material.mesh_server_config()?),
             local_server: ArcSwap::from_pointee(material.local_server_config()?),
             client: ArcSwap::from_pointee(material.client_config()?),
+            crl_next_update: ArcSwap::from_pointee(material.crl_next_update),
             stamp: std::sync::Mutex::new(stamp),
             files,
         }))
@@ -238,6 +320,16 @@ impl ReloadingTls {
         self.client.load_full()
     }
 
+    /// Returns the revocation lists' state at `now`: `None` when none is configured, otherwise
+    /// whether the earliest next update has passed.
+    pub fn crl_status(&self, now: SystemTime) -> Option<CrlStatus> {
+        let next_update = (**self.crl_next_update.load())?;
+        Some(CrlStatus {
+            next_update,
+            is_stale: now > next_update,
+        })
+    }
+
     /// Re-reads the files and swaps in new configs. On error the old configs stay in force.
     pub fn reload(&self) -> Result<(), MeshError> {
         let stamp = FileStamp::of(&self.files);
@@ -249,6 +341,8 @@ impl ReloadingTls {
         self.mesh_server.store(Arc::new(mesh));
         self.local_server.store(Arc::new(local));
         self.client.store(Arc::new(client));
+        self.crl_next_update
+            .store(Arc::new(material.crl_next_update));
         *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
         Ok(())
     }

@@ -47,6 +47,8 @@ pub struct DirectorySync {
     pub rollbacks: Counter,
     /// Directories in force that could not be saved as the last good copy.
     pub save_failures: Counter,
+    /// The node's certificates and revocation lists, whose state is reported with the directory's.
+    pub tls: Arc<doorzet_mesh::ReloadingTls>,
 }
 
 impl DirectorySync {
@@ -183,6 +185,7 @@ impl DirectorySync {
                 reporter.set_service_status(service, status).await;
             }
         }
+        doorzet_mesh::server::report_crl(&self.tls, &self.metrics, &self.health).await;
     }
 
     /// Refreshes every `config.directory.refresh_interval` until `shutdown`. Health and metrics

@@ -91,6 +91,7 @@ pub async fn serve(
         metrics: metrics.clone(),
         rollbacks,
         save_failures,
+        tls: tls.clone(),
     };
     sync.restore().await?;
     sync.report().await;

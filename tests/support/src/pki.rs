@@ -167,10 +167,8 @@ impl Pki {
         std::fs::write(&cert, &issued.cert_pem).expect("write cert");
         write_private(&key, issued.key_pem.as_bytes()).expect("write key");
         TlsFiles {
-            cert,
-            key,
-            ca,
             reload_interval: Duration::from_millis(100),
+            ..TlsFiles::new(cert, key, ca)
         }
     }
 
@@ -237,6 +235,33 @@ impl Pki {
             tls: self.write(&issued, self.ca_path()),
             token_key: TokenKey::generate().expect("token key"),
         }
+    }
+
+    /// Writes `crl.pem` in the PKI directory, signed by our CA, listing the certificates of
+    /// `revoked`, issued at `this_update` and due again at `next_update`; returns its path.
+    pub fn write_crl(
+        &self,
+        revoked: &[&TestOrg],
+        this_update: SystemTime,
+        next_update: SystemTime,
+    ) -> PathBuf {
+        let serials: Vec<Vec<u8>> = revoked
+            .iter()
+            .map(|org| doorzet_ctl::pki::serial_of(&org.tls.cert).expect("serial"))
+            .collect();
+        let at = |t: SystemTime| {
+            time::OffsetDateTime::UNIX_EPOCH + t.duration_since(UNIX_EPOCH).expect("after 1970")
+        };
+        let number = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed) as u64;
+        let pem = self
+            .ca
+            .crl(&serials, at(this_update), at(next_update), number + 1)
+            .expect("crl");
+        let path = self.dir.path().join("crl.pem");
+        std::fs::write(&path, pem).expect("write crl");
+        path
     }
 
     /// A certificate for `org` from our CA whose key usage allows keyEncipherment only.

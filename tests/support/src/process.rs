@@ -337,6 +337,21 @@ impl NodeProcess {
         self.child.as_mut().expect("running")
     }
 
+    /// Stops the process (SIGKILL).
+    pub fn stop(&mut self) {
+        drop(self.child.take());
+    }
+
+    /// Sends SIGHUP, which makes the node re-read its certificate files now.
+    pub fn hangup(&mut self) {
+        let pid = self.running().pid();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGHUP,
+        )
+        .expect("SIGHUP");
+    }
+
     /// Returns the local endpoint, `https://127.0.0.1:port`.
     pub fn local_endpoint(&self) -> String {
         format!("https://{}", self.local_addr)

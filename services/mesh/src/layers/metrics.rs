@@ -69,6 +69,10 @@ pub struct Metrics {
     pub directory_age_seconds: Gauge<i64>,
     /// Members in the current directory copy.
     pub directory_members: Gauge<i64>,
+    /// 1 when a configured revocation list is past its next update, 0 when all are current.
+    pub crl_stale: Gauge<i64>,
+    /// The earliest next update of the configured revocation lists (Unix time).
+    pub crl_next_update_seconds: Gauge<i64>,
     connections_open: Family<ListenerLabels, Gauge>,
     connections_refused: Family<RefusedLabels, Counter>,
     connections_idle_closed: Family<ListenerLabels, Counter>,
@@ -106,6 +110,18 @@ impl Metrics {
             "Members in the directory copy in use",
             directory_members.clone(),
         );
+        let crl_stale = Gauge::<i64>::default();
+        let crl_next_update_seconds = Gauge::<i64>::default();
+        registry.register(
+            "mesh_crl_stale",
+            "1 when a configured certificate revocation list is past its next update",
+            crl_stale.clone(),
+        );
+        registry.register(
+            "mesh_crl_next_update_timestamp_seconds",
+            "Earliest next update of the configured certificate revocation lists",
+            crl_next_update_seconds.clone(),
+        );
         let connections_open = Family::<ListenerLabels, Gauge>::default();
         let connections_refused = Family::<RefusedLabels, Counter>::default();
         let connections_idle_closed = Family::<ListenerLabels, Counter>::default();
@@ -130,6 +146,8 @@ impl Metrics {
             latency,
             directory_age_seconds,
             directory_members,
+            crl_stale,
+            crl_next_update_seconds,
             connections_open,
             connections_refused,
             connections_idle_closed,
