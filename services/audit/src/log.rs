@@ -95,8 +95,12 @@ fn read_state(shared: &Shared) -> std::sync::RwLockReadGuard<'_, State> {
 }
 
 impl AuditLog {
-    /// Opens the log in `db` (whose migrations must include [`store::MIGRATIONS`]), checks that the
-    /// stored entries still hash to the latest stored checkpoint, and starts the writer task.
+    /// Opens the log in `db` (whose migrations must include [`store::MIGRATIONS`]) and starts the
+    /// writer task. It checks that the stored hashes the log grows from (the upper subtrees, the
+    /// tiles on the tree's right edge and the stored leaf hashes of the incomplete block) give the
+    /// root of the latest stored checkpoint, and refuses to continue a log where they do not. It
+    /// does not rehash entry bodies: a body changed under an unchanged leaf hash is found by the
+    /// nodes' inclusion sweeps and by `doorzetctl audit verify`, which recompute from the bodies.
     pub async fn open(
         db: Database,
         signer: NoteSigner,
