@@ -4,34 +4,16 @@
 //! consistency proof; an operator clears an alarm with an admin role and the clearing is recorded;
 //! a key rotation the node's operator configured is accepted.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use doorzet_audit::entry;
-use doorzet_proto::v1::{
-    self, audit_log_client::AuditLogClient, node_admin_client::NodeAdminClient,
-};
+use doorzet_proto::v1::{self, node_admin_client::NodeAdminClient};
+use doorzet_testkit::audit::{append, disclosure};
 use doorzet_testkit::mesh::{AUDIT_ORIGIN, channel_as, with_token};
 use doorzet_testkit::process::{CoordinatorProcess, NodeProcess};
 use doorzet_testkit::{TestMesh, eventually};
 use sqlx::Connection;
 use tonic::transport::Channel;
-
-fn disclosure(actor: doorzet_domain::Oin, i: u64) -> v1::AuditEntry {
-    let mut e = entry::new_entry(SystemTime::now(), actor, v1::AuditAction::FactsDisclosed);
-    e.case_ref = format!("case-{i}");
-    e.fact_categories = vec!["legal_title".into()];
-    e.purpose = "tier3_meeting".into();
-    e
-}
-
-async fn append(channel: Channel, actor: doorzet_domain::Oin, from: u64, count: u64) {
-    AuditLogClient::new(channel)
-        .append(v1::AppendRequest {
-            entries: (from..from + count).map(|i| disclosure(actor, i)).collect(),
-        })
-        .await
-        .expect("append");
-}
 
 async fn status(channel: Channel, token: &str) -> v1::GetNodeStatusResponse {
     NodeAdminClient::new(channel)
@@ -118,36 +100,6 @@ async fn a_failing_coordinator_database_or_a_renewed_certificate_is_no_alarm_and
     assert!(recovered.audit_verified_at.is_some());
 }
 
-async fn node_status(mesh: &TestMesh) -> v1::GetNodeStatusResponse {
-    let node = &mesh.nodes[0];
-    status(
-        channel_as(&node.org, &node.local_endpoint),
-        &node.org.token("ops-1", "beheerder"),
-    )
-    .await
-}
-
-async fn wait_verified(mesh: &TestMesh, size: u64) {
-    eventually(Duration::from_secs(10), "node verified the log", || async {
-        let s = node_status(mesh).await;
-        assert!(
-            s.audit_alarm.is_empty(),
-            "unexpected alarm: {}",
-            s.audit_alarm
-        );
-        (s.audit_checkpoint_size == size).then_some(())
-    })
-    .await;
-}
-
-async fn wait_alarm(mesh: &TestMesh) -> String {
-    eventually(Duration::from_secs(10), "audit alarm", || async {
-        let s = node_status(mesh).await;
-        (!s.audit_alarm.is_empty()).then_some(s.audit_alarm)
-    })
-    .await
-}
-
 fn member_channel(mesh: &TestMesh) -> Channel {
     channel_as(&mesh.nodes[0].org, &mesh.coordinator.endpoint)
 }
@@ -157,7 +109,7 @@ async fn a_rewritten_log_that_grew_past_the_verified_size_fails_the_consistency_
     let mut mesh = TestMesh::start(1).await;
     let actor = mesh.nodes[0].org.org;
     append(member_channel(&mesh), actor, 0, 6).await;
-    wait_verified(&mesh, 6).await;
+    mesh.wait_audit_verified(6).await;
     // The ZVH wipes the log and writes a different history, longer than what the node saw, with
     // the same key: every new checkpoint verifies, only the consistency proof can tell.
     mesh.restart_coordinator(|data| {
@@ -183,15 +135,9 @@ async fn a_rewritten_log_that_grew_past_the_verified_size_fails_the_consistency_
         });
     })
     .await;
-    eventually(Duration::from_secs(10), "coordinator back", || async {
-        AuditLogClient::new(member_channel(&mesh))
-            .get_checkpoint(v1::GetCheckpointRequest {})
-            .await
-            .ok()
-    })
-    .await;
+    mesh.wait_coordinator().await;
     append(member_channel(&mesh), actor, 100, 9).await;
-    let alarm = wait_alarm(&mesh).await;
+    let alarm = mesh.wait_audit_alarm().await;
     assert!(alarm.contains("not consistent with size 6"), "{alarm}");
 }
 
@@ -201,7 +147,7 @@ async fn an_alarm_is_cleared_by_an_admin_role_and_the_clearing_is_recorded() {
     let node = &mesh.nodes[0];
     let actor = node.org.org;
     append(member_channel(&mesh), actor, 0, 4).await;
-    wait_verified(&mesh, 4).await;
+    mesh.wait_audit_verified(4).await;
 
     let db_path = mesh.data_dir().join("coordinator.db");
     let mut db = sqlite(&db_path).await;
@@ -215,7 +161,7 @@ async fn an_alarm_is_cleared_by_an_admin_role_and_the_clearing_is_recorded() {
         .execute(&mut db)
         .await
         .unwrap();
-    let alarm = wait_alarm(&mesh).await;
+    let alarm = mesh.wait_audit_alarm().await;
     assert!(alarm.contains("entry 2"), "{alarm}");
 
     let tls = doorzet_ctl::inspect::server_only_tls(&mesh.pki.ca_path()).unwrap();
@@ -235,7 +181,7 @@ async fn an_alarm_is_cleared_by_an_admin_role_and_the_clearing_is_recorded() {
     };
     let refused = clear("procesregisseur").await.unwrap_err().to_string();
     assert!(refused.contains("PermissionDenied"), "{refused}");
-    assert!(!node_status(&mesh).await.audit_alarm.is_empty());
+    assert!(!mesh.node_status().await.audit_alarm.is_empty());
 
     // The investigation restores the entry; the operator clears the alarm.
     sqlx::query("UPDATE audit_entries SET body = $1 WHERE idx = 2")
@@ -246,7 +192,7 @@ async fn an_alarm_is_cleared_by_an_admin_role_and_the_clearing_is_recorded() {
     let cleared = clear("beheerder").await.unwrap();
     assert_eq!(cleared, alarm);
     append(member_channel(&mesh), actor, 4, 2).await;
-    wait_verified(&mesh, 6).await;
+    mesh.wait_audit_verified(6).await;
 
     let node_db = mesh.data_dir().join("municipality.db");
     let mut node_db = sqlite(&node_db).await;
@@ -286,19 +232,13 @@ async fn a_key_rotation_the_nodes_operator_configured_is_accepted() {
     .await;
     let actor = mesh.nodes[0].org.org;
     append(member_channel(&mesh), actor, 0, 3).await;
-    wait_verified(&mesh, 3).await;
+    mesh.wait_audit_verified(3).await;
     mesh.restart_coordinator(|data| {
         doorzet_ctl::pki::write_private(&data.join("audit.key"), new_key.private_pem.as_bytes())
             .unwrap();
     })
     .await;
-    eventually(Duration::from_secs(10), "coordinator back", || async {
-        AuditLogClient::new(member_channel(&mesh))
-            .get_checkpoint(v1::GetCheckpointRequest {})
-            .await
-            .ok()
-    })
-    .await;
+    mesh.wait_coordinator().await;
     append(member_channel(&mesh), actor, 3, 2).await;
-    wait_verified(&mesh, 5).await;
+    mesh.wait_audit_verified(5).await;
 }

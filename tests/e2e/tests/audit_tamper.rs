@@ -1,83 +1,22 @@
 //! The audit log is tamper-evident: a changed entry, a deleted entry and a log rolled back to an
 //! earlier size are each noticed by the nodes' checks and by `doorzetctl audit verify`.
 
-use std::time::Duration;
-
 use doorzet_audit::checkpoint::NoteVerifier;
 use doorzet_audit::entry;
 use doorzet_proto::v1::{
     self, audit_log_client::AuditLogClient, directory_client::DirectoryClient,
-    node_admin_client::NodeAdminClient,
 };
-use doorzet_testkit::mesh::{channel_as, with_token};
-use doorzet_testkit::{TestMesh, eventually};
+use doorzet_testkit::TestMesh;
+use doorzet_testkit::audit::disclosure;
+use doorzet_testkit::mesh::channel_as;
 use sqlx::Connection;
 
-fn disclosure(actor: &str, i: u64) -> v1::AuditEntry {
-    let mut e = entry::new_entry(
-        std::time::SystemTime::now(),
-        actor.parse().unwrap(),
-        v1::AuditAction::FactsDisclosed,
-    );
-    e.case_ref = format!("case-{i}");
-    e.fact_categories = vec!["legal_title".into()];
-    e.purpose = "tier3_meeting".into();
-    e
-}
-
 async fn append(mesh: &TestMesh, from: u64, count: u64) {
-    let org = &mesh.nodes[0].org;
-    let mut client = AuditLogClient::new(channel_as(org, &mesh.coordinator.endpoint));
-    let entries = (from..from + count)
-        .map(|i| disclosure(org.org.as_str(), i))
-        .collect();
-    let appended = client
-        .append(v1::AppendRequest { entries })
-        .await
-        .expect("append")
-        .into_inner();
+    let appended = mesh.append_disclosures(from, count).await;
     assert_eq!(
         appended.leaf_indexes,
         (from..from + count).collect::<Vec<_>>()
     );
-}
-
-async fn node_status(mesh: &TestMesh) -> v1::GetNodeStatusResponse {
-    let node = &mesh.nodes[0];
-    let mut client = NodeAdminClient::new(channel_as(&node.org, &node.local_endpoint));
-    client
-        .get_node_status(with_token(
-            v1::GetNodeStatusRequest {},
-            &node.org.token("ops-1", "beheerder"),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-}
-
-async fn wait_verified(mesh: &TestMesh, size: u64) {
-    eventually(Duration::from_secs(10), "node verified the log", || async {
-        let status = node_status(mesh).await;
-        assert!(
-            status.audit_alarm.is_empty(),
-            "unexpected alarm: {}",
-            status.audit_alarm
-        );
-        (status.audit_checkpoint_size == size).then_some(())
-    })
-    .await;
-}
-
-async fn wait_alarm(mesh: &TestMesh) -> String {
-    eventually(
-        Duration::from_secs(10),
-        "node raised the audit alarm",
-        || async {
-            let status = node_status(mesh).await;
-            (!status.audit_alarm.is_empty()).then_some(status.audit_alarm)
-        },
-    )
-    .await
 }
 
 async fn verifier(mesh: &TestMesh) -> NoteVerifier {
@@ -112,12 +51,12 @@ async fn a_changed_entry_is_detected() {
     let state = tempfile::tempdir().unwrap();
     append(&mesh, 0, 12).await;
     append(&mesh, 12, 8).await;
-    wait_verified(&mesh, 20).await;
+    mesh.wait_audit_verified(20).await;
     let report = verify(&mesh, state.path()).await.unwrap();
     assert_eq!(report.size, 20);
 
     // Swap entry 7 for another valid entry, as an insider with database access could.
-    let forged = entry::encode(&disclosure(mesh.nodes[0].org.org.as_str(), 999)).unwrap();
+    let forged = entry::encode(&disclosure(mesh.nodes[0].org.org, 999)).unwrap();
     let mut db = coordinator_db(&mesh).await;
     sqlx::query("UPDATE audit_entries SET body = $1 WHERE idx = 7")
         .bind(forged)
@@ -125,7 +64,7 @@ async fn a_changed_entry_is_detected() {
         .await
         .unwrap();
 
-    let alarm = wait_alarm(&mesh).await;
+    let alarm = mesh.wait_audit_alarm().await;
     assert!(
         alarm.contains("entry 7") && alarm.contains("changed"),
         "{alarm}"
@@ -162,7 +101,7 @@ async fn a_deleted_last_entry_is_detected() {
     let mesh = TestMesh::start(2).await;
     let state = tempfile::tempdir().unwrap();
     append(&mesh, 0, 10).await;
-    wait_verified(&mesh, 10).await;
+    mesh.wait_audit_verified(10).await;
     verify(&mesh, state.path()).await.unwrap();
 
     let mut db = coordinator_db(&mesh).await;
@@ -171,7 +110,7 @@ async fn a_deleted_last_entry_is_detected() {
         .await
         .unwrap();
 
-    let alarm = wait_alarm(&mesh).await;
+    let alarm = mesh.wait_audit_alarm().await;
     assert!(alarm.contains("entry 9 is missing"), "{alarm}");
     let err = verify(&mesh, state.path()).await.unwrap_err().to_string();
     assert!(err.contains("entry 9 is missing"), "{err}");
@@ -182,7 +121,7 @@ async fn a_log_rolled_back_to_an_earlier_size_is_detected() {
     let mut mesh = TestMesh::start(2).await;
     let state = tempfile::tempdir().unwrap();
     append(&mesh, 0, 10).await;
-    wait_verified(&mesh, 10).await;
+    mesh.wait_audit_verified(10).await;
     verify(&mesh, state.path()).await.unwrap();
     // A consistent backup at size 10.
     let backup = mesh.data_dir().join("backup.db");
@@ -196,7 +135,7 @@ async fn a_log_rolled_back_to_an_earlier_size_is_detected() {
     .unwrap();
     drop(db);
     append(&mesh, 10, 10).await;
-    wait_verified(&mesh, 20).await;
+    mesh.wait_audit_verified(20).await;
     verify(&mesh, state.path()).await.unwrap();
 
     // The ZVH restores the backup and carries on as if entries 10..20 never happened.
@@ -209,7 +148,7 @@ async fn a_log_rolled_back_to_an_earlier_size_is_detected() {
     })
     .await;
 
-    let alarm = wait_alarm(&mesh).await;
+    let alarm = mesh.wait_audit_alarm().await;
     assert!(alarm.contains("rolled back"), "{alarm}");
     let err = verify(&mesh, state.path()).await.unwrap_err().to_string();
     assert!(err.contains("rolled back"), "{err}");
@@ -222,13 +161,13 @@ async fn nodes_append_only_as_themselves() {
         AuditLogClient::new(channel_as(&mesh.nodes[1].org, &mesh.coordinator.endpoint));
     let err = client
         .append(v1::AppendRequest {
-            entries: vec![disclosure(mesh.nodes[0].org.org.as_str(), 1)],
+            entries: vec![disclosure(mesh.nodes[0].org.org, 1)],
         })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     assert!(err.message().contains("actor_org"), "{}", err.message());
-    let mut free_text = disclosure(mesh.nodes[1].org.org.as_str(), 1);
+    let mut free_text = disclosure(mesh.nodes[1].org.org, 1);
     free_text.purpose = "eviction on 12 March".into();
     let err = client
         .append(v1::AppendRequest {
@@ -244,7 +183,7 @@ async fn nodes_append_only_as_themselves() {
 async fn a_new_signing_key_for_the_same_log_is_an_alarm() {
     let mut mesh = TestMesh::start(2).await;
     append(&mesh, 0, 3).await;
-    wait_verified(&mesh, 3).await;
+    mesh.wait_audit_verified(3).await;
     // The ZVH swaps the checkpoint key (and so could sign a different history).
     mesh.restart_coordinator(|data| {
         doorzet_ctl::pki::write_private(
@@ -257,7 +196,7 @@ async fn a_new_signing_key_for_the_same_log_is_an_alarm() {
         .unwrap();
     })
     .await;
-    let alarm = wait_alarm(&mesh).await;
+    let alarm = mesh.wait_audit_alarm().await;
     assert!(alarm.contains("instead of the pinned"), "{alarm}");
 }
 
@@ -311,8 +250,8 @@ async fn audit_requests_out_of_range_are_refused_naming_the_field() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("entries"), "{}", err.message());
-    let actor = mesh.nodes[0].org.org.to_string();
-    let too_many = (0..101).map(|i| disclosure(&actor, i)).collect();
+    let actor = mesh.nodes[0].org.org;
+    let too_many = (0..101).map(|i| disclosure(actor, i)).collect();
     let err = client
         .append(v1::AppendRequest { entries: too_many })
         .await

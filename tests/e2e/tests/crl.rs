@@ -9,7 +9,7 @@ use doorzet_proto::v1::{self, partner_node_client::PartnerNodeClient};
 use doorzet_testkit::eventually;
 use doorzet_testkit::mesh::{channel_as, http_get};
 use doorzet_testkit::pki::TestOrg;
-use doorzet_testkit::process::{CoordinatorProcess, NodeProcess};
+use doorzet_testkit::process::{CoordinatorProcess, NodeProcess, member_entry};
 use tonic::Code;
 
 async fn mesh_call(org: &TestOrg, node: &NodeProcess) -> Code {
@@ -24,14 +24,6 @@ fn is_transport_refusal(code: Code) -> bool {
     matches!(
         code,
         Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
-    )
-}
-
-fn member_entry(org: &TestOrg) -> String {
-    let jwk = org.jwk();
-    format!(
-        "\n[[members]]\norg_id = \"{}\"\nkind = \"mental_health_institution\"\nname = \"GGZ Test\"\nmesh_endpoint = \"https://127.0.0.1:1\"\nsigning_keys = [{{ kid = \"{}\", alg = \"EdDSA\", kty = \"OKP\", crv = \"Ed25519\", x = \"{}\" }}]\n",
-        org.org, jwk.kid, jwk.x
     )
 }
 

@@ -11,7 +11,7 @@ use doorzet_proto::v1::{self, partner_node_client::PartnerNodeClient};
 use doorzet_testkit::eventually;
 use doorzet_testkit::mesh::channel_as;
 use doorzet_testkit::pki::TestOrg;
-use doorzet_testkit::process::{CoordinatorProcess, NodeProcess};
+use doorzet_testkit::process::{CoordinatorProcess, NodeProcess, member_entry};
 use tonic::Code;
 
 /// Calls the node's mesh listener as `org`: UNIMPLEMENTED means identity let it through.
@@ -20,14 +20,6 @@ async fn mesh_call(org: &TestOrg, node: &NodeProcess) -> Code {
         .list_mandates(v1::ListMandatesRequest::default())
         .await
         .map_or_else(|s| s.code(), |_| Code::Ok)
-}
-
-fn member_entry(org: &TestOrg) -> String {
-    let jwk = org.jwk();
-    format!(
-        "\n[[members]]\norg_id = \"{}\"\nkind = \"mental_health_institution\"\nname = \"GGZ Test\"\nmesh_endpoint = \"https://127.0.0.1:1\"\nsigning_keys = [{{ kid = \"{}\", alg = \"EdDSA\", kty = \"OKP\", crv = \"Ed25519\", x = \"{}\" }}]\n",
-        org.org, jwk.kid, jwk.x
-    )
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,16 +1,16 @@
 //! The production storage option end to end: the same directory and audit behaviour with every
 //! server's state in its own database on the real PostgreSQL server.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use doorzet_audit::checkpoint::NoteVerifier;
 use doorzet_audit::entry;
 use doorzet_mesh::identity::certificate_sha256;
 use doorzet_proto::v1::{
-    self, audit_log_client::AuditLogClient, directory_client::DirectoryClient,
-    node_admin_client::NodeAdminClient, partner_node_client::PartnerNodeClient,
+    self, directory_client::DirectoryClient, partner_node_client::PartnerNodeClient,
 };
-use doorzet_testkit::mesh::{Storage, channel_as, with_token};
+use doorzet_testkit::audit::disclosure;
+use doorzet_testkit::mesh::{Storage, channel_as};
 use doorzet_testkit::{TestMesh, TestOrg, eventually};
 use sqlx::Connection;
 use tonic::Code;
@@ -72,46 +72,14 @@ async fn revocations_reach_the_nodes_and_versions_survive_a_restart_on_postgres(
     );
 }
 
-fn disclosure(actor: doorzet_domain::Oin, i: u64) -> v1::AuditEntry {
-    let mut e = entry::new_entry(SystemTime::now(), actor, v1::AuditAction::FactsDisclosed);
-    e.case_ref = format!("case-{i}");
-    e.fact_categories = vec!["legal_title".into()];
-    e.purpose = "tier3_meeting".into();
-    e
-}
-
-async fn append(mesh: &TestMesh, from: u64, count: u64) {
-    let org = &mesh.nodes[0].org;
-    AuditLogClient::new(channel_as(org, &mesh.coordinator.endpoint))
-        .append(v1::AppendRequest {
-            entries: (from..from + count)
-                .map(|i| disclosure(org.org, i))
-                .collect(),
-        })
-        .await
-        .expect("append");
-}
-
-async fn node_status(mesh: &TestMesh) -> v1::GetNodeStatusResponse {
-    let node = &mesh.nodes[0];
-    NodeAdminClient::new(channel_as(&node.org, &node.local_endpoint))
-        .get_node_status(with_token(
-            v1::GetNodeStatusRequest {},
-            &node.org.token("ops-1", "beheerder"),
-        ))
-        .await
-        .expect("status")
-        .into_inner()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_audit_log_on_postgres_is_verified_survives_a_restart_and_tampering_is_caught() {
     let mut mesh = TestMesh::start_on(Storage::Postgres, 2, |_| {}).await;
-    append(&mesh, 0, 10).await;
+    mesh.append_disclosures(0, 10).await;
     let verified = |size: u64| {
         let mesh = &mesh;
         move || async move {
-            let s = node_status(mesh).await;
+            let s = mesh.node_status().await;
             assert!(s.audit_alarm.is_empty(), "{}", s.audit_alarm);
             (s.audit_checkpoint_size == size).then_some(())
         }
@@ -133,17 +101,11 @@ async fn the_audit_log_on_postgres_is_verified_survives_a_restart_and_tampering_
     assert_eq!(report.size, 10);
 
     mesh.restart_coordinator(|_| {}).await;
-    eventually(Duration::from_secs(10), "coordinator back", || async {
-        AuditLogClient::new(channel_as(&mesh.nodes[0].org, &mesh.coordinator.endpoint))
-            .get_checkpoint(v1::GetCheckpointRequest {})
-            .await
-            .ok()
-    })
-    .await;
-    append(&mesh, 10, 5).await;
+    mesh.wait_coordinator().await;
+    mesh.append_disclosures(10, 5).await;
     let mesh_ref = &mesh;
     eventually(Duration::from_secs(10), "verified 15", || async move {
-        let s = node_status(mesh_ref).await;
+        let s = mesh_ref.node_status().await;
         assert!(s.audit_alarm.is_empty(), "{}", s.audit_alarm);
         (s.audit_checkpoint_size == 15).then_some(())
     })
@@ -161,7 +123,7 @@ async fn the_audit_log_on_postgres_is_verified_survives_a_restart_and_tampering_
         .unwrap();
     db.close().await.unwrap();
     let alarm = eventually(Duration::from_secs(10), "alarm", || async move {
-        let s = node_status(mesh_ref).await;
+        let s = mesh_ref.node_status().await;
         (!s.audit_alarm.is_empty()).then_some(s.audit_alarm)
     })
     .await;

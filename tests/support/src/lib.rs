@@ -5,8 +5,10 @@
 //! # Layout
 //! - [`pki`]: [`Pki`], [`TestOrg`] and token helpers.
 //! - [`mesh`]: [`TestMesh`], clients and waiting helpers.
+//! - [`audit`]: disclosure records, appending them, and waiting on a node's audit checks.
 //! - [`process`]: a coordinator as a real process.
 
+pub mod audit;
 pub mod mesh;
 pub mod pki;
 pub mod process;

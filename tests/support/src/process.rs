@@ -264,6 +264,16 @@ impl Drop for CoordinatorProcess {
     }
 }
 
+/// Returns a `[[members]]` table for `org` as a mental-health institution, to append to a
+/// directory file.
+pub fn member_entry(org: &TestOrg) -> String {
+    let jwk = org.jwk();
+    format!(
+        "\n[[members]]\norg_id = \"{}\"\nkind = \"mental_health_institution\"\nname = \"GGZ Test\"\nmesh_endpoint = \"https://127.0.0.1:1\"\nsigning_keys = [{{ kid = \"{}\", alg = \"EdDSA\", kty = \"OKP\", crv = \"Ed25519\", x = \"{}\" }}]\n",
+        org.org, jwk.kid, jwk.x
+    )
+}
+
 /// The municipality's node binary, a member of a [`CoordinatorProcess`]'s directory.
 #[derive(Debug)]
 pub struct NodeProcess {

@@ -1,0 +1,99 @@
+//! Audit-log helpers for tests: fictional disclosure records, appending them as a member, and
+//! waiting for a node of a [`crate::TestMesh`] to verify the log or raise its alarm.
+
+use std::time::{Duration, SystemTime};
+
+use doorzet_domain::Oin;
+use doorzet_proto::v1::{
+    self, audit_log_client::AuditLogClient, node_admin_client::NodeAdminClient,
+};
+use tonic::transport::Channel;
+
+use crate::mesh::{channel_as, with_token};
+use crate::{TestMesh, eventually};
+
+/// A fictional disclosure record by `actor`, case `case-{i}`.
+pub fn disclosure(actor: Oin, i: u64) -> v1::AuditEntry {
+    let mut e =
+        doorzet_audit::entry::new_entry(SystemTime::now(), actor, v1::AuditAction::FactsDisclosed);
+    e.case_ref = format!("case-{i}");
+    e.fact_categories = vec!["legal_title".into()];
+    e.purpose = "tier3_meeting".into();
+    e
+}
+
+/// Appends disclosures `from..from + count` by `actor` over `channel` (the actor's own).
+pub async fn append(channel: Channel, actor: Oin, from: u64, count: u64) -> v1::AppendResponse {
+    AuditLogClient::new(channel)
+        .append(v1::AppendRequest {
+            entries: (from..from + count).map(|i| disclosure(actor, i)).collect(),
+        })
+        .await
+        .expect("append")
+        .into_inner()
+}
+
+impl TestMesh {
+    /// Appends disclosures `from..from + count` as node 0.
+    pub async fn append_disclosures(&self, from: u64, count: u64) -> v1::AppendResponse {
+        let org = &self.nodes[0].org;
+        append(
+            channel_as(org, &self.coordinator.endpoint),
+            org.org,
+            from,
+            count,
+        )
+        .await
+    }
+
+    /// Returns node 0's status, asked with an operator's token.
+    pub async fn node_status(&self) -> v1::GetNodeStatusResponse {
+        let node = &self.nodes[0];
+        NodeAdminClient::new(channel_as(&node.org, &node.local_endpoint))
+            .get_node_status(with_token(
+                v1::GetNodeStatusRequest {},
+                &node.org.token("ops-1", "beheerder"),
+            ))
+            .await
+            .expect("node status")
+            .into_inner()
+    }
+
+    /// Waits until node 0 verified the log at `size`; panics on an alarm meanwhile.
+    pub async fn wait_audit_verified(&self, size: u64) {
+        eventually(Duration::from_secs(10), "node verified the log", || async {
+            let status = self.node_status().await;
+            assert!(
+                status.audit_alarm.is_empty(),
+                "unexpected alarm: {}",
+                status.audit_alarm
+            );
+            (status.audit_checkpoint_size == size).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until node 0 raised the audit alarm; returns it.
+    pub async fn wait_audit_alarm(&self) -> String {
+        eventually(
+            Duration::from_secs(10),
+            "node raised the audit alarm",
+            || async {
+                let status = self.node_status().await;
+                (!status.audit_alarm.is_empty()).then_some(status.audit_alarm)
+            },
+        )
+        .await
+    }
+
+    /// Waits until the coordinator answers again (after a restart).
+    pub async fn wait_coordinator(&self) {
+        eventually(Duration::from_secs(10), "coordinator back", || async {
+            AuditLogClient::new(channel_as(&self.nodes[0].org, &self.coordinator.endpoint))
+                .get_checkpoint(v1::GetCheckpointRequest {})
+                .await
+                .ok()
+        })
+        .await;
+    }
+}
