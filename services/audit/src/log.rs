@@ -153,13 +153,14 @@ impl AuditLog {
                     )));
                 }
                 let mut by_hash = HashMap::with_capacity(size as usize);
-                for block in 0..size / BLOCK {
-                    for (offset, hash) in store::tile(&db, block).await?.iter().enumerate() {
+                store::for_each_tile(&db, size / BLOCK, |block, bytes| {
+                    for (offset, hash) in bytes.chunks_exact(32).enumerate() {
                         by_hash
                             .entry(prefix(hash))
                             .or_insert(block * BLOCK + offset as u64);
                     }
-                }
+                })
+                .await?;
                 for (offset, hash) in partial.hashes.iter().enumerate() {
                     by_hash
                         .entry(prefix(hash))
@@ -334,10 +335,10 @@ struct Fetched<'a> {
     blocks: HashMap<u64, Vec<Hash>>,
 }
 
-fn prefix(hash: &Hash) -> u64 {
-    u64::from_be_bytes([
-        hash[0], hash[1], hash[2], hash[3], hash[4], hash[5], hash[6], hash[7],
-    ])
+fn prefix(hash: &[u8]) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&hash[..8]);
+    u64::from_be_bytes(first)
 }
 
 fn fold(hashes: &[Hash]) -> Hash {
@@ -656,7 +657,7 @@ mod tests {
             let log = open(test_db.url()).await;
             assert_eq!(log.checkpoint().0, checkpoint);
             // The map from leaf hash to index is rebuilt from tiles and the incomplete block.
-            for index in [10, 599] {
+            for index in [10, 300, 599] {
                 let (found, _, _) = log
                     .inclusion_proof_by_hash(&leaves[index], 0)
                     .await
@@ -672,6 +673,29 @@ mod tests {
             assert_eq!(appended.indexes, vec![n]);
             test_db.drop().await;
         }
+    }
+
+    #[tokio::test]
+    async fn refuses_to_reopen_a_log_with_a_missing_tile() {
+        let test_db = TestDatabase::sqlite();
+        let log = open(test_db.url()).await;
+        for chunk in (0..600).collect::<Vec<u64>>().chunks(100) {
+            log.append(&chunk.iter().copied().map(entry).collect::<Vec<_>>())
+                .await
+                .unwrap();
+        }
+        drop(log);
+        let db = Database::connect(test_db.url(), &[&store::MIGRATIONS])
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM audit_tiles WHERE idx = 0")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let mut options = LogOptions::new("test.example/audit");
+        options.max_batch = 100;
+        let err = AuditLog::open(db, signer(), options).await.unwrap_err();
+        assert!(err.to_string().contains("tile"), "{err}");
     }
 
     #[tokio::test]
