@@ -676,6 +676,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn keeps_the_first_and_the_latest_checkpoint_of_each_hour_on_both_backends() {
+        for test_db in TestDatabase::all().await {
+            let log = open(test_db.url()).await;
+            for i in 0..12 {
+                log.append(&[entry(i)]).await.unwrap();
+            }
+            let db = Database::connect(test_db.url(), &[&store::MIGRATIONS])
+                .await
+                .unwrap();
+            let sizes: Vec<i64> =
+                sqlx::query_scalar("SELECT size FROM audit_checkpoints ORDER BY size")
+                    .fetch_all(db.pool())
+                    .await
+                    .unwrap();
+            // Twelve batches (and the empty log's checkpoint) in one hour leave the first and the
+            // latest; a run that crosses an hour boundary keeps two per hour.
+            assert!(sizes.len() <= 4, "{sizes:?}");
+            assert_eq!(sizes.last(), Some(&12));
+            assert_eq!(log.checkpoint().0.size, 12);
+            db.close().await;
+            drop(log);
+            // The latest is what a reopen continues from.
+            assert_eq!(open(test_db.url()).await.checkpoint().0.size, 12);
+            test_db.drop().await;
+        }
+    }
+
+    #[tokio::test]
     async fn refuses_to_reopen_a_log_with_a_missing_tile() {
         let test_db = TestDatabase::sqlite();
         let log = open(test_db.url()).await;

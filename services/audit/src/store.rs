@@ -165,6 +165,13 @@ pub async fn for_each_tile(
     Ok(())
 }
 
+/// The retention period of checkpoints: of each, the first and the latest are kept.
+pub const CHECKPOINT_PERIOD_MS: i64 = 3_600_000;
+
+/// Writes a checkpoint and thins the ones before it. Retention rule: of the checkpoints written in
+/// one clock hour, the first and the latest are kept, every one between them is deleted. Nodes only
+/// ever ask for the latest checkpoint (proofs come from the tree, for any size), so what is kept is
+/// the latest plus two per hour for the record: bounded by time, not by the number of batches.
 async fn insert_checkpoint(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     size: u64,
@@ -182,6 +189,16 @@ async fn insert_checkpoint(
     .bind(root.to_vec())
     .bind(note)
     .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    let hour = now - now.rem_euclid(CHECKPOINT_PERIOD_MS);
+    sqlx::query(
+        "DELETE FROM audit_checkpoints WHERE created_at >= $1 AND created_at < $2 AND size < $3 \
+         AND size > (SELECT MIN(size) FROM audit_checkpoints WHERE created_at >= $1 AND created_at < $2)",
+    )
+    .bind(hour)
+    .bind(hour + CHECKPOINT_PERIOD_MS)
+    .bind(size as i64)
     .execute(&mut **tx)
     .await?;
     Ok(())
