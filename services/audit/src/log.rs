@@ -124,61 +124,7 @@ impl AuditLog {
                     note,
                 }
             }
-            Some((size, root, note)) => {
-                let mut upper: Vec<Vec<Hash>> = Vec::new();
-                for (subtree, hash) in store::upper_subtrees(&db).await? {
-                    let j = (subtree.level / STRIDE - 1) as usize;
-                    if upper.len() <= j {
-                        upper.resize(j + 1, Vec::new());
-                    }
-                    if upper[j].len() as u64 != subtree.index {
-                        return Err(AuditError::Corrupt(format!(
-                            "subtree at height {} index {} is out of sequence",
-                            subtree.level, subtree.index
-                        )));
-                    }
-                    upper[j].push(hash);
-                }
-                let partial = Partial {
-                    latest: size,
-                    hashes: store::leaf_hashes(&db, size - size % BLOCK, size).await?,
-                };
-                let parts = Frontier::parts(size);
-                let blocks = fetch_blocks(&db, &parts, size, &partial).await?;
-                let source = Fetched::new(&upper, blocks, &parts)?;
-                let frontier = Frontier::from_parts(size, &source);
-                if frontier.root() != root {
-                    return Err(AuditError::Corrupt(format!(
-                        "stored entries do not hash to the stored checkpoint of size {size}; refusing to continue a rewritten log"
-                    )));
-                }
-                let mut by_hash = HashMap::with_capacity(size as usize);
-                store::for_each_tile(&db, size / BLOCK, |block, bytes| {
-                    for (offset, hash) in bytes.chunks_exact(32).enumerate() {
-                        by_hash
-                            .entry(prefix(hash))
-                            .or_insert(block * BLOCK + offset as u64);
-                    }
-                })
-                .await?;
-                for (offset, hash) in partial.hashes.iter().enumerate() {
-                    by_hash
-                        .entry(prefix(hash))
-                        .or_insert(size - size % BLOCK + offset as u64);
-                }
-                State {
-                    frontier,
-                    by_hash,
-                    partial: partial.hashes,
-                    upper,
-                    checkpoint: Checkpoint {
-                        origin: options.origin.clone(),
-                        size,
-                        root,
-                    },
-                    note,
-                }
-            }
+            Some((size, root, note)) => load_state(&db, &options, size, root, note).await?,
         };
         let shared = Arc::new(Shared {
             db,
@@ -475,6 +421,108 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<(Vec<Vec<u8>>, Reply
     }
 }
 
+/// Rebuilds the in-memory state of a log whose latest stored checkpoint is `(size, root, note)`:
+/// the upper subtrees, the right edge of the tree and the leaf-hash index, checking that they give
+/// that root.
+async fn load_state(
+    db: &Database,
+    options: &LogOptions,
+    size: u64,
+    root: Hash,
+    note: String,
+) -> Result<State, AuditError> {
+    let mut upper: Vec<Vec<Hash>> = Vec::new();
+    for (subtree, hash) in store::upper_subtrees(db).await? {
+        let j = (subtree.level / STRIDE - 1) as usize;
+        if upper.len() <= j {
+            upper.resize(j + 1, Vec::new());
+        }
+        if upper[j].len() as u64 != subtree.index {
+            return Err(AuditError::Corrupt(format!(
+                "subtree at height {} index {} is out of sequence",
+                subtree.level, subtree.index
+            )));
+        }
+        upper[j].push(hash);
+    }
+    let partial = Partial {
+        latest: size,
+        hashes: store::leaf_hashes(db, size - size % BLOCK, size).await?,
+    };
+    let parts = Frontier::parts(size);
+    let blocks = fetch_blocks(db, &parts, size, &partial).await?;
+    let source = Fetched::new(&upper, blocks, &parts)?;
+    let frontier = Frontier::from_parts(size, &source);
+    if frontier.root() != root {
+        return Err(AuditError::Corrupt(format!(
+            "stored entries do not hash to the stored checkpoint of size {size}; refusing to continue a rewritten log"
+        )));
+    }
+    let mut by_hash = HashMap::with_capacity(size as usize);
+    store::for_each_tile(db, size / BLOCK, |block, bytes| {
+        for (offset, hash) in bytes.chunks_exact(32).enumerate() {
+            by_hash
+                .entry(prefix(hash))
+                .or_insert(block * BLOCK + offset as u64);
+        }
+    })
+    .await?;
+    for (offset, hash) in partial.hashes.iter().enumerate() {
+        by_hash
+            .entry(prefix(hash))
+            .or_insert(size - size % BLOCK + offset as u64);
+    }
+    Ok(State {
+        frontier,
+        by_hash,
+        partial: partial.hashes,
+        upper,
+        checkpoint: Checkpoint {
+            origin: options.origin.clone(),
+            size,
+            root,
+        },
+        note,
+    })
+}
+
+/// After a failed write whose outcome may be unknown (the connection broke during COMMIT), reads
+/// what is stored again. When the stored checkpoint is the one this batch signed, the batch did
+/// land and its appenders are told so. Either way the writer goes on from what is stored, so a
+/// commit that landed unseen never wedges it with primary-key clashes until a restart.
+async fn recover(
+    shared: &Shared,
+    signed: &Checkpoint,
+    index_ranges: Vec<Vec<u64>>,
+    error: AuditError,
+) -> Result<(u64, Vec<Vec<u64>>), AuditError> {
+    let Ok(Some((size, root, note))) = store::latest_checkpoint(&shared.db).await else {
+        return Err(error);
+    };
+    if size == read_state(shared).checkpoint.size {
+        return Err(error); // nothing landed: the state in memory is the stored one
+    }
+    match load_state(&shared.db, &shared.options, size, root, note).await {
+        Ok(state) => *shared.state.write().unwrap_or_else(|e| e.into_inner()) = state,
+        Err(e) => {
+            tracing::error!(error = %e, "audit state could not be re-read after a failed write");
+            return Err(error);
+        }
+    }
+    if size == signed.size && root == signed.root {
+        tracing::warn!(
+            size,
+            "audit batch was stored although its commit reported an error"
+        );
+        return Ok((size, index_ranges));
+    }
+    tracing::warn!(
+        size,
+        "audit log state re-read from storage after a failed write"
+    );
+    Err(error)
+}
+
 /// The writer's own connection, kept across batches so SQLite's per-connection page cache for the
 /// indexes stays warm.
 async fn writer_connection(
@@ -522,7 +570,7 @@ async fn commit(
         root: frontier.root(),
     };
     let note = shared.signer.sign(&checkpoint);
-    store::write_batch(
+    let written = store::write_batch(
         conn,
         &store::Batch {
             first_index,
@@ -534,7 +582,10 @@ async fn commit(
             note: &note,
         },
     )
-    .await?;
+    .await;
+    if let Err(e) = written {
+        return recover(shared, &checkpoint, index_ranges, e.into()).await;
+    }
     let size = checkpoint.size;
     let mut state = shared.state.write().unwrap_or_else(|e| e.into_inner());
     for (s, h) in finished {
@@ -699,6 +750,30 @@ mod tests {
             drop(log);
             // The latest is what a reopen continues from.
             assert_eq!(open(test_db.url()).await.checkpoint().0.size, 12);
+            test_db.drop().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_that_landed_unseen_does_not_wedge_the_writer() {
+        for test_db in TestDatabase::all().await {
+            let stale = open(test_db.url()).await;
+            stale.append(&[entry(0)]).await.unwrap();
+            // Another writer stores entries this one does not know about, as a COMMIT that
+            // succeeded while its connection broke would.
+            let other = open(test_db.url()).await;
+            other
+                .append(&(1..6).map(entry).collect::<Vec<_>>())
+                .await
+                .unwrap();
+            drop(other);
+            // The stale writer's next batch clashes, and it re-reads the stored state...
+            assert!(stale.append(&[entry(100)]).await.is_err());
+            assert_eq!(stale.checkpoint().0.size, 6);
+            // ...so the one after goes on from there.
+            let appended = stale.append(&[entry(101)]).await.unwrap();
+            assert_eq!(appended.indexes, vec![6]);
+            assert_eq!(appended.tree_size, 7);
             test_db.drop().await;
         }
     }
