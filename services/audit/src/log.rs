@@ -635,9 +635,13 @@ mod tests {
 
     async fn open(url: &str) -> AuditLog {
         let db = Database::connect(url, &[&store::MIGRATIONS]).await.unwrap();
+        open_db(db).await.unwrap()
+    }
+
+    async fn open_db(db: Database) -> Result<AuditLog, AuditError> {
         let mut options = LogOptions::new("test.example/audit");
         options.max_batch = 100;
-        AuditLog::open(db, signer(), options).await.unwrap()
+        AuditLog::open(db, signer(), options).await
     }
 
     #[tokio::test]
@@ -795,9 +799,7 @@ mod tests {
             .execute(db.pool())
             .await
             .unwrap();
-        let mut options = LogOptions::new("test.example/audit");
-        options.max_batch = 100;
-        let err = AuditLog::open(db, signer(), options).await.unwrap_err();
+        let err = open_db(db).await.unwrap_err();
         assert!(err.to_string().contains("tile"), "{err}");
     }
 
@@ -818,9 +820,7 @@ mod tests {
             .execute(db.pool())
             .await
             .unwrap();
-        let mut options = LogOptions::new("test.example/audit");
-        options.max_batch = 100;
-        let err = AuditLog::open(db, signer(), options).await.unwrap_err();
+        let err = open_db(db).await.unwrap_err();
         assert!(
             err.to_string()
                 .contains("do not hash to the stored checkpoint"),

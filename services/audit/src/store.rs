@@ -111,16 +111,25 @@ pub async fn tile(db: &Database, block: u64) -> Result<Vec<Hash>, crate::AuditEr
         .await?;
     let (bytes,) =
         row.ok_or_else(|| crate::AuditError::Corrupt(format!("tile {block} is missing")))?;
-    if bytes.len() != 256 * 32 {
-        return Err(crate::AuditError::Corrupt(format!(
-            "tile {block} has {} bytes",
-            bytes.len()
-        )));
-    }
+    check_tile(block, &bytes)?;
     Ok(bytes
         .chunks_exact(32)
         .map(|c| c.try_into().unwrap_or([0; 32]))
         .collect())
+}
+
+/// A stored tile: the 256 leaf hashes of one complete block, concatenated.
+const TILE_BYTES: usize = 256 * 32;
+
+fn check_tile(block: u64, bytes: &[u8]) -> Result<(), crate::AuditError> {
+    if bytes.len() == TILE_BYTES {
+        Ok(())
+    } else {
+        Err(crate::AuditError::Corrupt(format!(
+            "tile {block} has {} bytes",
+            bytes.len()
+        )))
+    }
 }
 
 /// Tiles read per query when the whole index is loaded (about 4 MB of hashes per query).
@@ -152,12 +161,12 @@ pub async fn for_each_tile(
             )));
         }
         for (expected, (idx, bytes)) in (start..end).zip(rows) {
-            if idx as u64 != expected || bytes.len() != 256 * 32 {
+            if idx as u64 != expected {
                 return Err(crate::AuditError::Corrupt(format!(
-                    "tile {expected} is missing or has {} bytes",
-                    bytes.len()
+                    "tile {expected} is missing"
                 )));
             }
+            check_tile(expected, &bytes)?;
             each(expected, &bytes);
         }
         start = end;

@@ -1,11 +1,8 @@
 //! The audit log is tamper-evident: a changed entry, a deleted entry and a log rolled back to an
 //! earlier size are each noticed by the nodes' checks and by `doorzetctl audit verify`.
 
-use doorzet_audit::checkpoint::NoteVerifier;
 use doorzet_audit::entry;
-use doorzet_proto::v1::{
-    self, audit_log_client::AuditLogClient, directory_client::DirectoryClient,
-};
+use doorzet_proto::v1::{self, audit_log_client::AuditLogClient};
 use doorzet_testkit::TestMesh;
 use doorzet_testkit::audit::disclosure;
 use doorzet_testkit::mesh::channel_as;
@@ -17,24 +14,6 @@ async fn append(mesh: &TestMesh, from: u64, count: u64) {
         appended.leaf_indexes,
         (from..from + count).collect::<Vec<_>>()
     );
-}
-
-async fn verifier(mesh: &TestMesh) -> NoteVerifier {
-    let directory =
-        DirectoryClient::new(channel_as(&mesh.nodes[1].org, &mesh.coordinator.endpoint))
-            .list_members(v1::ListMembersRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-    NoteVerifier::parse(&directory.coordinator.unwrap().audit_log_verifier_key).unwrap()
-}
-
-async fn verify(
-    mesh: &TestMesh,
-    state: &std::path::Path,
-) -> anyhow::Result<doorzet_ctl::audit_verify::Report> {
-    let channel = channel_as(&mesh.nodes[1].org, &mesh.coordinator.endpoint);
-    doorzet_ctl::audit_verify::verify(channel, &verifier(mesh).await, state).await
 }
 
 async fn coordinator_db(mesh: &TestMesh) -> sqlx::SqliteConnection {
@@ -52,7 +31,7 @@ async fn a_changed_entry_is_detected() {
     append(&mesh, 0, 12).await;
     append(&mesh, 12, 8).await;
     mesh.wait_audit_verified(20).await;
-    let report = verify(&mesh, state.path()).await.unwrap();
+    let report = mesh.verify_audit_log(state.path()).await.unwrap();
     assert_eq!(report.size, 20);
 
     // Swap entry 7 for another valid entry, as an insider with database access could.
@@ -71,13 +50,21 @@ async fn a_changed_entry_is_detected() {
     );
     // With the checkpoint of size 20 remembered, the break is pinned on it; without, on the
     // latest signed checkpoint.
-    let err = verify(&mesh, state.path()).await.unwrap_err().to_string();
+    let err = mesh
+        .verify_audit_log(state.path())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("entries 0..20 no longer hash") && err.contains("rewritten"),
         "{err}"
     );
     let fresh = tempfile::tempdir().unwrap();
-    let err = verify(&mesh, fresh.path()).await.unwrap_err().to_string();
+    let err = mesh
+        .verify_audit_log(fresh.path())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("an entry was changed"), "{err}");
     // The alarm also shows in health.
     let health = tonic_health::pb::health_client::HealthClient::new(channel_as(
@@ -102,7 +89,7 @@ async fn a_deleted_last_entry_is_detected() {
     let state = tempfile::tempdir().unwrap();
     append(&mesh, 0, 10).await;
     mesh.wait_audit_verified(10).await;
-    verify(&mesh, state.path()).await.unwrap();
+    mesh.verify_audit_log(state.path()).await.unwrap();
 
     let mut db = coordinator_db(&mesh).await;
     sqlx::query("DELETE FROM audit_entries WHERE idx = 9")
@@ -112,7 +99,11 @@ async fn a_deleted_last_entry_is_detected() {
 
     let alarm = mesh.wait_audit_alarm().await;
     assert!(alarm.contains("entry 9 is missing"), "{alarm}");
-    let err = verify(&mesh, state.path()).await.unwrap_err().to_string();
+    let err = mesh
+        .verify_audit_log(state.path())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("entry 9 is missing"), "{err}");
 }
 
@@ -122,7 +113,7 @@ async fn a_log_rolled_back_to_an_earlier_size_is_detected() {
     let state = tempfile::tempdir().unwrap();
     append(&mesh, 0, 10).await;
     mesh.wait_audit_verified(10).await;
-    verify(&mesh, state.path()).await.unwrap();
+    mesh.verify_audit_log(state.path()).await.unwrap();
     // A consistent backup at size 10.
     let backup = mesh.data_dir().join("backup.db");
     let mut db = coordinator_db(&mesh).await;
@@ -136,7 +127,7 @@ async fn a_log_rolled_back_to_an_earlier_size_is_detected() {
     drop(db);
     append(&mesh, 10, 10).await;
     mesh.wait_audit_verified(20).await;
-    verify(&mesh, state.path()).await.unwrap();
+    mesh.verify_audit_log(state.path()).await.unwrap();
 
     // The ZVH restores the backup and carries on as if entries 10..20 never happened.
     mesh.restart_coordinator(|data| {
@@ -150,7 +141,11 @@ async fn a_log_rolled_back_to_an_earlier_size_is_detected() {
 
     let alarm = mesh.wait_audit_alarm().await;
     assert!(alarm.contains("rolled back"), "{alarm}");
-    let err = verify(&mesh, state.path()).await.unwrap_err().to_string();
+    let err = mesh
+        .verify_audit_log(state.path())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("rolled back"), "{err}");
 }
 

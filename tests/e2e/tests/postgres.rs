@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use doorzet_audit::checkpoint::NoteVerifier;
 use doorzet_audit::entry;
 use doorzet_mesh::identity::certificate_sha256;
 use doorzet_proto::v1::{
@@ -76,26 +75,10 @@ async fn revocations_reach_the_nodes_and_versions_survive_a_restart_on_postgres(
 async fn the_audit_log_on_postgres_is_verified_survives_a_restart_and_tampering_is_caught() {
     let mut mesh = TestMesh::start_on(Storage::Postgres, 2, |_| {}).await;
     mesh.append_disclosures(0, 10).await;
-    let verified = |size: u64| {
-        let mesh = &mesh;
-        move || async move {
-            let s = mesh.node_status().await;
-            assert!(s.audit_alarm.is_empty(), "{}", s.audit_alarm);
-            (s.audit_checkpoint_size == size).then_some(())
-        }
-    };
-    eventually(Duration::from_secs(10), "verified 10", verified(10)).await;
-
-    let directory =
-        DirectoryClient::new(channel_as(&mesh.nodes[1].org, &mesh.coordinator.endpoint))
-            .list_members(v1::ListMembersRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-    let key = NoteVerifier::parse(&directory.coordinator.unwrap().audit_log_verifier_key).unwrap();
+    mesh.wait_audit_verified(10).await;
     let state = tempfile::tempdir().unwrap();
-    let channel = channel_as(&mesh.nodes[1].org, &mesh.coordinator.endpoint);
-    let report = doorzet_ctl::audit_verify::verify(channel, &key, state.path())
+    let report = mesh
+        .verify_audit_log(state.path())
         .await
         .expect("the whole log verifies");
     assert_eq!(report.size, 10);
@@ -103,13 +86,7 @@ async fn the_audit_log_on_postgres_is_verified_survives_a_restart_and_tampering_
     mesh.restart_coordinator(|_| {}).await;
     mesh.wait_coordinator().await;
     mesh.append_disclosures(10, 5).await;
-    let mesh_ref = &mesh;
-    eventually(Duration::from_secs(10), "verified 15", || async move {
-        let s = mesh_ref.node_status().await;
-        assert!(s.audit_alarm.is_empty(), "{}", s.audit_alarm);
-        (s.audit_checkpoint_size == 15).then_some(())
-    })
-    .await;
+    mesh.wait_audit_verified(15).await;
 
     // An insider edits an entry in the PostgreSQL database.
     let mut db = sqlx::PgConnection::connect(mesh.coordinator_storage_url())
@@ -122,10 +99,6 @@ async fn the_audit_log_on_postgres_is_verified_survives_a_restart_and_tampering_
         .await
         .unwrap();
     db.close().await.unwrap();
-    let alarm = eventually(Duration::from_secs(10), "alarm", || async move {
-        let s = mesh_ref.node_status().await;
-        (!s.audit_alarm.is_empty()).then_some(s.audit_alarm)
-    })
-    .await;
+    let alarm = mesh.wait_audit_alarm().await;
     assert!(alarm.contains("entry 3"), "{alarm}");
 }

@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use doorzet_domain::Oin;
 use doorzet_proto::v1::{
-    self, audit_log_client::AuditLogClient, node_admin_client::NodeAdminClient,
+    self, audit_log_client::AuditLogClient, directory_client::DirectoryClient,
+    node_admin_client::NodeAdminClient,
 };
 use tonic::transport::Channel;
 
@@ -84,6 +85,31 @@ impl TestMesh {
             },
         )
         .await
+    }
+
+    /// Returns the audit log's verifier key as the directory publishes it (read as node 1).
+    pub async fn audit_verifier(&self) -> doorzet_audit::checkpoint::NoteVerifier {
+        let directory =
+            DirectoryClient::new(channel_as(&self.nodes[1].org, &self.coordinator.endpoint))
+                .list_members(v1::ListMembersRequest {})
+                .await
+                .expect("directory")
+                .into_inner();
+        let key = directory
+            .coordinator
+            .expect("coordinator entry")
+            .audit_log_verifier_key;
+        doorzet_audit::checkpoint::NoteVerifier::parse(&key).expect("verifier key")
+    }
+
+    /// Downloads and verifies the whole log as node 1, as `doorzetctl audit verify` does, keeping
+    /// the checkpoints it saw in `state`.
+    pub async fn verify_audit_log(
+        &self,
+        state: &std::path::Path,
+    ) -> anyhow::Result<doorzet_ctl::audit_verify::Report> {
+        let channel = channel_as(&self.nodes[1].org, &self.coordinator.endpoint);
+        doorzet_ctl::audit_verify::verify(channel, &self.audit_verifier().await, state).await
     }
 
     /// Waits until the coordinator answers again (after a restart).
