@@ -181,6 +181,23 @@ async fn an_alarm_is_cleared_by_an_admin_role_and_the_clearing_is_recorded() {
     };
     let refused = clear("procesregisseur").await.unwrap_err().to_string();
     assert!(refused.contains("PermissionDenied"), "{refused}");
+    // An admin without a reason is refused too: the clearing must say what was found.
+    for reason in ["  ", &"x".repeat(501)] {
+        let err = doorzet_ctl::inspect::clear_audit_alarm(
+            &node.local_endpoint,
+            tls.clone(),
+            &node.org.token("ops-1", "beheerder"),
+            reason,
+            false,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("InvalidArgument") && err.contains("reason"),
+            "{err}"
+        );
+    }
     assert!(!mesh.node_status().await.audit_alarm.is_empty());
 
     // The investigation restores the entry; the operator clears the alarm.

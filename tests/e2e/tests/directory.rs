@@ -195,3 +195,102 @@ async fn node_keeps_serving_without_the_coordinator_until_its_copy_is_too_old() 
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_watch_stream_ends_when_its_member_is_removed() {
+    let mut mesh = TestMesh::start(2).await;
+    let peer = mesh.nodes[1].org.clone();
+    let mut stream = DirectoryClient::new(channel_as(&peer, &mesh.coordinator.endpoint))
+        .watch_members(v1::WatchMembersRequest {})
+        .await
+        .expect("a member may watch")
+        .into_inner();
+    let first = stream
+        .message()
+        .await
+        .unwrap()
+        .expect("the current directory at once");
+    assert_eq!(first.members.len(), 2);
+
+    let removed = peer.org.to_string();
+    mesh.write_directory(|d| d.members.retain(|m| m.org_id != removed));
+    let err = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the stream ended without saying why"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the stream is ended");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("no longer admitted"), "{err:?}");
+}
+
+async fn node_directory_version(mesh: &TestMesh) -> u64 {
+    mesh.node_status().await.directory_version
+}
+
+#[tokio::test]
+async fn a_lower_directory_version_is_refused_and_counted_as_a_rollback() {
+    let mut mesh = TestMesh::start(2).await;
+    let ahead = 1u64 << 50;
+    let text = std::fs::read_to_string(&mesh.directory_path).unwrap();
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    };
+    // The coordinator's database says this file already had a version far ahead of the clock.
+    let rewrite = |sql: String| {
+        move |data: &std::path::Path| {
+            let url = format!("sqlite:{}", data.join("coordinator.db").display());
+            let rt = tokio::runtime::Handle::current();
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    rt.block_on(async {
+                        use sqlx::Connection;
+                        let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                        sqlx::query(sqlx::AssertSqlSafe(sql))
+                            .execute(&mut db)
+                            .await
+                            .unwrap();
+                    })
+                });
+            });
+        }
+    };
+    mesh.restart_coordinator(rewrite(format!(
+        "INSERT INTO directory_versions (version, sha256, loaded_at) VALUES ({ahead}, '{sha}', 0)"
+    )))
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "node on the version ahead",
+        || async { (node_directory_version(&mesh).await == ahead).then_some(()) },
+    )
+    .await;
+
+    // Restored from a backup without that row: the coordinator serves a lower version.
+    mesh.restart_coordinator(rewrite(format!(
+        "DELETE FROM directory_versions WHERE version = {ahead}"
+    )))
+    .await;
+    eventually(Duration::from_secs(10), "rollback counted", || async {
+        doorzet_testkit::mesh::http_get(mesh.nodes[0].admin, "/metrics")
+            .await
+            .lines()
+            .any(|l| {
+                l.starts_with("doorzet_node_directory_rollbacks_refused_total ")
+                    && !l.ends_with(" 0")
+            })
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        node_directory_version(&mesh).await,
+        ahead,
+        "the newer copy stays"
+    );
+}
