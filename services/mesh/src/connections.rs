@@ -40,11 +40,6 @@ impl ConnInfo {
     pub fn peer_certs(&self) -> Option<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>> {
         self.tls.peer_certs()
     }
-
-    /// Returns the peer's socket address.
-    pub fn remote_addr(&self) -> Option<std::net::SocketAddr> {
-        self.tls.get_ref().remote_addr()
-    }
 }
 
 /// Requests in flight on one connection, and when the last one ended.

@@ -32,7 +32,7 @@ impl Outcome {
 }
 
 /// Reads the `grpc-status` of a header or trailer map.
-pub fn status_of(headers: &http::HeaderMap) -> Option<Code> {
+fn status_of(headers: &http::HeaderMap) -> Option<Code> {
     let value = headers
         .get("grpc-status")?
         .to_str()

@@ -73,11 +73,6 @@ pub fn rpc_labels(path: &str) -> (&'static str, &'static str) {
     KNOWN.get(path).copied().unwrap_or((UNKNOWN, UNKNOWN))
 }
 
-/// Returns true when `path` is a method this server's contract knows.
-pub fn is_known(path: &str) -> bool {
-    KNOWN.contains_key(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
