@@ -79,11 +79,13 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty() && !name.contains(['+', ' ', '\n']) && name.chars().all(|c| !c.is_control())
 }
 
-/// Signs checkpoints with an Ed25519 key.
+/// Signs checkpoints with an Ed25519 key, and during a planned key rotation with the previous key
+/// too, so a node that pinned the previous key can see the new one vouched for by it.
 pub struct NoteSigner {
     name: String,
     key: ed25519_dalek::SigningKey,
     id: [u8; 4],
+    previous: Option<Box<NoteSigner>>,
 }
 
 impl std::fmt::Debug for NoteSigner {
@@ -113,17 +115,44 @@ impl NoteSigner {
             name: name.to_owned(),
             key,
             id,
+            previous: None,
         })
     }
 
-    /// Returns the signed note for `checkpoint`.
-    pub fn sign(&self, checkpoint: &Checkpoint) -> String {
-        let body = checkpoint.body();
+    /// Co-signs every checkpoint with `previous`, the key this one replaces. Both must carry the
+    /// same name (the origin) and differ.
+    pub fn cosigned_by(mut self, previous: NoteSigner) -> Result<Self, CheckpointError> {
+        if previous.name != self.name {
+            return Err(CheckpointError::Key(format!(
+                "the previous key is named `{}`, the current `{}`",
+                previous.name, self.name
+            )));
+        }
+        if previous.key.verifying_key() == self.key.verifying_key() {
+            return Err(CheckpointError::Key(
+                "the previous key is the current key".into(),
+            ));
+        }
+        self.previous = Some(Box::new(previous));
+        Ok(self)
+    }
+
+    fn signature_line(&self, body: &str) -> String {
         let signature = self.key.sign(body.as_bytes());
         let mut blob = Vec::with_capacity(68);
         blob.extend_from_slice(&self.id);
         blob.extend_from_slice(&signature.to_bytes());
-        format!("{body}\n\u{2014} {} {}\n", self.name, B64.encode(blob))
+        format!("\u{2014} {} {}\n", self.name, B64.encode(blob))
+    }
+
+    /// Returns the signed note for `checkpoint`: this key's signature, then the previous key's.
+    pub fn sign(&self, checkpoint: &Checkpoint) -> String {
+        let body = checkpoint.body();
+        let mut note = format!("{body}\n{}", self.signature_line(&body));
+        if let Some(previous) = &self.previous {
+            note.push_str(&previous.signature_line(&body));
+        }
+        note
     }
 
     /// Returns the verifier key string for publication.
@@ -301,6 +330,53 @@ mod tests {
         assert!(lines[4].starts_with("\u{2014} example.org/log "));
         let v = NoteVerifier::parse(&s.verifier_key()).unwrap();
         assert_eq!(v.verify(&note).unwrap(), checkpoint());
+    }
+
+    #[test]
+    fn a_cosigned_note_verifies_under_both_keys_and_names_no_stranger() {
+        let old = signer();
+        let old_verifier = NoteVerifier::parse(&old.verifier_key()).unwrap();
+        let new = NoteSigner::new(
+            "example.org/log",
+            ed25519_dalek::SigningKey::from_bytes(&[8; 32]),
+        )
+        .unwrap();
+        let new_verifier = NoteVerifier::parse(&new.verifier_key()).unwrap();
+        assert!(old_verifier.verify(&new.sign(&checkpoint())).is_err());
+        let both = new.cosigned_by(signer()).unwrap();
+        assert_eq!(both.verifier_key(), new_verifier_key_of(&[8; 32]));
+        let note = both.sign(&checkpoint());
+        assert_eq!(old_verifier.verify(&note).unwrap(), checkpoint());
+        assert_eq!(new_verifier.verify(&note).unwrap(), checkpoint());
+        let stranger = NoteVerifier::parse(
+            &NoteSigner::new(
+                "example.org/log",
+                ed25519_dalek::SigningKey::from_bytes(&[9; 32]),
+            )
+            .unwrap()
+            .verifier_key(),
+        )
+        .unwrap();
+        assert!(stranger.verify(&note).is_err());
+        assert!(
+            signer().cosigned_by(signer()).is_err(),
+            "the same key twice"
+        );
+        let other_name = NoteSigner::new(
+            "other.org/log",
+            ed25519_dalek::SigningKey::from_bytes(&[8; 32]),
+        )
+        .unwrap();
+        assert!(other_name.cosigned_by(signer()).is_err());
+    }
+
+    fn new_verifier_key_of(seed: &[u8; 32]) -> String {
+        NoteSigner::new(
+            "example.org/log",
+            ed25519_dalek::SigningKey::from_bytes(seed),
+        )
+        .unwrap()
+        .verifier_key()
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //! - [`checkpoint`]: checkpoints as signed notes, signing and verification (pure).
 //! - [`entry`]: the audit entry: metadata only, canonical encoding.
 //! - [`store`]: tables and queries on SQLite and PostgreSQL.
+//! - [`leaf_index`]: leaf hash → leaf index, 8 bytes an entry in memory.
 //! - [`log`]: the running log: group commit, checkpoints per batch, proofs in O(log n) reads.
 //! - [`error`]: the crate's error type.
 
 pub mod checkpoint;
 pub mod entry;
 pub mod error;
+pub mod leaf_index;
 pub mod log;
 pub mod merkle;
 pub mod store;

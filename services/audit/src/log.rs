@@ -3,7 +3,8 @@
 //! are written in one transaction, and only then is anyone told their entry is in. A proof reads
 //! at most two tiles (the leaf hashes of a complete 256-entry block, one row each); the hashes of
 //! larger complete subtrees (n/256 of them) and of the incomplete block stay in memory, loaded
-//! from storage at start.
+//! from storage at start, as does the index from leaf hash to leaf index ([`LeafIndex`], 8 bytes
+//! an entry, built from the tiles 512 at a time).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -15,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::AuditError;
 use crate::checkpoint::{Checkpoint, NoteSigner};
 use crate::entry;
+use crate::leaf_index::{self, LeafIndex};
 use crate::merkle::{self, Frontier, Hash, Subtree, SubtreeSource};
 use crate::store;
 
@@ -56,8 +58,8 @@ pub struct Appended {
 
 struct State {
     frontier: Frontier,
-    /// Lowest leaf index by the first eight bytes of its leaf hash (verified on use).
-    by_hash: HashMap<u64, u64>,
+    /// Leaf index candidates by leaf hash (confirmed against the stored hash on use).
+    by_hash: LeafIndex,
     /// Leaf hashes of the block not yet complete (fewer than 256).
     partial: Vec<Hash>,
     /// `upper[j]` holds complete subtrees of height `8 * (j + 1)`.
@@ -117,7 +119,7 @@ impl AuditLog {
                 store::write_empty_checkpoint(&db, &checkpoint.root, &note).await?;
                 State {
                     frontier: Frontier::default(),
-                    by_hash: HashMap::new(),
+                    by_hash: LeafIndex::default(),
                     partial: Vec::new(),
                     upper: Vec::new(),
                     checkpoint,
@@ -168,6 +170,11 @@ impl AuditLog {
     pub fn checkpoint(&self) -> (Checkpoint, String) {
         let state = read_state(&self.shared);
         (state.checkpoint.clone(), state.note.clone())
+    }
+
+    /// Bytes of memory the leaf-hash index holds (8 an entry, plus 1.5 MB of buckets).
+    pub fn index_bytes(&self) -> usize {
+        read_state(&self.shared).by_hash.heap_bytes()
     }
 
     /// Returns the verifier key of the checkpoints.
@@ -221,19 +228,18 @@ impl AuditLog {
         size: u64,
     ) -> Result<(u64, u64, Vec<Hash>), AuditError> {
         let (size, _) = self.check_size(size)?;
-        let index = read_state(&self.shared)
+        let candidates: Vec<u64> = read_state(&self.shared)
             .by_hash
-            .get(&prefix(hash))
-            .copied()
-            .filter(|i| *i < size)
-            .ok_or(AuditError::UnknownHash(size))?;
-        let (size, proof) = self.inclusion_proof(index, size).await?;
-        // The map is keyed by a prefix; the proof's leaf must be the very hash asked for.
-        let stored = self.leaf_hash(index, size).await?;
-        if stored != *hash {
-            return Err(AuditError::UnknownHash(size));
+            .candidates(hash, size)
+            .collect();
+        for index in candidates {
+            // A candidate shares the hash's first 40 bits; the stored leaf must be the very hash.
+            if self.leaf_hash(index, size).await? == *hash {
+                let (size, proof) = self.inclusion_proof(index, size).await?;
+                return Ok((index, size, proof));
+            }
         }
-        Ok((index, size, proof))
+        Err(AuditError::UnknownHash(size))
     }
 
     async fn leaf_hash(&self, index: u64, size: u64) -> Result<Hash, AuditError> {
@@ -279,12 +285,6 @@ impl AuditLog {
 struct Fetched<'a> {
     upper: &'a [Vec<Hash>],
     blocks: HashMap<u64, Vec<Hash>>,
-}
-
-fn prefix(hash: &[u8]) -> u64 {
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&hash[..8]);
-    u64::from_be_bytes(first)
 }
 
 fn fold(hashes: &[Hash]) -> Hash {
@@ -458,20 +458,18 @@ async fn load_state(
             "stored entries do not hash to the stored checkpoint of size {size}; refusing to continue a rewritten log"
         )));
     }
-    let mut by_hash = HashMap::with_capacity(size as usize);
+    let mut by_hash = LeafIndex::default();
     store::for_each_tile(db, size / BLOCK, |block, bytes| {
         for (offset, hash) in bytes.chunks_exact(32).enumerate() {
-            by_hash
-                .entry(prefix(hash))
-                .or_insert(block * BLOCK + offset as u64);
+            let hash: &Hash = hash.try_into().unwrap_or(&[0; 32]);
+            by_hash.push(hash, block * BLOCK + offset as u64);
         }
     })
     .await?;
     for (offset, hash) in partial.hashes.iter().enumerate() {
-        by_hash
-            .entry(prefix(hash))
-            .or_insert(size - size % BLOCK + offset as u64);
+        by_hash.push(hash, size - size % BLOCK + offset as u64);
     }
+    by_hash.shrink_to_fit();
     Ok(State {
         frontier,
         by_hash,
@@ -542,6 +540,13 @@ async fn commit(
     };
     let mut tiles = Vec::new();
     let first_index = frontier.size();
+    let count: usize = batches.iter().map(Vec::len).sum();
+    if first_index + count as u64 > leaf_index::MAX_LEAVES {
+        return Err(AuditError::Range(format!(
+            "the log is full at {} entries",
+            leaf_index::MAX_LEAVES
+        )));
+    }
     let mut rows = Vec::new();
     let mut finished = Vec::new();
     let mut index_ranges = Vec::with_capacity(batches.len());
@@ -596,10 +601,7 @@ async fn commit(
         state.upper[j].push(h);
     }
     for (offset, (hash, _)) in rows.iter().enumerate() {
-        state
-            .by_hash
-            .entry(prefix(hash))
-            .or_insert(first_index + offset as u64);
+        state.by_hash.push(hash, first_index + offset as u64);
     }
     state.frontier = frontier;
     state.partial = partial;

@@ -72,6 +72,11 @@ pub struct AuditConfig {
     /// Ed25519 key (PKCS#8 PEM) that signs checkpoints; its verifier key is published in the
     /// directory.
     pub signing_key: PathBuf,
+    /// During a planned rotation, the key `signing_key` replaces: it co-signs every checkpoint, so
+    /// a node that pinned it accepts the new key from a checkpoint signed by both. Keep it until
+    /// every node's `GetNodeStatus` shows the new key, then remove it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_signing_key: Option<PathBuf>,
     /// Origin line of the checkpoints, unique per log, e.g. `zvh-hofland.example/doorzet/audit`.
     pub origin: String,
     /// How far the time of an entry a node appends may lie from the coordinator's clock.

@@ -2,7 +2,8 @@
 //! start on an invalid file), then polls it and swaps in each valid change. An invalid edit, an
 //! unreadable file, or an edit that removes more members at once than the configured share (every
 //! member, at the least) is logged loudly, shows in the metrics, and leaves the last good directory
-//! in force.
+//! in force. At start the file is held against the members of the directory applied last (kept
+//! with its version), so a restart does not let through the edit a running coordinator would hold.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -29,15 +30,19 @@ pub async fn load(
     own_org: Oin,
     audit_verifier_key: &str,
 ) -> Result<(Snapshot, String), Error> {
-    let (_, snapshot, sha) = load_file(source, db, own_org, audit_verifier_key).await?;
+    let last = store::directory_versions::last_members(db).await?;
+    let (_, snapshot, sha) = load_file(source, db, own_org, audit_verifier_key, last).await?;
     Ok((snapshot, sha))
 }
 
+/// Reads and checks the file; `current` holds the members in force (at start, those of the
+/// directory applied last), which an edit may not remove too many of at once.
 async fn load_file(
     source: &DirectorySource,
     db: &Database,
     own_org: Oin,
     audit_verifier_key: &str,
+    current: Option<BTreeSet<Oin>>,
 ) -> Result<(DirectoryFile, Snapshot, String), Error> {
     let (file, text) = DirectoryFile::load(&source.file)?;
     let mut wire = file
@@ -52,9 +57,23 @@ async fn load_file(
     if let Some(coordinator) = wire.coordinator.as_mut() {
         coordinator.audit_log_verifier_key = audit_verifier_key.to_owned();
     }
+    let next: BTreeSet<Oin> = wire
+        .members
+        .iter()
+        .filter_map(|m| m.org_id.parse().ok())
+        .collect();
+    if let Some(current) = &current {
+        check_removals(
+            current,
+            &next,
+            source.max_removed_share,
+            file.confirm_removals,
+        )
+        .map_err(|e| Error::Directory(format!("{}: {e}", source.file.display())))?;
+    }
     let sha = hex::encode(Sha256::digest(text.as_bytes()));
     let now = SystemTime::now();
-    wire.version = store::directory_versions::version_for(db, &sha, now).await?;
+    wire.version = store::directory_versions::version_for(db, &sha, &next, now).await?;
     wire.loaded_at = Some(prost_types::Timestamp::from(now));
     let snapshot = Snapshot::from_pb(wire, now)
         .map_err(|e| Error::Directory(format!("{}: {e}", source.file.display())))?;
@@ -200,22 +219,15 @@ impl Watcher {
     }
 
     async fn apply(&self) -> Result<(), Error> {
-        let (file, snapshot, _) = load_file(
+        let current = self.directory.current().map(|c| members(&c));
+        let (_, snapshot, _) = load_file(
             &self.source,
             &self.db,
             self.own_org,
             &self.audit_verifier_key,
+            current,
         )
         .await?;
-        if let Some(current) = self.directory.current() {
-            check_removals(
-                &members(&current),
-                &members(&snapshot),
-                self.source.max_removed_share,
-                file.confirm_removals,
-            )
-            .map_err(|e| Error::Directory(format!("{}: {e}", self.source.file.display())))?;
-        }
         tracing::info!(
             version = snapshot.version(),
             members = snapshot.members.len(),

@@ -59,14 +59,24 @@ async fn open_audit_log(
     config: &CoordinatorConfig,
     db: Database,
 ) -> Result<doorzet_audit::log::AuditLog, Error> {
-    let pem = std::fs::read_to_string(&config.audit.signing_key).map_err(|e| {
-        Error::Config(format!(
-            "audit.signing_key: cannot read {}: {e}",
-            config.audit.signing_key.display()
-        ))
-    })?;
-    let signer = doorzet_audit::checkpoint::NoteSigner::from_pkcs8_pem(&config.audit.origin, &pem)
-        .map_err(|e| Error::Config(format!("audit.signing_key: {e}")))?;
+    let read = |field: &str, path: &std::path::Path| {
+        let pem = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!(
+                "audit.{field}: cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
+        doorzet_audit::checkpoint::NoteSigner::from_pkcs8_pem(&config.audit.origin, &pem)
+            .map_err(|e| Error::Config(format!("audit.{field}: {e}")))
+    };
+    let mut signer = read("signing_key", &config.audit.signing_key)?;
+    if let Some(path) = &config.audit.previous_signing_key {
+        let previous = read("previous_signing_key", path)?;
+        tracing::warn!(previous = %previous.verifier_key(), current = %signer.verifier_key(), "audit key rotation: checkpoints are co-signed by the previous key");
+        signer = signer
+            .cosigned_by(previous)
+            .map_err(|e| Error::Config(format!("audit.previous_signing_key: {e}")))?;
+    }
     let log = doorzet_audit::log::AuditLog::open(
         db,
         signer,

@@ -56,6 +56,7 @@ pub struct AuditWatch {
     check_error: Arc<RwLock<Option<String>>>,
     verified: Arc<std::sync::atomic::AtomicU64>,
     verified_at: Arc<std::sync::atomic::AtomicI64>,
+    pinned_key: Arc<RwLock<String>>,
     alarm_gauge: Gauge<i64>,
     failing_gauge: Gauge<i64>,
     verified_at_gauge: Gauge<i64>,
@@ -147,6 +148,7 @@ impl AuditWatch {
             failing_gauge,
             verified_at_gauge,
             accepted_keys: Arc::new(config.accepted_verifier_keys.clone()),
+            pinned_key: Arc::default(),
         };
         match alarm {
             Some(reason) => watch.raise(&reason, false).await,
@@ -223,6 +225,14 @@ impl AuditWatch {
         Ok(alarm)
     }
 
+    /// The verifier key pinned at the last check; empty before the first.
+    pub fn pinned_key(&self) -> String {
+        self.pinned_key
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Returns the size of the latest checkpoint verified.
     pub fn verified_size(&self) -> u64 {
         self.verified.load(std::sync::atomic::Ordering::Relaxed)
@@ -295,7 +305,9 @@ impl AuditWatch {
         *self.check_error.write().unwrap_or_else(|e| e.into_inner()) = error;
     }
 
-    async fn verifier(&self) -> Result<NoteVerifier, Outcome> {
+    /// The key to check `note` with: the pinned one, or the directory's new key when this node's
+    /// operator configured it or `note` is signed by both the pinned and the new key.
+    async fn verifier(&self, note: &str) -> Result<NoteVerifier, Outcome> {
         let published = self
             .directory
             .current()
@@ -314,18 +326,30 @@ impl AuditWatch {
         let key = match pinned {
             Some((key,)) if published.is_empty() || published == key => key,
             Some((key,)) => {
-                // A planned rotation: this node's own operator configured the new key.
-                if !self.accepted_keys.contains(&published) {
+                // A planned rotation: this node's own operator configured the new key, or the
+                // pinned key vouches for it by co-signing the checkpoint.
+                let cosigned = || {
+                    let both = NoteVerifier::parse(&key)
+                        .and_then(|old| old.verify(note))
+                        .and_then(|_| NoteVerifier::parse(&published))
+                        .and_then(|new| new.verify(note));
+                    both.is_ok()
+                };
+                let how = if self.accepted_keys.contains(&published) {
+                    "configured by this node's operator"
+                } else if cosigned() {
+                    "vouched for by a checkpoint signed by the pinned key and the new one"
+                } else {
                     return Err(Outcome::Broken(format!(
-                        "the directory now publishes audit key `{published}` instead of the pinned `{key}`, and this node's audit.accepted_verifier_keys does not list it"
+                        "the directory now publishes audit key `{published}` instead of the pinned `{key}`; this node's audit.accepted_verifier_keys does not list it and the checkpoint is not signed by both"
                     )));
-                }
+                };
                 sqlx::query("UPDATE audit_watch SET verifier_key = $1 WHERE id = 1")
                     .bind(&published)
                     .execute(self.db.pool())
                     .await
                     .map_err(|e| Outcome::Unavailable(e.to_string()))?;
-                tracing::warn!(old = %key, new = %published, "audit log key rotated to a key this node's operator configured");
+                tracing::warn!(old = %key, new = %published, how, "audit log key rotated");
                 published
             }
             None if published.is_empty() => {
@@ -345,12 +369,12 @@ impl AuditWatch {
                 published
             }
         };
+        *self.pinned_key.write().unwrap_or_else(|e| e.into_inner()) = key.clone();
         NoteVerifier::parse(&key)
             .map_err(|e| Outcome::Broken(format!("pinned audit key unusable: {e}")))
     }
 
     async fn check_inner(&self) -> Result<u64, Outcome> {
-        let verifier = self.verifier().await?;
         let propagate: Propagate = doorzet_mesh::telemetry::propagate;
         let mut client = AuditLogClient::with_interceptor(self.coordinator.clone(), propagate);
         let rpc = rpc_failure(|| "coordinator refused the checkpoint request".into());
@@ -360,6 +384,7 @@ impl AuditWatch {
             .map_err(rpc)?
             .into_inner()
             .checkpoint;
+        let verifier = self.verifier(&note).await?;
         let checkpoint = verifier
             .verify(&note)
             .map_err(|e| Outcome::Broken(format!("checkpoint does not verify: {e}")))?;

@@ -1,6 +1,6 @@
 //! Bad input from members and operators, against the real binaries: diagnostics that stay
 //! reachable while the directory is stale, a directory file that is broken, deleted or empties the
-//! mesh, certificates that may not sign, audit appends a node may not make, tokens with claims that
+//! mesh (while running or across a restart), certificates that may not sign, audit appends a node may not make, tokens with claims that
 //! are signed but unacceptable, and messages that do not decode. Each refusal first shows the same
 //! call succeeding on the same server.
 
@@ -132,6 +132,51 @@ async fn an_invalid_directory_file_at_start_exits_with_the_configuration_code() 
         "{}",
         broken.stderr()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_on_a_file_that_empties_the_mesh_is_refused_until_confirmed() {
+    let mut coordinator = coordinator_with(&[]).await;
+    let original = std::fs::read_to_string(&coordinator.directory).unwrap();
+    coordinator.terminate().await;
+    // The same file starts again (positive control)...
+    coordinator.start();
+    coordinator.wait_serving().await;
+    coordinator.terminate().await;
+    // ...but one that lost every member while the coordinator was down does not.
+    let (head, _) = original.split_once("[[members]]").unwrap();
+    std::fs::write(&coordinator.directory, head).unwrap();
+    coordinator.start();
+    let status = coordinator
+        .running()
+        .wait_exit(Duration::from_secs(20))
+        .await;
+    assert_eq!(status.code(), Some(64), "a configuration error");
+    let stderr = coordinator.running().stderr();
+    assert!(stderr.contains("removes 1 of 1 members"), "{stderr}");
+    assert!(stderr.contains("confirm_removals = 1"), "{stderr}");
+    let confirmed = head.replacen(
+        "region = \"test\"\n",
+        "region = \"test\"\nconfirm_removals = 1\n",
+        1,
+    );
+    std::fs::write(&coordinator.directory, confirmed).unwrap();
+    coordinator.start();
+    // With no member left to ask its mesh health, the admin listener says it runs.
+    let admin = coordinator.admin_addr;
+    doorzet_testkit::eventually(
+        Duration::from_secs(20),
+        "admin listener up",
+        || async move { tokio::net::TcpStream::connect(admin).await.ok().map(drop) },
+    )
+    .await;
+    wait_metric(
+        coordinator.admin_addr,
+        "doorzet_coordinator_directory_file_valid ",
+        "confirmed file in force",
+        |v| v == 1.0,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -2,7 +2,7 @@
 //! for a while, or that restarts with a renewed certificate, makes the log "cannot check" (shown,
 //! retried, not sticky); a rewritten log that grew past what a node verified is caught by the
 //! consistency proof; an operator clears an alarm with an admin role and the clearing is recorded;
-//! a key rotation the node's operator configured is accepted.
+//! a key rotation is accepted when the node's operator configured it or the pinned key co-signs it.
 
 use std::time::Duration;
 
@@ -258,4 +258,43 @@ async fn a_key_rotation_the_nodes_operator_configured_is_accepted() {
     mesh.wait_coordinator().await;
     append(member_channel(&mesh), actor, 3, 2).await;
     mesh.wait_audit_verified(5).await;
+}
+
+#[tokio::test]
+async fn a_key_rotation_cosigned_by_the_pinned_key_is_accepted_and_then_the_new_key_suffices() {
+    let mut mesh = TestMesh::start(1).await;
+    let actor = mesh.nodes[0].org.org;
+    append(member_channel(&mesh), actor, 0, 3).await;
+    mesh.wait_audit_verified(3).await;
+    // The ZVH rotates: the new key signs, the old one co-signs, the directory publishes the new.
+    let new_key = doorzet_ctl::pki::TokenKey::generate().unwrap();
+    mesh.restart_coordinator_with(|data, config| {
+        std::fs::rename(data.join("audit.key"), data.join("audit-previous.key")).unwrap();
+        doorzet_ctl::pki::write_private(&data.join("audit.key"), new_key.private_pem.as_bytes())
+            .unwrap();
+        config.audit.previous_signing_key = Some(data.join("audit-previous.key"));
+    })
+    .await;
+    mesh.wait_coordinator().await;
+    append(member_channel(&mesh), actor, 3, 2).await;
+    mesh.wait_audit_verified(5).await;
+    let new_verifier =
+        doorzet_audit::checkpoint::NoteSigner::from_pkcs8_pem(AUDIT_ORIGIN, &new_key.private_pem)
+            .unwrap()
+            .verifier_key();
+    eventually(
+        Duration::from_secs(10),
+        "node pinned the new key",
+        || async { (mesh.node_status().await.audit_verifier_key == new_verifier).then_some(()) },
+    )
+    .await;
+    // Re-pinned: once every node moved, the previous key goes and the new one alone verifies.
+    mesh.restart_coordinator_with(|_, config| config.audit.previous_signing_key = None)
+        .await;
+    mesh.wait_coordinator().await;
+    append(member_channel(&mesh), actor, 5, 2).await;
+    mesh.wait_audit_verified(7).await;
+    let status = mesh.node_status().await;
+    assert!(status.audit_alarm.is_empty(), "{}", status.audit_alarm);
+    assert_eq!(status.audit_verifier_key, new_verifier);
 }

@@ -206,6 +206,7 @@ impl TestMesh {
             org: coordinator_org.org,
             audit: doorzet_coordinator::config::AuditConfig {
                 signing_key: audit_key,
+                previous_signing_key: None,
                 origin: AUDIT_ORIGIN.into(),
                 max_clock_skew: Duration::from_secs(300),
                 append_rate: 50,
@@ -344,11 +345,21 @@ impl TestMesh {
     /// Stops the coordinator, lets `meanwhile` change its files (the database is
     /// `data_dir()/coordinator.db`), and starts it again on the same addresses.
     pub async fn restart_coordinator(&mut self, meanwhile: impl FnOnce(&std::path::Path)) {
+        self.restart_coordinator_with(|data, _| meanwhile(data))
+            .await;
+    }
+
+    /// Like [`TestMesh::restart_coordinator`], letting `meanwhile` change the configuration too
+    /// (kept for later restarts).
+    pub async fn restart_coordinator_with(
+        &mut self,
+        meanwhile: impl FnOnce(&std::path::Path, &mut CoordinatorConfig),
+    ) {
         self.coordinator_shutdown.cancel();
         if let Some(task) = self.coordinator_task.take() {
             let _ = task.await;
         }
-        meanwhile(self.data.path());
+        meanwhile(self.data.path(), &mut self.coordinator_config);
         let config = self.coordinator_config.clone();
         let mesh = rebind(config.mesh.listen).await;
         let admin = rebind(config.admin.listen).await;

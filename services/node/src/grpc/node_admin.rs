@@ -78,6 +78,7 @@ impl node_admin_server::NodeAdmin for NodeAdminService {
             audit_alarm: self.audit.alarm().unwrap_or_default(),
             audit_check_error: self.audit.check_error().unwrap_or_default(),
             audit_verified_at: self.audit.verified_at().map(Into::into),
+            audit_verifier_key: self.audit.pinned_key(),
         }))
     }
 
