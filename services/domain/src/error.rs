@@ -18,4 +18,32 @@ pub enum ParseError {
     /// An organisation kind that is not one of the known kinds.
     #[error("unknown organisation kind `{0}`")]
     OrgKind(String),
+    /// A value outside a closed vocabulary.
+    #[error("unknown {what} `{value}`")]
+    Unknown {
+        /// Which vocabulary.
+        what: &'static str,
+        /// The rejected value (at most 64 characters of it).
+        value: String,
+    },
+}
+
+/// A value that breaks a domain rule, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}`: {reason}")]
+pub struct Invalid {
+    /// The field, as the contract names it.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl Invalid {
+    /// Makes the error for `field`.
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            field,
+            reason: reason.into(),
+        }
+    }
 }
