@@ -69,6 +69,44 @@ pub fn org_kind(field: &'static str, value: i32) -> Result<OrgKind, ConvertError
     })
 }
 
+/// Parses a value of a closed vocabulary carried in `field`.
+pub fn vocab<T>(field: &'static str, value: &str) -> Result<T, ConvertError>
+where
+    T: std::str::FromStr<Err = doorzet_domain::ParseError>,
+{
+    value
+        .parse()
+        .map_err(|e: doorzet_domain::ParseError| ConvertError::new(field, e.to_string()))
+}
+
+/// Converts an optional timestamp carried in `field`.
+pub fn time(
+    field: &'static str,
+    value: Option<prost_types::Timestamp>,
+) -> Result<Option<std::time::SystemTime>, ConvertError> {
+    value
+        .map(|t| {
+            std::time::SystemTime::try_from(t)
+                .map_err(|_| ConvertError::new(field, "is not a valid time"))
+        })
+        .transpose()
+}
+
+impl From<doorzet_domain::disclosure::WithheldReason> for v1::WithheldReason {
+    fn from(reason: doorzet_domain::disclosure::WithheldReason) -> Self {
+        use doorzet_domain::disclosure::WithheldReason as R;
+        match reason {
+            R::NoConsent => Self::NoConsent,
+            R::CategoryNotCovered => Self::CategoryNotCovered,
+            R::RecipientNotCovered => Self::RecipientNotCovered,
+            R::PurposeNotCovered => Self::PurposeNotCovered,
+            R::Withdrawn => Self::ConsentWithdrawn,
+            R::Expired => Self::Expired,
+            R::NotYetValid => Self::NotYetValid,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

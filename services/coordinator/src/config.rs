@@ -79,9 +79,13 @@ pub struct AuditConfig {
     pub previous_signing_key: Option<PathBuf>,
     /// Origin line of the checkpoints, unique per log, e.g. `zvh-hofland.example/doorzet/audit`.
     pub origin: String,
-    /// How far the time of an entry a node appends may lie from the coordinator's clock.
+    /// How far the time of an entry a node appends may lie ahead of the coordinator's clock.
     #[serde(with = "humantime_serde", default = "default_max_clock_skew")]
     pub max_clock_skew: Duration,
+    /// How far it may lie behind: nodes queue their disclosure records while the coordinator is
+    /// unreachable and append them when it returns.
+    #[serde(with = "humantime_serde", default = "default_max_append_delay")]
+    pub max_append_delay: Duration,
     /// Entries per second each organisation may append, on average.
     #[serde(default = "default_append_rate")]
     pub append_rate: u32,
@@ -92,6 +96,9 @@ pub struct AuditConfig {
 
 fn default_max_clock_skew() -> Duration {
     Duration::from_secs(300)
+}
+fn default_max_append_delay() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
 }
 fn default_append_rate() -> u32 {
     50

@@ -324,14 +324,14 @@ mod tests {
             ..consent()
         };
         assert_eq!(
-            decide(FactCategory::EvictionDate, &[withdrawn.clone()], &at),
+            decide(FactCategory::EvictionDate, std::slice::from_ref(&withdrawn), &at),
             Decision::Withhold(Withdrawn),
             "at the withdrawal itself"
         );
         assert!(
             decide(
                 FactCategory::EvictionDate,
-                &[withdrawn.clone()],
+                std::slice::from_ref(&withdrawn),
                 &asker(149)
             )
             .is_disclosed()
@@ -364,7 +364,7 @@ mod tests {
         };
         assert!(law.validate().is_ok());
         assert_eq!(
-            decide(FactCategory::EvictionDate, &[law.clone()], &asker(150)),
+            decide(FactCategory::EvictionDate, std::slice::from_ref(&law), &asker(150)),
             Decision::Disclose { basis: 0 }
         );
         let withdrawn = Basis {

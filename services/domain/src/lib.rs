@@ -6,6 +6,7 @@
 //! - [`vocabulary`]: closed vocabularies (one macro for all).
 //! - [`disclosure`]: the disclosure rule: which facts go to whom, for what, when.
 //! - [`grant`]: the participation grant's claims and when they let an organisation ask.
+//! - [`mandate`]: mandates to decide, their vocabulary and when they are current.
 //! - [`oin`]: the organisation identifier (OIN) that names every mesh member.
 //! - [`organisation`]: the kinds of organisation in the mesh.
 //! - [`error`]: the crate's error type.
@@ -16,6 +17,7 @@ pub mod bsn;
 pub mod disclosure;
 pub mod error;
 pub mod grant;
+pub mod mandate;
 pub mod oin;
 pub mod organisation;
 pub mod vocabulary;

@@ -32,6 +32,12 @@ pub struct NodeConfig {
     /// How the coordinator's audit log is verified.
     #[serde(default)]
     pub audit: AuditWatch,
+    /// Which token roles may do what on the local listener.
+    #[serde(default)]
+    pub access: Access,
+    /// What the region's ladder knows, for validating mandates.
+    #[serde(default)]
+    pub ladder: LadderTerms,
     /// Where state is kept.
     #[serde(default = "default_storage")]
     pub storage: StorageConfig,
@@ -123,6 +129,66 @@ impl Default for AuditWatch {
             sweep: default_sweep(),
             accepted_verifier_keys: Vec::new(),
             clear_roles: default_clear_roles(),
+        }
+    }
+}
+
+/// Token roles per kind of work on the local listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Access {
+    /// Roles that manage cases, facts, consents, legal bases and links, and read the inbox.
+    #[serde(default = "default_case_roles")]
+    pub case_roles: Vec<String>,
+    /// Roles that manage mandates.
+    #[serde(default = "default_mandate_roles")]
+    pub mandate_roles: Vec<String>,
+    /// Roles that read the disclosure log.
+    #[serde(default = "default_disclosure_roles")]
+    pub disclosure_roles: Vec<String>,
+}
+
+fn default_case_roles() -> Vec<String> {
+    vec!["casemanager".to_owned(), "procesregisseur".to_owned()]
+}
+fn default_mandate_roles() -> Vec<String> {
+    vec!["beheerder".to_owned()]
+}
+fn default_disclosure_roles() -> Vec<String> {
+    vec!["privacy_officer".to_owned(), "beheerder".to_owned()]
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Self {
+            case_roles: default_case_roles(),
+            mandate_roles: default_mandate_roles(),
+            disclosure_roles: default_disclosure_roles(),
+        }
+    }
+}
+
+/// The region's ladder as far as mandates need it (until the coordinator publishes the ladder).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LadderTerms {
+    /// The highest tier.
+    #[serde(default = "default_max_tier")]
+    pub max_tier: u32,
+    /// Roles that may hold mandates; empty = any well-formed role.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+fn default_max_tier() -> u32 {
+    4
+}
+
+impl Default for LadderTerms {
+    fn default() -> Self {
+        Self {
+            max_tier: default_max_tier(),
+            roles: Vec::new(),
         }
     }
 }

@@ -14,6 +14,18 @@ pub enum Error {
     /// The caller's role does not allow this call.
     #[error("{0}")]
     PermissionDenied(String),
+    /// What the call names does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// What the call would create exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The coordinator refused or failed a call.
+    #[error("coordinator: {0}")]
+    Coordinator(String),
+    /// A participation grant was not accepted.
+    #[error(transparent)]
+    Grant(#[from] crate::grant::GrantError),
     /// The node is not in a state where this call makes sense.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -51,6 +63,10 @@ impl From<Error> for tonic::Status {
             Error::Identity(e) => e.into(),
             Error::PermissionDenied(_) => Self::permission_denied(err.to_string()),
             Error::FailedPrecondition(_) => Self::failed_precondition(err.to_string()),
+            Error::NotFound(_) => Self::not_found(err.to_string()),
+            Error::AlreadyExists(_) => Self::already_exists(err.to_string()),
+            Error::Grant(_) => Self::permission_denied(err.to_string()),
+            Error::Coordinator(_) => Self::unavailable(err.to_string()),
             Error::Storage(e) => {
                 tracing::error!(error = %e, "storage failure");
                 Self::internal("internal error")

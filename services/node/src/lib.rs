@@ -6,6 +6,10 @@
 //! - [`audit_watch`]: verifying the coordinator's audit log.
 //! - [`config`]: `node.toml` and its environment overrides.
 //! - [`directory_sync`]: fetching, storing and following the directory.
+//! - [`facts`]: `QueryFacts` as a decision: grant, disclosure rule, disclosure-log record.
+//! - [`grant`]: checking a participation grant's signature and claims.
+//! - [`disclosure_audit`]: appending the disclosure log's metadata to the coordinator's audit log.
+//! - [`ids`]: identifiers the node makes and the shape of a case reference.
 //! - [`grpc`]: the gRPC services on the mesh and local listeners.
 //! - [`store`]: persistent state and migrations.
 //! - [`error`]: the error type and its mapping to `tonic::Status`.
@@ -13,8 +17,12 @@
 pub mod audit_watch;
 pub mod config;
 pub mod directory_sync;
+pub mod disclosure_audit;
 pub mod error;
+pub mod facts;
+pub mod grant;
 pub mod grpc;
+pub mod ids;
 pub mod store;
 
 use std::sync::Arc;
@@ -98,7 +106,7 @@ pub async fn serve(
     sync.clone().spawn(&config, shutdown.clone());
     let audit = audit_watch::AuditWatch::new(
         db.clone(),
-        coordinator_channel,
+        coordinator_channel.clone(),
         directory.clone(),
         health.clone(),
         &metrics,
@@ -108,18 +116,40 @@ pub async fn serve(
     audit
         .clone()
         .spawn(config.audit.check_interval, shutdown.clone());
+    let audit_wake = Arc::new(tokio::sync::Notify::new());
+    let refused = prometheus_client::metrics::counter::Counter::default();
+    metrics.register(|registry| {
+        registry.register(
+            "node_disclosure_records_refused_by_audit_log",
+            "Disclosure records the coordinator's audit log refused as invalid (kept in the node's log only)",
+            refused.clone(),
+        );
+    });
+    disclosure_audit::Appender {
+        db: db.clone(),
+        coordinator: coordinator_channel.clone(),
+        org: config.org,
+        wake: audit_wake.clone(),
+        refused,
+    }
+    .spawn(shutdown.clone());
 
     let max = config.limits.max_message_bytes;
     mesh_routes.add_service(
-        PartnerNodeServer::new(grpc::partner_node::PartnerNodeService)
-            .max_decoding_message_size(max),
+        PartnerNodeServer::new(grpc::partner_node::PartnerNodeService {
+            db: db.clone(),
+            directory: directory.clone(),
+            audit_wake,
+            org: config.org,
+        })
+        .max_decoding_message_size(max),
     );
     local_routes.add_service(
         NodeAdminServer::new(grpc::node_admin::NodeAdminService::new(
-            config.org,
+            &config,
             directory.clone(),
             audit.clone(),
-            config.audit.clear_roles.clone(),
+            db.clone(),
         ))
         .max_decoding_message_size(max),
     );

@@ -368,6 +368,12 @@ async fn a_node_may_append_only_its_own_disclosures_about_members_now_within_its
             "time",
         ),
         (
+            "eight days behind",
+            Box::new(move |e| e.time = secs(now - 8 * 24 * 3600)),
+            Code::InvalidArgument,
+            "max_append_delay",
+        ),
+        (
             "an hour ahead",
             Box::new(move |e| e.time = secs(now + 3600)),
             Code::InvalidArgument,

@@ -209,6 +209,7 @@ impl TestMesh {
                 previous_signing_key: None,
                 origin: AUDIT_ORIGIN.into(),
                 max_clock_skew: Duration::from_secs(300),
+                max_append_delay: Duration::from_secs(7 * 24 * 3600),
                 append_rate: 50,
                 append_burst: 500,
             },

@@ -35,6 +35,7 @@ pub struct AuditLogService {
     log: AuditLog,
     directory: Arc<Directory>,
     max_clock_skew: Duration,
+    max_append_delay: Duration,
     quota: Arc<DefaultKeyedRateLimiter<Oin>>,
 }
 
@@ -47,6 +48,7 @@ impl AuditLogService {
             log,
             directory,
             max_clock_skew: config.max_clock_skew,
+            max_append_delay: config.max_append_delay,
             quota: Arc::new(RateLimiter::keyed(
                 Quota::per_second(rate).allow_burst(burst),
             )),
@@ -96,19 +98,30 @@ impl AuditLogService {
         if let Some(time) = &entry.time {
             let at =
                 SystemTime::try_from(*time).map_err(|_| invalid("time", "is not a valid time"))?;
-            let skew = match at.duration_since(now) {
-                Ok(ahead) => ahead,
-                Err(behind) => behind.duration(),
-            };
-            if skew > self.max_clock_skew {
-                return Err(invalid(
-                    "time",
-                    &format!(
-                        "lies {}s from the coordinator's clock, more than audit.max_clock_skew ({}s)",
-                        skew.as_secs(),
-                        self.max_clock_skew.as_secs()
-                    ),
-                ));
+            // Ahead only by clock skew; behind also by the time a node's records waited for the
+            // coordinator (a node queues its disclosure records while the coordinator is down).
+            match at.duration_since(now) {
+                Ok(ahead) if ahead > self.max_clock_skew => {
+                    return Err(invalid(
+                        "time",
+                        &format!(
+                            "lies {}s ahead of the coordinator's clock, more than audit.max_clock_skew ({}s)",
+                            ahead.as_secs(),
+                            self.max_clock_skew.as_secs()
+                        ),
+                    ));
+                }
+                Err(behind) if behind.duration() > self.max_append_delay => {
+                    return Err(invalid(
+                        "time",
+                        &format!(
+                            "lies {}s behind the coordinator's clock, more than audit.max_append_delay ({}s)",
+                            behind.duration().as_secs(),
+                            self.max_append_delay.as_secs()
+                        ),
+                    ));
+                }
+                _ => {}
             }
         }
         doorzet_audit::entry::validate_new(entry).map_err(|e| invalid(e.field, e.reason))

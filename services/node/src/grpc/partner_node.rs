@@ -1,11 +1,104 @@
-//! `PartnerNode` on the mesh listener. Every RPC answers `UNIMPLEMENTED` until the consent-rules
-//! issue fills in mandates, facts and notifications; the route exists so the coordinator and
-//! reflection see the whole contract now.
+//! `PartnerNode` on the mesh listener: facts under a participation grant and the disclosure rule,
+//! notifications from the coordinator into the inbox. Mandates are served from the mandate store.
 
-use doorzet_proto::v1::partner_node_server;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use doorzet_domain::Oin;
+use doorzet_mesh::Caller;
+use doorzet_mesh::directory::Directory;
+use doorzet_proto::convert::ConvertError;
+use doorzet_proto::v1::{self, partner_node_server};
+use doorzet_store::Database;
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+
+use crate::store::{disclosures, inbox};
+use crate::{Error, facts};
 
 /// The `PartnerNode` service.
-#[derive(Debug, Clone, Default)]
-pub struct PartnerNodeService;
+#[derive(Debug, Clone)]
+pub struct PartnerNodeService {
+    /// The node's database.
+    pub db: Database,
+    /// The directory in force.
+    pub directory: Arc<Directory>,
+    /// Wakes the audit appender after a disclosure record is stored.
+    pub audit_wake: Arc<Notify>,
+    /// This organisation.
+    pub org: Oin,
+}
 
-impl partner_node_server::PartnerNode for PartnerNodeService {}
+impl PartnerNodeService {
+    fn snapshot(&self) -> Result<Arc<doorzet_mesh::directory::Snapshot>, Error> {
+        self.directory
+            .current()
+            .ok_or_else(|| Error::FailedPrecondition("no directory yet".into()))
+    }
+}
+
+#[tonic::async_trait]
+impl partner_node_server::PartnerNode for PartnerNodeService {
+    async fn list_mandates(
+        &self,
+        request: Request<v1::ListMandatesRequest>,
+    ) -> Result<Response<v1::ListMandatesResponse>, Status> {
+        Caller::from_request(&request)?;
+        let filter = crate::store::mandates::Filter::parse(request.into_inner(), SystemTime::now())
+            .map_err(Error::from)?;
+        let mandates = crate::store::mandates::list(&self.db, &filter, false).await?;
+        Ok(Response::new(v1::ListMandatesResponse {
+            mandates: mandates
+                .iter()
+                .map(|m| m.to_pb(self.org, SystemTime::now()))
+                .collect(),
+        }))
+    }
+
+    async fn query_facts(
+        &self,
+        request: Request<v1::QueryFactsRequest>,
+    ) -> Result<Response<v1::QueryFactsResponse>, Status> {
+        let caller = Caller::from_request(&request)?.org;
+        let snapshot = self.snapshot()?;
+        let query = facts::Query::parse(caller, &snapshot, request.into_inner())?;
+        let (answer, record) =
+            facts::decide(&self.db, &snapshot, &query, SystemTime::now()).await?;
+        disclosures::insert(&self.db, &record, disclosures::AuditState::Pending).await?;
+        self.audit_wake.notify_one();
+        tracing::info!(
+            disclosure = %record.disclosure_id,
+            requester = %record.requester_org,
+            outcome = record.outcome.as_str(),
+            disclosed = record.disclosed_fact_ids.len(),
+            withheld = record.withheld_fact_ids.len(),
+            "facts query decided"
+        );
+        Ok(Response::new(answer?))
+    }
+
+    async fn notify(
+        &self,
+        request: Request<v1::NotifyRequest>,
+    ) -> Result<Response<v1::NotifyResponse>, Status> {
+        let caller = Caller::from_request(&request)?.org;
+        let snapshot = self.snapshot()?;
+        if caller != snapshot.coordinator {
+            return Err(Error::PermissionDenied(
+                "only the coordinator delivers notifications".into(),
+            )
+            .into());
+        }
+        let n = request.into_inner();
+        crate::ids::check_token(&n.notification_id)
+            .map_err(|why| Error::from(ConvertError::new("notification_id", why)))?;
+        if v1::EscalationEventType::try_from(n.event)
+            .is_ok_and(|e| e == v1::EscalationEventType::Unspecified)
+            || v1::EscalationEventType::try_from(n.event).is_err()
+        {
+            return Err(Error::from(ConvertError::new("event", "must be a known event")).into());
+        }
+        let is_new = inbox::store(&self.db, &n, SystemTime::now()).await?;
+        Ok(Response::new(v1::NotifyResponse { is_new }))
+    }
+}

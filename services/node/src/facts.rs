@@ -1,0 +1,153 @@
+//! `QueryFacts` as a decision: the grant is checked first (without a valid one the request is
+//! refused as a whole), then each fact of the linked case is judged by the domain's disclosure
+//! rule. Every outcome becomes a disclosure-log record. Fact values are personal data: they go
+//! into the answer and nowhere else (no log line, span or metric).
+
+use std::time::SystemTime;
+
+use doorzet_domain::disclosure::{self, Asker, Decision, FactCategory};
+use doorzet_domain::{Oin, OrgKind};
+use doorzet_mesh::directory::Snapshot;
+use doorzet_proto::convert::{ConvertError, vocab};
+use doorzet_proto::v1;
+use doorzet_store::Database;
+
+use crate::store::cases;
+use crate::store::disclosures::{Outcome, Record};
+use crate::{Error, grant, ids};
+
+/// A checked request.
+#[derive(Debug)]
+pub struct Query {
+    /// The asking organisation (from its certificate).
+    pub caller: Oin,
+    /// Its kind (from the directory).
+    pub kind: OrgKind,
+    /// The person asking there.
+    pub requested_by: String,
+    /// The case reference.
+    pub case_ref: String,
+    /// Categories asked for; empty = all.
+    pub categories: Vec<FactCategory>,
+    /// The grant token.
+    pub grant: String,
+}
+
+impl Query {
+    /// Checks the request's fields; errors name the field.
+    pub fn parse(
+        caller: Oin,
+        snapshot: &Snapshot,
+        req: v1::QueryFactsRequest,
+    ) -> Result<Self, Error> {
+        ids::check_token(&req.requested_by)
+            .map_err(|why| ConvertError::new("requested_by", why))?;
+        ids::check_case_ref(&req.case_ref).map_err(|why| ConvertError::new("case_ref", why))?;
+        let categories = req
+            .categories
+            .iter()
+            .map(|c| vocab("categories", c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let kind = snapshot
+            .member(&caller)
+            .map(|m| m.kind)
+            .ok_or_else(|| Error::PermissionDenied("the caller is not a member".into()))?;
+        Ok(Self {
+            caller,
+            kind,
+            requested_by: req.requested_by,
+            case_ref: req.case_ref,
+            categories,
+            grant: req.grant,
+        })
+    }
+
+    fn record(&self, at: SystemTime) -> Record {
+        Record {
+            disclosure_id: ids::random("disc"),
+            at,
+            requester_org: self.caller.to_string(),
+            requester_person: self.requested_by.clone(),
+            on_behalf_of_org: String::new(),
+            case_ref: self.case_ref.clone(),
+            escalation_id: String::new(),
+            purpose: String::new(),
+            disclosed_fact_ids: Vec::new(),
+            disclosed_categories: Vec::new(),
+            withheld_fact_ids: Vec::new(),
+            withheld_categories: Vec::new(),
+            outcome: Outcome::Refused,
+            refusal: String::new(),
+            grant_id: String::new(),
+        }
+    }
+}
+
+/// Decides `query` at `now`: the answer (or the refusal) and the record to log either way.
+pub async fn decide(
+    db: &Database,
+    snapshot: &Snapshot,
+    query: &Query,
+    now: SystemTime,
+) -> Result<(Result<v1::QueryFactsResponse, Error>, Record), Error> {
+    let mut record = query.record(now);
+    let grant = match grant::verify(snapshot, &query.grant, &query.caller, &query.case_ref, now) {
+        Ok(grant) => grant,
+        Err(e) => {
+            record.refusal = e.to_string();
+            return Ok((Err(e.into()), record));
+        }
+    };
+    record.on_behalf_of_org = snapshot.coordinator.to_string();
+    record.escalation_id = grant.escalation_id.clone();
+    record.purpose = grant.purpose.to_string();
+    record.grant_id = grant.id.clone();
+
+    let asker = Asker {
+        org: query.caller,
+        kind: query.kind,
+        purpose: grant.purpose,
+        at: now,
+    };
+    let mut response = v1::QueryFactsResponse::default();
+    if let Some(case_id) = cases::case_for_ref(db, &query.case_ref).await? {
+        let bases: Vec<_> = cases::bases(db, &case_id)
+            .await?
+            .into_iter()
+            .map(|b| b.basis)
+            .collect();
+        for fact in cases::facts(db, &case_id).await? {
+            if !query.categories.is_empty() && !query.categories.contains(&fact.category) {
+                continue;
+            }
+            match disclosure::decide(fact.category, &bases, &asker) {
+                Decision::Disclose { .. } => {
+                    record.disclosed_fact_ids.push(fact.fact_id.clone());
+                    record.disclosed_categories.push(fact.category.to_string());
+                    response.facts.push(v1::Fact {
+                        fact_id: fact.fact_id,
+                        category: fact.category.to_string(),
+                        value: fact.value,
+                        source: fact.source,
+                        recorded_at: Some(fact.recorded_at.into()),
+                    });
+                }
+                Decision::Withhold(reason) => {
+                    record.withheld_fact_ids.push(fact.fact_id);
+                    record.withheld_categories.push(fact.category.to_string());
+                    response.withheld.push(v1::WithheldFact {
+                        category: fact.category.to_string(),
+                        reason: v1::WithheldReason::from(reason) as i32,
+                    });
+                }
+            }
+        }
+    }
+    record.outcome = match (response.facts.is_empty(), response.withheld.is_empty()) {
+        (false, true) => Outcome::Disclosed,
+        (false, false) => Outcome::PartlyWithheld,
+        (true, _) => Outcome::Withheld,
+    };
+    response.disclosure_id = record.disclosure_id.clone();
+    Ok((Ok(response), record))
+}

@@ -1,0 +1,74 @@
+//! Identifiers the node makes (random, letters only, so no run of digits in them can look like a
+//! BSN to the audit log's check) and the shape of a case reference.
+
+use rand::Rng;
+
+/// A random id `prefix-` followed by 20 lowercase letters (about 94 bits).
+pub fn random(prefix: &str) -> String {
+    let mut rng = rand::thread_rng();
+    let letters: String = (0..20)
+        .map(|_| (b'a' + rng.gen_range(0..26u8)) as char)
+        .collect();
+    format!("{prefix}-{letters}")
+}
+
+/// Checks a case reference: 8–64 characters of ASCII letters, digits, `-` and `_`, holding no
+/// number that could be a BSN. Returns why not.
+pub fn check_case_ref(value: &str) -> Result<(), &'static str> {
+    if !(8..=64).contains(&value.len()) {
+        return Err("must be 8 to 64 characters");
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err("may hold only letters, digits, `-` and `_`");
+    }
+    if doorzet_domain::bsn::contains_bsn_shaped(value) {
+        return Err("holds a number that could be a citizen service number");
+    }
+    Ok(())
+}
+
+/// Checks free identifiers supplied by callers (local ids, person ids): 1–64 printable characters
+/// without control characters.
+pub fn check_token(value: &str) -> Result<(), &'static str> {
+    if value.is_empty() || value.chars().count() > 64 {
+        return Err("must be 1 to 64 characters");
+    }
+    if value.chars().any(char::is_control) {
+        return Err("must not hold control characters");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn random_ids_are_letters_and_distinct() {
+        let a = random("fact");
+        assert!(a.starts_with("fact-") && a.len() == 25);
+        assert!(a[5..].bytes().all(|b| b.is_ascii_lowercase()));
+        assert_ne!(a, random("fact"));
+    }
+
+    #[test]
+    fn case_refs_refuse_bsns_and_odd_characters() {
+        assert!(check_case_ref("case-7f3a9c2e").is_ok());
+        assert!(check_case_ref("case-123456782").is_err());
+        assert!(check_case_ref("short").is_err());
+        assert!(check_case_ref("case with space").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn the_check_never_panics(s in "\\PC{0,100}") {
+            let _ = check_case_ref(&s);
+            let _ = check_token(&s);
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The disclosure log (NEN 7513): every `QueryFacts` decision, allowed or refused, with who asked,
+//! on whose behalf, about which case reference, which facts and categories, for what, and the
+//! outcome. Never fact contents. Rows wait in `audit_state = 0` until the audit appender has put
+//! their metadata in the coordinator's audit log.
+
+use std::time::SystemTime;
+
+use doorzet_store::Database;
+
+use crate::Error;
+use crate::store::cases::{from_millis, join, millis};
+
+/// The outcome of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything asked for was disclosed.
+    Disclosed,
+    /// Some disclosed, some withheld.
+    PartlyWithheld,
+    /// Everything withheld.
+    Withheld,
+    /// Refused as a whole (no valid grant).
+    Refused,
+}
+
+impl Outcome {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disclosed => "disclosed",
+            Self::PartlyWithheld => "partly_withheld",
+            Self::Withheld => "withheld",
+            Self::Refused => "refused",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, Error> {
+        Ok(match s {
+            "disclosed" => Self::Disclosed,
+            "partly_withheld" => Self::PartlyWithheld,
+            "withheld" => Self::Withheld,
+            "refused" => Self::Refused,
+            other => return Err(Error::Corrupt(format!("disclosure outcome `{other}`"))),
+        })
+    }
+}
+
+/// One entry of the disclosure log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Log id.
+    pub disclosure_id: String,
+    /// When.
+    pub at: SystemTime,
+    /// The asking organisation.
+    pub requester_org: String,
+    /// The person asking, as that organisation identifies them.
+    pub requester_person: String,
+    /// On whose behalf (the grant's issuer), empty when no grant was read.
+    pub on_behalf_of_org: String,
+    /// Case reference asked about.
+    pub case_ref: String,
+    /// Escalation, from the grant.
+    pub escalation_id: String,
+    /// Purpose, from the grant.
+    pub purpose: String,
+    /// Facts disclosed.
+    pub disclosed_fact_ids: Vec<String>,
+    /// Their categories.
+    pub disclosed_categories: Vec<String>,
+    /// Facts withheld.
+    pub withheld_fact_ids: Vec<String>,
+    /// Their categories.
+    pub withheld_categories: Vec<String>,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Why refused.
+    pub refusal: String,
+    /// The grant id, when read.
+    pub grant_id: String,
+}
+
+/// Where an entry stands with the coordinator's audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditState {
+    /// To be appended.
+    Pending = 0,
+    /// Appended.
+    Appended = 1,
+    /// Kept here only: its identifiers cannot go into the audit log (a malformed case reference).
+    LocalOnly = 2,
+}
+
+/// Stores a record.
+pub async fn insert(db: &Database, r: &Record, audit: AuditState) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO disclosures (disclosure_id, at, requester_org, requester_person, on_behalf_of_org, \
+         case_ref, escalation_id, purpose, disclosed_fact_ids, disclosed_categories, withheld_fact_ids, \
+         withheld_categories, outcome, refusal, grant_id, audit_state) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+    )
+    .bind(&r.disclosure_id)
+    .bind(millis(r.at))
+    .bind(&r.requester_org)
+    .bind(&r.requester_person)
+    .bind(&r.on_behalf_of_org)
+    .bind(&r.case_ref)
+    .bind(&r.escalation_id)
+    .bind(&r.purpose)
+    .bind(join(&r.disclosed_fact_ids))
+    .bind(join(&r.disclosed_categories))
+    .bind(join(&r.withheld_fact_ids))
+    .bind(join(&r.withheld_categories))
+    .bind(r.outcome.as_str())
+    .bind(&r.refusal)
+    .bind(&r.grant_id)
+    .bind(audit as i32)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+const COLUMNS: &str = "seq, disclosure_id, at, requester_org, requester_person, on_behalf_of_org, \
+    case_ref, escalation_id, purpose, disclosed_fact_ids, disclosed_categories, withheld_fact_ids, \
+    withheld_categories, outcome, refusal, grant_id";
+
+type Row = (
+    i64,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+);
+
+fn list(column: &str) -> Vec<String> {
+    column
+        .split(',')
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn record_of(row: Row) -> Result<(i64, Record), Error> {
+    let (
+        seq,
+        id,
+        at,
+        org,
+        person,
+        behalf,
+        case_ref,
+        esc,
+        purpose,
+        dfi,
+        dc,
+        wfi,
+        wc,
+        outcome,
+        refusal,
+        grant,
+    ) = row;
+    Ok((
+        seq,
+        Record {
+            disclosure_id: id,
+            at: from_millis(at),
+            requester_org: org,
+            requester_person: person,
+            on_behalf_of_org: behalf,
+            case_ref,
+            escalation_id: esc,
+            purpose,
+            disclosed_fact_ids: list(&dfi),
+            disclosed_categories: list(&dc),
+            withheld_fact_ids: list(&wfi),
+            withheld_categories: list(&wc),
+            outcome: Outcome::parse(&outcome)?,
+            refusal,
+            grant_id: grant,
+        },
+    ))
+}
+
+/// Lists the newest `limit` entries for a case reference, newest first.
+pub async fn for_case_ref(db: &Database, case_ref: &str, limit: u32) -> Result<Vec<Record>, Error> {
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM disclosures WHERE case_ref = $1 ORDER BY seq DESC LIMIT $2"
+    )))
+    .bind(case_ref)
+    .bind(limit as i64)
+    .fetch_all(db.pool())
+    .await?;
+    rows.into_iter()
+        .map(|r| record_of(r).map(|(_, rec)| rec))
+        .collect()
+}
+
+/// The oldest `limit` entries still to append to the audit log, with their sequence numbers.
+pub async fn pending(db: &Database, limit: u32) -> Result<Vec<(i64, Record)>, Error> {
+    let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM disclosures WHERE audit_state = 0 ORDER BY seq LIMIT $1"
+    )))
+    .bind(limit as i64)
+    .fetch_all(db.pool())
+    .await?;
+    rows.into_iter().map(record_of).collect()
+}
+
+/// Marks the entries with these sequence numbers as appended.
+pub async fn mark_appended(db: &Database, seqs: &[i64]) -> Result<(), Error> {
+    for seq in seqs {
+        sqlx::query("UPDATE disclosures SET audit_state = 1 WHERE seq = $1")
+            .bind(seq)
+            .execute(db.pool())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Marks an entry as kept here only.
+pub async fn mark_local_only(db: &Database, seq: i64) -> Result<(), Error> {
+    sqlx::query("UPDATE disclosures SET audit_state = 2 WHERE seq = $1")
+        .bind(seq)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// Number of entries still to append to the audit log.
+pub async fn pending_count(db: &Database) -> Result<u64, Error> {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM disclosures WHERE audit_state = 0")
+        .fetch_one(db.pool())
+        .await?;
+    Ok(n as u64)
+}

@@ -1,0 +1,51 @@
+//! The inbox of notifications from the coordinator, stored once per notification id.
+
+use std::time::SystemTime;
+
+use doorzet_store::Database;
+use prost::Message;
+
+use crate::Error;
+use crate::store::cases::{from_millis, millis};
+use doorzet_proto::v1;
+
+/// Stores `notification` unless its id was stored before; returns whether it was new.
+pub async fn store(
+    db: &Database,
+    notification: &v1::NotifyRequest,
+    now: SystemTime,
+) -> Result<bool, Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO inbox (notification_id, body, received_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (notification_id) DO NOTHING",
+    )
+    .bind(&notification.notification_id)
+    .bind(notification.encode_to_vec())
+    .bind(millis(now))
+    .execute(db.pool())
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Lists up to `limit` notifications after position `after`, oldest first.
+pub async fn list(db: &Database, after: u64, limit: u32) -> Result<Vec<v1::InboxItem>, Error> {
+    let rows: Vec<(i64, Vec<u8>, i64)> = sqlx::query_as(
+        "SELECT position, body, received_at FROM inbox WHERE position > $1 ORDER BY position LIMIT $2",
+    )
+    .bind(after as i64)
+    .bind(limit as i64)
+    .fetch_all(db.pool())
+    .await?;
+    rows.into_iter()
+        .map(|(position, body, at)| {
+            Ok(v1::InboxItem {
+                position: position as u64,
+                notification: Some(
+                    v1::NotifyRequest::decode(body.as_slice())
+                        .map_err(|e| Error::Corrupt(format!("inbox body: {e}")))?,
+                ),
+                received_at: Some(from_millis(at).into()),
+            })
+        })
+        .collect()
+}
