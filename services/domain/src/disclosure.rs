@@ -324,7 +324,11 @@ mod tests {
             ..consent()
         };
         assert_eq!(
-            decide(FactCategory::EvictionDate, std::slice::from_ref(&withdrawn), &at),
+            decide(
+                FactCategory::EvictionDate,
+                std::slice::from_ref(&withdrawn),
+                &at
+            ),
             Decision::Withhold(Withdrawn),
             "at the withdrawal itself"
         );
@@ -364,7 +368,11 @@ mod tests {
         };
         assert!(law.validate().is_ok());
         assert_eq!(
-            decide(FactCategory::EvictionDate, std::slice::from_ref(&law), &asker(150)),
+            decide(
+                FactCategory::EvictionDate,
+                std::slice::from_ref(&law),
+                &asker(150)
+            ),
             Decision::Disclose { basis: 0 }
         );
         let withdrawn = Basis {

@@ -261,6 +261,8 @@ impl TestMesh {
                     sweep: 64,
                     ..Default::default()
                 },
+                access: Default::default(),
+                ladder: Default::default(),
                 storage: doorzet_store::StorageConfig {
                     url: storage_url(
                         storage,

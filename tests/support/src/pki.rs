@@ -99,6 +99,17 @@ impl TestOrg {
         jsonwebtoken::encode(&header, claims, &key).expect("sign")
     }
 
+    /// A participation grant signed with this organisation's key (the coordinator's, for a valid
+    /// one).
+    pub fn grant(&self, claims: &doorzet_domain::grant::GrantClaims) -> String {
+        doorzet_ctl::token::mint_grant(
+            self.token_key.private_pem.as_bytes(),
+            &self.token_key.jwk.kid,
+            claims,
+        )
+        .expect("grant")
+    }
+
     /// A good token for a person of this organisation.
     pub fn token(&self, sub: &str, role: &str) -> String {
         self.sign(&TestClaims::new(self.org, sub, role))

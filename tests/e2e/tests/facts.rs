@@ -1,0 +1,354 @@
+//! A partner node discloses a case's facts only under a participation grant signed by the
+//! coordinator that names the caller and the case, and then only what a consent or legal basis
+//! covers; everything else is withheld by reason, a call without a valid grant is refused as a
+//! whole, and every decision lands in the node's disclosure log and (metadata only) in the
+//! coordinator's audit log. Over real mutual TLS between separate node instances, on SQLite and on
+//! PostgreSQL; the tracing output of the whole run is captured and must not hold a fact's value.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use doorzet_domain::grant::GrantClaims;
+use doorzet_proto::v1::{
+    self, audit_log_client::AuditLogClient, node_admin_client::NodeAdminClient,
+    partner_node_client::PartnerNodeClient,
+};
+use doorzet_testkit::mesh::{Storage, channel_as, with_token};
+use doorzet_testkit::{TestMesh, eventually};
+use tonic::Code;
+
+/// Fictional fact values; none may appear in any log line, span or audit entry.
+const EVICTION: &str = "ontruiming-2027-02-01-Lindelaan";
+const RISK: &str = "dreigt-met-geweld-tegen-buren";
+const DIAGNOSIS: &str = "psychotische-stoornis-groep-B";
+const CASE_REF: &str = "case-qxwvtrplmnbk";
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_tracing() -> Captured {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .init();
+    captured
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn claims(mesh: &TestMesh, participant: usize, case_ref: &str) -> GrantClaims {
+    let now = now_secs();
+    GrantClaims {
+        iss: mesh.coordinator.org.org.to_string(),
+        jti: "grant-test-one".into(),
+        escalation_id: "esc-test-one".into(),
+        case_ref: case_ref.into(),
+        tier: 2,
+        participants: vec![mesh.nodes[participant].org.org.to_string()],
+        purpose: "escalation_meeting".into(),
+        iat: now,
+        nbf: now - 5,
+        exp: now + 600,
+    }
+}
+
+fn query(grant: &str, case_ref: &str) -> v1::QueryFactsRequest {
+    v1::QueryFactsRequest {
+        grant: grant.into(),
+        case_ref: case_ref.into(),
+        categories: vec![],
+        requested_by: "emp-4711".into(),
+    }
+}
+
+fn partner(
+    mesh: &TestMesh,
+    from: usize,
+    to: usize,
+) -> PartnerNodeClient<tonic::transport::Channel> {
+    PartnerNodeClient::new(channel_as(
+        &mesh.nodes[from].org,
+        &mesh.nodes[to].mesh_endpoint,
+    ))
+}
+
+async fn scenario(storage: Storage) {
+    let captured = capture_tracing();
+    let mesh = TestMesh::start_on(storage, 3, |_| {}).await;
+    let holder = &mesh.nodes[0];
+    let local = channel_as(&holder.org, &holder.local_endpoint);
+    let mut admin = NodeAdminClient::new(local);
+    let token = holder.org.token("cm-1", "casemanager");
+
+    // The municipality records a case, three facts and the person's consent for one category.
+    let case = admin
+        .create_case(with_token(
+            v1::CreateCaseRequest {
+                local_id: "zaak-2026-0001".into(),
+                bsn: String::new(),
+            },
+            &token,
+        ))
+        .await
+        .expect("create case")
+        .into_inner();
+    for (category, value) in [
+        ("eviction_date", EVICTION),
+        ("risk_signal", RISK),
+        ("diagnosis_group", DIAGNOSIS),
+    ] {
+        admin
+            .add_fact(with_token(
+                v1::AddFactRequest {
+                    case_id: case.case_id.clone(),
+                    fact: Some(v1::Fact {
+                        category: category.into(),
+                        value: value.into(),
+                        source: "zaaksysteem".into(),
+                        ..Default::default()
+                    }),
+                },
+                &token,
+            ))
+            .await
+            .expect("add fact");
+    }
+    let consent = admin
+        .record_consent(with_token(
+            v1::RecordConsentRequest {
+                consent: Some(v1::Consent {
+                    case_id: case.case_id.clone(),
+                    given_by: v1::ConsentGiver::Person as i32,
+                    categories: vec!["eviction_date".into()],
+                    recipients: Some(v1::Recipients {
+                        org_ids: vec![],
+                        kinds: vec![v1::OrganisationKind::MentalHealthInstitution as i32],
+                    }),
+                    purposes: vec!["escalation_meeting".into()],
+                    ..Default::default()
+                }),
+            },
+            &token,
+        ))
+        .await
+        .expect("record consent")
+        .into_inner();
+    admin
+        .link_case(with_token(
+            v1::LinkCaseRequest {
+                case_id: case.case_id.clone(),
+                case_ref: CASE_REF.into(),
+                with_pseudonym: false,
+            },
+            &token,
+        ))
+        .await
+        .expect("link case");
+
+    // The GGZ, named in the coordinator's grant, gets exactly the consented fact.
+    let grant = mesh.coordinator.org.grant(&claims(&mesh, 1, CASE_REF));
+    let answer = partner(&mesh, 1, 0)
+        .query_facts(query(&grant, CASE_REF))
+        .await
+        .expect("a participant with a grant is answered")
+        .into_inner();
+    assert_eq!(answer.facts.len(), 1, "{answer:?}");
+    assert_eq!(answer.facts[0].category, "eviction_date");
+    assert_eq!(answer.facts[0].value, EVICTION);
+    let mut withheld: Vec<_> = answer
+        .withheld
+        .iter()
+        .map(|w| (w.category.as_str(), w.reason))
+        .collect();
+    withheld.sort();
+    let not_covered = v1::WithheldReason::CategoryNotCovered as i32;
+    assert_eq!(
+        withheld,
+        [
+            ("diagnosis_group", not_covered),
+            ("risk_signal", not_covered)
+        ]
+    );
+
+    // Refused as a whole, each naming why.
+    let refusals = [
+        (
+            "the same grant from a member it does not name",
+            2,
+            grant.clone(),
+            CASE_REF,
+            "does not name",
+        ),
+        ("no grant", 2, String::new(), CASE_REF, "grant is required"),
+        (
+            "an expired grant",
+            1,
+            mesh.coordinator.org.grant(&GrantClaims {
+                nbf: now_secs() - 120,
+                exp: now_secs() - 1,
+                ..claims(&mesh, 1, CASE_REF)
+            }),
+            CASE_REF,
+            "expired",
+        ),
+        (
+            "a grant signed by a member instead of the coordinator",
+            1,
+            mesh.nodes[1].org.grant(&claims(&mesh, 1, CASE_REF)),
+            CASE_REF,
+            "not signed by the coordinator",
+        ),
+        (
+            "a grant for another case",
+            1,
+            grant.clone(),
+            "case-othercasexyz",
+            "another case",
+        ),
+    ];
+    for (what, from, grant, case_ref, message) in refusals {
+        let err = partner(&mesh, from, 0)
+            .query_facts(query(&grant, case_ref))
+            .await
+            .expect_err(what);
+        assert_eq!(err.code(), Code::PermissionDenied, "{what}: {err:?}");
+        assert!(err.message().contains(message), "{what}: {}", err.message());
+    }
+
+    // After the withdrawal the same participant with the same grant sees nothing it covered.
+    admin
+        .withdraw_consent(with_token(
+            v1::WithdrawConsentRequest {
+                consent_id: consent.consent_id.clone(),
+            },
+            &token,
+        ))
+        .await
+        .expect("withdraw");
+    let after = partner(&mesh, 1, 0)
+        .query_facts(query(&grant, CASE_REF))
+        .await
+        .expect("answered, with everything withheld")
+        .into_inner();
+    assert!(after.facts.is_empty(), "{after:?}");
+    assert!(after.withheld.iter().any(|w| w.category == "eviction_date"
+        && w.reason == v1::WithheldReason::ConsentWithdrawn as i32));
+
+    // The disclosure log holds every decision about the case, allowed or refused.
+    let log = admin
+        .list_disclosures(with_token(
+            v1::ListDisclosuresRequest {
+                case_ref: CASE_REF.into(),
+                limit: 0,
+            },
+            &holder.org.token("po-1", "privacy_officer"),
+        ))
+        .await
+        .expect("disclosure log")
+        .into_inner()
+        .disclosures;
+    let outcomes: Vec<i32> = log.iter().rev().map(|d| d.outcome).collect();
+    use v1::DisclosureOutcome as O;
+    assert_eq!(
+        outcomes,
+        [
+            O::PartlyWithheld as i32,
+            O::Refused as i32,
+            O::Refused as i32,
+            O::Refused as i32,
+            O::Refused as i32,
+            O::Withheld as i32
+        ]
+    );
+    assert!(log.iter().all(|d| d.requester_person == "emp-4711"));
+    let err = admin
+        .list_disclosures(with_token(
+            v1::ListDisclosuresRequest {
+                case_ref: CASE_REF.into(),
+                limit: 0,
+            },
+            &token,
+        ))
+        .await
+        .expect_err("a case manager may not read the disclosure log");
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // ...and reaches the coordinator's audit log as metadata: 8 entries (the first decision is
+    // one disclosed and one withheld entry; the one about another case is logged too).
+    let audit = AuditLogClient::new(channel_as(&holder.org, &mesh.coordinator.endpoint));
+    let entries = eventually(
+        Duration::from_secs(10),
+        "disclosures in the audit log",
+        || {
+            let mut audit = audit.clone();
+            async move {
+                let e = audit
+                    .get_entries(v1::GetEntriesRequest {
+                        start: 0,
+                        limit: 100,
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .entries;
+                (e.len() >= 8).then_some(e)
+            }
+        },
+    )
+    .await;
+    let decoded: Vec<v1::AuditEntry> = entries
+        .iter()
+        .map(|b| doorzet_audit::entry::decode(b).expect("entry"))
+        .collect();
+    let disclosed: Vec<_> = decoded
+        .iter()
+        .filter(|e| e.action == v1::AuditAction::FactsDisclosed as i32)
+        .collect();
+    assert_eq!(disclosed.len(), 1);
+    assert_eq!(disclosed[0].fact_categories, ["eviction_date"]);
+    assert_eq!(disclosed[0].recipient_org, mesh.nodes[1].org.org.as_str());
+    assert_eq!(disclosed[0].case_ref, CASE_REF);
+
+    // No fact value anywhere: audit entries, log lines, spans.
+    let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    assert!(logs.contains("facts query decided"), "tracing was captured");
+    for value in [EVICTION, RISK, DIAGNOSIS] {
+        assert!(!logs.contains(value), "a fact value reached the logs");
+        for bytes in &entries {
+            assert!(
+                !bytes.windows(value.len()).any(|w| w == value.as_bytes()),
+                "a fact value reached the audit log"
+            );
+        }
+    }
+    mesh.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn facts_are_disclosed_exactly_as_the_grant_and_consent_allow_on_sqlite() {
+    scenario(Storage::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn facts_are_disclosed_exactly_as_the_grant_and_consent_allow_on_postgres() {
+    scenario(Storage::Postgres).await;
+}
