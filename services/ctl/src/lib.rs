@@ -7,9 +7,11 @@
 //! - [`token`]: minting JWTs with an organisation's development signing key.
 //! - [`local_mesh`]: `mesh up`, `mesh down` and `mesh status`.
 //! - [`inspect`]: asking a running mesh who is in the directory and who the caller is.
+//! - [`partner`]: a node's cases, facts, consents, mandates and disclosure log; development grants.
 
 pub mod audit_verify;
 pub mod inspect;
 pub mod local_mesh;
+pub mod partner;
 pub mod pki;
 pub mod token;

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use doorzet_ctl::local_mesh::{self, MeshFile, UpOptions};
-use doorzet_ctl::{inspect, pki, token};
+use doorzet_ctl::{inspect, partner, pki, token};
 use doorzet_domain::Oin;
 
 /// Operate a doorzet mesh: make development certificates and tokens, run a local mesh of real
@@ -36,6 +36,50 @@ enum Command {
     /// The mesh's audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// A node's local cases (on its local listener, with a token).
+    Case {
+        #[command(subcommand)]
+        command: partner::CaseCommand,
+        #[command(flatten)]
+        target: partner::LocalTarget,
+    },
+    /// Facts about a node's local cases.
+    Fact {
+        #[command(subcommand)]
+        command: partner::FactCommand,
+        #[command(flatten)]
+        target: partner::LocalTarget,
+    },
+    /// Consents and legal bases for a node's local cases.
+    Consent {
+        #[command(subcommand)]
+        command: partner::ConsentCommand,
+        #[command(flatten)]
+        target: partner::LocalTarget,
+    },
+    /// A node's mandates.
+    Mandate {
+        #[command(subcommand)]
+        command: partner::MandateCommand,
+        #[command(flatten)]
+        target: partner::LocalTarget,
+    },
+    /// A node's disclosure log for a case reference (who saw which categories when).
+    Disclosures {
+        /// The case reference.
+        case_ref: String,
+        /// Most entries.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[command(flatten)]
+        target: partner::LocalTarget,
+    },
+    /// Participation grants (development: minted with the local mesh coordinator's key).
+    #[command(subcommand)]
+    Grant(GrantCommand),
+    /// Ask a node for a case's facts over mutual TLS, as a member (local mesh).
+    #[command(subcommand)]
+    Facts(FactsCommand),
     /// Show who a development token makes you on a member's local listener.
     Whoami {
         /// Local mesh directory.
@@ -50,6 +94,63 @@ enum Command {
         /// Role to put in the token.
         #[arg(long, default_value = "procesregisseur")]
         role: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GrantCommand {
+    /// Mint a grant for members of the local mesh, signed with its coordinator's development key
+    /// (until the coordinator issues grants itself); prints the token.
+    Issue {
+        /// Local mesh directory.
+        #[arg(long, default_value = ".doorzet-dev")]
+        dir: PathBuf,
+        /// The case reference.
+        #[arg(long)]
+        case_ref: String,
+        /// Participants (member names or ids), comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        to: Vec<String>,
+        /// Purpose.
+        #[arg(long, default_value = "escalation_meeting")]
+        purpose: String,
+        /// Tier.
+        #[arg(long, default_value_t = 2)]
+        tier: u32,
+        /// Escalation id.
+        #[arg(long, default_value = "esc-demo-one")]
+        escalation_id: String,
+        /// Validity.
+        #[arg(long, default_value = "1h", value_parser = humantime_serde::re::humantime::parse_duration)]
+        ttl: Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FactsCommand {
+    /// Ask MEMBER's node for a case's facts, with a grant.
+    Query {
+        /// Local mesh directory.
+        #[arg(long, default_value = ".doorzet-dev")]
+        dir: PathBuf,
+        /// The member asking (its certificate is used).
+        #[arg(long = "as")]
+        asker: String,
+        /// The member whose node holds the case.
+        #[arg(long)]
+        from: String,
+        /// The participation grant.
+        #[arg(long, env = "DOORZET_GRANT", hide_env_values = true)]
+        grant: String,
+        /// The case reference.
+        #[arg(long)]
+        case_ref: String,
+        /// Who asks at the asking organisation (an employee id).
+        #[arg(long, default_value = "emp-0042")]
+        requested_by: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -260,6 +361,39 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Case { command, target } => partner::case(command, &target).await?,
+        Command::Fact { command, target } => partner::fact(command, &target).await?,
+        Command::Consent { command, target } => partner::consent(command, &target).await?,
+        Command::Mandate { command, target } => partner::mandate(command, &target).await?,
+        Command::Disclosures {
+            case_ref,
+            limit,
+            target,
+        } => partner::disclosures(case_ref, limit, &target).await?,
+        Command::Grant(GrantCommand::Issue {
+            dir,
+            case_ref,
+            to,
+            purpose,
+            tier,
+            escalation_id,
+            ttl,
+        }) => {
+            let grant =
+                partner::issue_grant(&dir, &case_ref, &to, &purpose, tier, &escalation_id, ttl)?;
+            println!("{grant}");
+        }
+        Command::Facts(FactsCommand::Query {
+            dir,
+            asker,
+            from,
+            grant,
+            case_ref,
+            requested_by,
+            json,
+        }) => {
+            partner::query_facts(&dir, &asker, &from, grant, case_ref, requested_by, json).await?
+        }
         Command::Pki(PkiCommand::Revoke {
             dir,
             cert,
