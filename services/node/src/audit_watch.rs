@@ -21,6 +21,9 @@ use doorzet_mesh::directory::Directory;
 use doorzet_mesh::log_throttle::Throttle;
 use doorzet_proto::v1::{self, audit_log_client::AuditLogClient};
 use doorzet_store::Database;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -44,6 +47,24 @@ pub enum Outcome {
     Broken(String),
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerCheckLabels {
+    result: &'static str,
+}
+
+/// What comparing a member's checkpoint with this node's found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerCheck {
+    /// Same history.
+    Consistent,
+    /// Different histories, both signed by the coordinator: the alarm is raised.
+    Fork(String),
+    /// The member's note does not verify under the pinned key (not evidence against the log).
+    Unverifiable(String),
+    /// The comparison could not run now.
+    CannotCheck(String),
+}
+
 /// The node's view of the audit log.
 #[derive(Debug, Clone)]
 pub struct AuditWatch {
@@ -57,7 +78,10 @@ pub struct AuditWatch {
     verified: Arc<std::sync::atomic::AtomicU64>,
     verified_at: Arc<std::sync::atomic::AtomicI64>,
     pinned_key: Arc<RwLock<String>>,
+    latest: Arc<RwLock<Option<(Checkpoint, String)>>>,
+    compared: Arc<std::sync::Mutex<std::collections::HashSet<(u64, Hash)>>>,
     alarm_gauge: Gauge<i64>,
+    peer_checks: Family<PeerCheckLabels, Counter>,
     failing_gauge: Gauge<i64>,
     verified_at_gauge: Gauge<i64>,
     accepted_keys: Arc<Vec<String>>,
@@ -104,6 +128,7 @@ impl AuditWatch {
         config: &crate::config::AuditWatch,
     ) -> Result<Self, crate::Error> {
         let alarm_gauge = Gauge::<i64>::default();
+        let peer_checks = Family::<PeerCheckLabels, Counter>::default();
         let failing_gauge = Gauge::<i64>::default();
         let verified_at_gauge = Gauge::<i64>::default();
         metrics.register(|r| {
@@ -111,6 +136,11 @@ impl AuditWatch {
                 "node_audit_alarm",
                 "1 when this node found evidence that the coordinator's audit log was rewritten, truncated or rolled back",
                 alarm_gauge.clone(),
+            );
+            r.register(
+                "node_peer_checkpoints",
+                "Checkpoints sent by calling members, compared with this node's: consistent, fork, unverifiable or cannot_check",
+                peer_checks.clone(),
             );
             r.register(
                 "node_audit_check_failing",
@@ -149,6 +179,9 @@ impl AuditWatch {
             verified_at_gauge,
             accepted_keys: Arc::new(config.accepted_verifier_keys.clone()),
             pinned_key: Arc::default(),
+            latest: Arc::default(),
+            peer_checks,
+            compared: Arc::default(),
         };
         match alarm {
             Some(reason) => watch.raise(&reason, false).await,
@@ -231,6 +264,132 @@ impl AuditWatch {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The signed note of the latest checkpoint this node verified, to show the members it calls.
+    pub fn latest_note(&self) -> Option<String> {
+        self.latest
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, note)| note.clone())
+    }
+
+    /// Compares a checkpoint another member verified (sent with its call) with this node's own:
+    /// the same size must have the same root, and different sizes must be consistent by the
+    /// coordinator's proof. A fork is evidence that the coordinator showed the two members
+    /// different histories and raises the alarm; a note that does not verify under the pinned
+    /// key is the peer's problem, not the coordinator's, and is only reported.
+    pub async fn compare_peer(&self, peer: doorzet_domain::Oin, note: &str) -> PeerCheck {
+        let check = self.compare_peer_inner(peer, note).await;
+        let result = match &check {
+            PeerCheck::Consistent => "consistent",
+            PeerCheck::Fork(_) => "fork",
+            PeerCheck::Unverifiable(_) => "unverifiable",
+            PeerCheck::CannotCheck(_) => "cannot_check",
+        };
+        self.peer_checks
+            .get_or_create(&PeerCheckLabels { result })
+            .inc();
+        check
+    }
+
+    async fn compare_peer_inner(&self, peer: doorzet_domain::Oin, note: &str) -> PeerCheck {
+        let key = self.pinned_key();
+        let Some((mine, _)) = self
+            .latest
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        else {
+            return PeerCheck::CannotCheck("this node has not verified the log yet".into());
+        };
+        let theirs = match NoteVerifier::parse(&key).and_then(|v| v.verify(note)) {
+            Ok(c) if c.origin == mine.origin => c,
+            Ok(_) => return PeerCheck::Unverifiable("checkpoint of another log".into()),
+            Err(e) => return PeerCheck::Unverifiable(e.to_string()),
+        };
+        if self
+            .compared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&(theirs.size, theirs.root))
+        {
+            return PeerCheck::Consistent;
+        }
+        let fork = |why: String| {
+            format!(
+                "fork: member {peer} holds a checkpoint of size {} signed by the coordinator that {why}; the coordinator shows members different histories",
+                theirs.size
+            )
+        };
+        let verdict = if theirs.size == mine.size {
+            if theirs.root == mine.root {
+                Ok(())
+            } else {
+                Err(fork(format!(
+                    "has another root than this node's of the same size"
+                )))
+            }
+        } else {
+            let (small, large) = if theirs.size < mine.size {
+                (&theirs, &mine)
+            } else {
+                (&mine, &theirs)
+            };
+            if small.size == 0 {
+                Ok(())
+            } else {
+                let mut client = AuditLogClient::new(self.coordinator.clone());
+                let proof = match client
+                    .get_consistency_proof(v1::GetConsistencyProofRequest {
+                        first_size: small.size,
+                        second_size: large.size,
+                    })
+                    .await
+                {
+                    Ok(r) => r.into_inner().hashes,
+                    Err(s) => {
+                        return PeerCheck::CannotCheck(format!(
+                            "no consistency proof from the coordinator: {}",
+                            status_message(&s)
+                        ));
+                    }
+                };
+                match merkle::hashes_from_wire(proof) {
+                    Some(proof)
+                        if merkle::verify_consistency(
+                            small.size,
+                            large.size,
+                            &small.root,
+                            &large.root,
+                            &proof,
+                        )
+                        .is_ok() =>
+                    {
+                        Ok(())
+                    }
+                    _ => Err(fork(format!(
+                        "is not consistent with this node's of size {}",
+                        mine.size
+                    ))),
+                }
+            }
+        };
+        match verdict {
+            Ok(()) => {
+                let mut compared = self.compared.lock().unwrap_or_else(|e| e.into_inner());
+                if compared.len() > 4096 {
+                    compared.clear();
+                }
+                compared.insert((theirs.size, theirs.root));
+                PeerCheck::Consistent
+            }
+            Err(reason) => {
+                self.raise(&reason, true).await;
+                PeerCheck::Fork(reason)
+            }
+        }
     }
 
     /// Returns the size of the latest checkpoint verified.
@@ -424,6 +583,7 @@ impl AuditWatch {
         self.sweep(&mut client, &checkpoint).await?;
         self.verified
             .store(checkpoint.size, std::sync::atomic::Ordering::Relaxed);
+        *self.latest.write().unwrap_or_else(|e| e.into_inner()) = Some((checkpoint.clone(), note));
         Ok(checkpoint.size)
     }
 

@@ -23,6 +23,14 @@ pub enum Error {
     /// The coordinator refused or failed a call.
     #[error("coordinator: {0}")]
     Coordinator(String),
+    /// Another member's node refused or failed a call made on the caller's behalf.
+    #[error("member {org}: {}", status.message())]
+    Member {
+        /// The member.
+        org: doorzet_domain::Oin,
+        /// Its answer.
+        status: tonic::Status,
+    },
     /// A participation grant was not accepted.
     #[error(transparent)]
     Grant(#[from] crate::grant::GrantError),
@@ -67,6 +75,7 @@ impl From<Error> for tonic::Status {
             Error::AlreadyExists(_) => Self::already_exists(err.to_string()),
             Error::Grant(_) => Self::permission_denied(err.to_string()),
             Error::Coordinator(_) => Self::unavailable(err.to_string()),
+            Error::Member { ref status, .. } => Self::new(status.code(), err.to_string()),
             Error::Storage(e) => {
                 tracing::error!(error = %e, "storage failure");
                 Self::internal("internal error")

@@ -8,6 +8,7 @@
 //! - [`directory_sync`]: fetching, storing and following the directory.
 //! - [`facts`]: `QueryFacts` as a decision: grant, disclosure rule, disclosure-log record.
 //! - [`grant`]: checking a participation grant's signature and claims.
+//! - [`gossip`]: members comparing the audit log's checkpoints on every call between them.
 //! - [`disclosure_audit`]: appending the disclosure log's metadata to the coordinator's audit log.
 //! - [`ids`]: identifiers the node makes and the shape of a case reference.
 //! - [`grpc`]: the gRPC services on the mesh and local listeners.
@@ -20,6 +21,7 @@ pub mod directory_sync;
 pub mod disclosure_audit;
 pub mod error;
 pub mod facts;
+pub mod gossip;
 pub mod grant;
 pub mod grpc;
 pub mod ids;
@@ -141,6 +143,7 @@ pub async fn serve(
             directory: directory.clone(),
             audit_wake,
             org: config.org,
+            audit: audit.clone(),
         })
         .max_decoding_message_size(max),
     );
@@ -150,6 +153,7 @@ pub async fn serve(
             directory.clone(),
             audit.clone(),
             db.clone(),
+            tls.clone(),
         ))
         .max_decoding_message_size(max),
     );

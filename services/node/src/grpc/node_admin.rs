@@ -29,6 +29,9 @@ pub struct NodeAdminService {
     db: Database,
     access: Arc<Access>,
     ladder: Arc<Ladder>,
+    tls: Arc<doorzet_mesh::ReloadingTls>,
+    request_timeout: std::time::Duration,
+    members: Arc<std::sync::Mutex<std::collections::HashMap<Oin, tonic::transport::Channel>>>,
 }
 
 impl NodeAdminService {
@@ -38,6 +41,7 @@ impl NodeAdminService {
         directory: Arc<Directory>,
         audit: crate::audit_watch::AuditWatch,
         db: Database,
+        tls: Arc<doorzet_mesh::ReloadingTls>,
     ) -> Self {
         Self {
             org: config.org,
@@ -50,7 +54,34 @@ impl NodeAdminService {
                 max_tier: config.ladder.max_tier,
                 roles: config.ladder.roles.iter().cloned().collect(),
             }),
+            tls,
+            request_timeout: config.limits.request_timeout,
+            members: Arc::default(),
         }
+    }
+
+    /// A channel to another member's node, checked against the directory on every connection.
+    fn member(&self, org: Oin) -> Result<tonic::transport::Channel, Error> {
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(channel) = members.get(&org) {
+            return Ok(channel.clone());
+        }
+        let snapshot = self
+            .directory
+            .current()
+            .ok_or_else(|| Error::FailedPrecondition("no directory yet".into()))?;
+        let member = snapshot
+            .member(&org)
+            .ok_or_else(|| Error::NotFound(format!("{org} is not a member of the directory")))?;
+        let channel = doorzet_mesh::client::member_channel(
+            self.tls.clone(),
+            &member.mesh_endpoint,
+            org,
+            self.directory.clone(),
+            self.request_timeout,
+        )?;
+        members.insert(org, channel.clone());
+        Ok(channel)
     }
 }
 
@@ -612,6 +643,33 @@ impl node_admin_server::NodeAdmin for NodeAdminService {
             subject_pseudonym: l.subject_pseudonym.unwrap_or_default(),
             linked_at: Some(l.linked_at.into()),
         }))
+    }
+
+    async fn query_partner_facts(
+        &self,
+        request: Request<v1::QueryPartnerFactsRequest>,
+    ) -> Result<Response<v1::QueryFactsResponse>, Status> {
+        let person = person_in(&request, &self.access.case_roles, "ask partners for facts")?;
+        let req = request.into_inner();
+        let org = convert::oin("org_id", &req.org_id).map_err(Error::from)?;
+        if org == self.org {
+            return Err(invalid(
+                "org_id",
+                "is this organisation; read the case with GetCase",
+            ));
+        }
+        let mut call = Request::new(v1::QueryFactsRequest {
+            grant: req.grant,
+            case_ref: req.case_ref,
+            categories: req.categories,
+            requested_by: person.subject.clone(),
+        });
+        crate::gossip::attach(&self.audit, &mut call);
+        let answer = v1::partner_node_client::PartnerNodeClient::new(self.member(org)?)
+            .query_facts(call)
+            .await
+            .map_err(|status| Error::Member { org, status })?;
+        Ok(Response::new(answer.into_inner()))
     }
 
     async fn list_inbox(

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 
 use crate::store::{disclosures, inbox};
-use crate::{Error, facts};
+use crate::{Error, facts, gossip};
 
 /// The `PartnerNode` service.
 #[derive(Debug, Clone)]
@@ -27,6 +27,8 @@ pub struct PartnerNodeService {
     pub audit_wake: Arc<Notify>,
     /// This organisation.
     pub org: Oin,
+    /// The audit log's view, to compare callers' checkpoints with.
+    pub audit: crate::audit_watch::AuditWatch,
 }
 
 impl PartnerNodeService {
@@ -44,6 +46,7 @@ impl partner_node_server::PartnerNode for PartnerNodeService {
         request: Request<v1::ListMandatesRequest>,
     ) -> Result<Response<v1::ListMandatesResponse>, Status> {
         Caller::from_request(&request)?;
+        gossip::observe(&self.audit, &request);
         let filter = crate::store::mandates::Filter::parse(request.into_inner(), SystemTime::now())
             .map_err(Error::from)?;
         let mandates = crate::store::mandates::list(&self.db, &filter, false).await?;
@@ -60,6 +63,7 @@ impl partner_node_server::PartnerNode for PartnerNodeService {
         request: Request<v1::QueryFactsRequest>,
     ) -> Result<Response<v1::QueryFactsResponse>, Status> {
         let caller = Caller::from_request(&request)?.org;
+        gossip::observe(&self.audit, &request);
         let snapshot = self.snapshot()?;
         let query = facts::Query::parse(caller, &snapshot, request.into_inner())?;
         let (answer, record) =
@@ -82,6 +86,7 @@ impl partner_node_server::PartnerNode for PartnerNodeService {
         request: Request<v1::NotifyRequest>,
     ) -> Result<Response<v1::NotifyResponse>, Status> {
         let caller = Caller::from_request(&request)?.org;
+        gossip::observe(&self.audit, &request);
         let snapshot = self.snapshot()?;
         if caller != snapshot.coordinator {
             return Err(Error::PermissionDenied(
