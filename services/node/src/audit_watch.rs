@@ -327,9 +327,9 @@ impl AuditWatch {
             if theirs.root == mine.root {
                 Ok(())
             } else {
-                Err(fork(format!(
-                    "has another root than this node's of the same size"
-                )))
+                Err(fork(
+                    "has another root than this node's of the same size".to_owned(),
+                ))
             }
         } else {
             let (small, large) = if theirs.size < mine.size {
