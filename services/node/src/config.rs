@@ -38,6 +38,9 @@ pub struct NodeConfig {
     /// What the region's ladder knows, for validating mandates.
     #[serde(default)]
     pub ladder: LadderTerms,
+    /// Keys for the BSN at rest and the subject pseudonym.
+    #[serde(default)]
+    pub cases: Cases,
     /// Where state is kept.
     #[serde(default = "default_storage")]
     pub storage: StorageConfig,
@@ -131,6 +134,19 @@ impl Default for AuditWatch {
             clear_roles: default_clear_roles(),
         }
     }
+}
+
+/// Keys for citizen service numbers (each optional: without it a BSN is refused, never stored in
+/// the clear). Each file holds 64 hex digits (32 random bytes).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cases {
+    /// The node's own key that seals a case's BSN at rest.
+    #[serde(default)]
+    pub bsn_key_file: Option<std::path::PathBuf>,
+    /// The region's key for subject pseudonyms (shared by the partners, not by the coordinator).
+    #[serde(default)]
+    pub pseudonym_key_file: Option<std::path::PathBuf>,
 }
 
 /// Token roles per kind of work on the local listener.

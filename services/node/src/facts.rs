@@ -12,7 +12,6 @@ use doorzet_proto::convert::{ConvertError, vocab};
 use doorzet_proto::v1;
 use doorzet_store::Database;
 
-use crate::store::cases;
 use crate::store::disclosures::{Outcome, Record};
 use crate::{Error, grant, ids};
 
@@ -86,6 +85,7 @@ impl Query {
 /// Decides `query` at `now`: the answer (or the refusal) and the record to log either way.
 pub async fn decide(
     db: &Database,
+    cache: &crate::case_cache::CaseCache,
     snapshot: &Snapshot,
     query: &Query,
     now: SystemTime,
@@ -110,30 +110,25 @@ pub async fn decide(
         at: now,
     };
     let mut response = v1::QueryFactsResponse::default();
-    if let Some(case_id) = cases::case_for_ref(db, &query.case_ref).await? {
-        let bases: Vec<_> = cases::bases(db, &case_id)
-            .await?
-            .into_iter()
-            .map(|b| b.basis)
-            .collect();
-        for fact in cases::facts(db, &case_id).await? {
+    if let Some(case) = cache.get(db, &query.case_ref).await? {
+        for fact in &case.facts {
             if !query.categories.is_empty() && !query.categories.contains(&fact.category) {
                 continue;
             }
-            match disclosure::decide(fact.category, &bases, &asker) {
+            match disclosure::decide(fact.category, &case.bases, &asker) {
                 Decision::Disclose { .. } => {
                     record.disclosed_fact_ids.push(fact.fact_id.clone());
                     record.disclosed_categories.push(fact.category.to_string());
                     response.facts.push(v1::Fact {
-                        fact_id: fact.fact_id,
+                        fact_id: fact.fact_id.clone(),
                         category: fact.category.to_string(),
-                        value: fact.value,
-                        source: fact.source,
+                        value: fact.value.clone(),
+                        source: fact.source.clone(),
                         recorded_at: Some(fact.recorded_at.into()),
                     });
                 }
                 Decision::Withhold(reason) => {
-                    record.withheld_fact_ids.push(fact.fact_id);
+                    record.withheld_fact_ids.push(fact.fact_id.clone());
                     record.withheld_categories.push(fact.category.to_string());
                     response.withheld.push(v1::WithheldFact {
                         category: fact.category.to_string(),

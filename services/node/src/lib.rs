@@ -6,16 +6,19 @@
 //! - [`audit_watch`]: verifying the coordinator's audit log.
 //! - [`config`]: `node.toml` and its environment overrides.
 //! - [`directory_sync`]: fetching, storing and following the directory.
+//! - [`case_cache`]: cases as `QueryFacts` reads them, kept between writes.
 //! - [`facts`]: `QueryFacts` as a decision: grant, disclosure rule, disclosure-log record.
 //! - [`grant`]: checking a participation grant's signature and claims.
 //! - [`gossip`]: members comparing the audit log's checkpoints on every call between them.
 //! - [`disclosure_audit`]: appending the disclosure log's metadata to the coordinator's audit log.
 //! - [`ids`]: identifiers the node makes and the shape of a case reference.
+//! - [`sealed`]: the BSN sealed at rest and the subject pseudonym.
 //! - [`grpc`]: the gRPC services on the mesh and local listeners.
 //! - [`store`]: persistent state and migrations.
 //! - [`error`]: the error type and its mapping to `tonic::Status`.
 
 pub mod audit_watch;
+pub mod case_cache;
 pub mod config;
 pub mod directory_sync;
 pub mod disclosure_audit;
@@ -25,6 +28,7 @@ pub mod gossip;
 pub mod grant;
 pub mod grpc;
 pub mod ids;
+pub mod sealed;
 pub mod store;
 
 use std::sync::Arc;
@@ -137,9 +141,12 @@ pub async fn serve(
     .spawn(shutdown.clone());
 
     let max = config.limits.max_message_bytes;
+    let case_cache = case_cache::CaseCache::default();
     mesh_routes.add_service(
         PartnerNodeServer::new(grpc::partner_node::PartnerNodeService {
             db: db.clone(),
+            cases: case_cache.clone(),
+            disclosures: store::disclosures::Writer::start(db.clone()),
             directory: directory.clone(),
             audit_wake,
             org: config.org,
@@ -154,6 +161,8 @@ pub async fn serve(
             audit.clone(),
             db.clone(),
             tls.clone(),
+            sealed::BsnKeys::load(&config.cases)?,
+            case_cache,
         ))
         .max_decoding_message_size(max),
     );

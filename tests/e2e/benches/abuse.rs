@@ -13,29 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use doorzet_proto::v1::{self, node_admin_client::NodeAdminClient};
+use doorzet_testkit::measure::{percentile, rss_mib};
 use doorzet_testkit::mesh::with_token;
 use doorzet_testkit::pki::server_only_client_config;
 use doorzet_testkit::process::{CoordinatorProcess, NodeProcess};
 use tonic::transport::Channel;
-
-/// The node's resident memory in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
 
 /// Legitimate calls, one every 10 ms on an established connection, until `stop`; returns their
 /// latencies (a failed call counts as the request timeout) and the peak memory seen meanwhile.

@@ -9,6 +9,7 @@
 //! - [`process`]: a coordinator as a real process.
 
 pub mod audit;
+pub mod measure;
 pub mod mesh;
 pub mod pki;
 pub mod process;

@@ -263,6 +263,7 @@ impl TestMesh {
                 },
                 access: Default::default(),
                 ladder: Default::default(),
+                cases: Default::default(),
                 storage: doorzet_store::StorageConfig {
                     url: storage_url(
                         storage,

@@ -160,8 +160,8 @@ impl CoordinatorProcess {
         std::fs::write(
             &directory,
             format!(
-                "region = \"test\"\n[coordinator]\norg_id = \"{}\"\nname = \"c\"\nmesh_endpoint = \"https://{mesh_addr}\"\n\n[[members]]\norg_id = \"{}\"\nkind = \"municipality\"\nname = \"{}\"\nmesh_endpoint = \"https://127.0.0.1:1\"\nsigning_keys = [{{ kid = \"{}\", alg = \"EdDSA\", kty = \"OKP\", crv = \"Ed25519\", x = \"{}\" }}]\n",
-                org.org, member.org, MEMBERS[0].name, jwk.kid, jwk.x
+                "region = \"test\"\n[coordinator]\norg_id = \"{}\"\nname = \"c\"\nmesh_endpoint = \"https://{mesh_addr}\"\nsigning_keys = [{{ kid = \"{}\", alg = \"EdDSA\", kty = \"OKP\", crv = \"Ed25519\", x = \"{}\" }}]\n\n[[members]]\norg_id = \"{}\"\nkind = \"municipality\"\nname = \"{}\"\nmesh_endpoint = \"https://127.0.0.1:1\"\nsigning_keys = [{{ kid = \"{}\", alg = \"EdDSA\", kty = \"OKP\", crv = \"Ed25519\", x = \"{}\" }}]\n",
+                org.org, org.jwk().kid, org.jwk().x, member.org, MEMBERS[0].name, jwk.kid, jwk.x
             ),
         )
         .expect("directory");

@@ -32,6 +32,8 @@ pub struct NodeAdminService {
     tls: Arc<doorzet_mesh::ReloadingTls>,
     request_timeout: std::time::Duration,
     members: Arc<std::sync::Mutex<std::collections::HashMap<Oin, tonic::transport::Channel>>>,
+    bsn: crate::sealed::BsnKeys,
+    cache: crate::case_cache::CaseCache,
 }
 
 impl NodeAdminService {
@@ -42,6 +44,8 @@ impl NodeAdminService {
         audit: crate::audit_watch::AuditWatch,
         db: Database,
         tls: Arc<doorzet_mesh::ReloadingTls>,
+        bsn: crate::sealed::BsnKeys,
+        cache: crate::case_cache::CaseCache,
     ) -> Self {
         Self {
             org: config.org,
@@ -57,6 +61,8 @@ impl NodeAdminService {
             tls,
             request_timeout: config.limits.request_timeout,
             members: Arc::default(),
+            bsn,
+            cache,
         }
     }
 
@@ -264,6 +270,7 @@ impl NodeAdminService {
             recorded_by: person.subject.clone(),
         };
         cases::add_basis(&self.db, &stored, now).await?;
+        self.cache.invalidate();
         Ok(stored)
     }
 
@@ -439,16 +446,23 @@ impl node_admin_server::NodeAdmin for NodeAdminService {
         let person = person_in(&request, &self.access.case_roles, "manage cases")?;
         let req = request.into_inner();
         ids::check_token(&req.local_id).map_err(|why| invalid("local_id", why))?;
-        if !req.bsn.is_empty() {
-            return Err(Error::FailedPrecondition(
-                "this node does not store BSNs yet (cases.bsn_key_file comes with encryption at rest); leave bsn empty".into(),
-            )
-            .into());
-        }
+        let case_id = ids::random("case");
+        let sealed = if req.bsn.is_empty() {
+            None
+        } else {
+            if req.bsn.len() != 9 || !doorzet_domain::bsn::passes_eleven_test(&req.bsn) {
+                return Err(invalid(
+                    "bsn",
+                    "must be nine digits that pass the eleven-test",
+                ));
+            }
+            Some(self.bsn.seal(&case_id, &req.bsn)?)
+        };
         let case = cases::create_case(
             &self.db,
-            &ids::random("case"),
+            &case_id,
             &req.local_id,
+            sealed,
             &person.subject,
             SystemTime::now(),
         )
@@ -530,6 +544,7 @@ impl node_admin_server::NodeAdmin for NodeAdminService {
                 .unwrap_or_else(SystemTime::now),
         };
         cases::add_fact(&self.db, &stored, &person.subject).await?;
+        self.cache.invalidate();
         Ok(Response::new(fact_pb(stored)))
     }
 
@@ -612,6 +627,7 @@ impl node_admin_server::NodeAdmin for NodeAdminService {
         let person = person_in(&request, &self.access.case_roles, "withdraw consents")?;
         let id = request.into_inner().consent_id;
         let stored = cases::withdraw(&self.db, &id, SystemTime::now()).await?;
+        self.cache.invalidate();
         tracing::info!(consent = %id, by = %person.subject, "consent withdrawn");
         consent_of(&stored)
     }

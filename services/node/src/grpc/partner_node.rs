@@ -23,6 +23,10 @@ pub struct PartnerNodeService {
     pub db: Database,
     /// The directory in force.
     pub directory: Arc<Directory>,
+    /// Cases as QueryFacts reads them.
+    pub cases: crate::case_cache::CaseCache,
+    /// Stores disclosure records (group commit).
+    pub disclosures: disclosures::Writer,
     /// Wakes the audit appender after a disclosure record is stored.
     pub audit_wake: Arc<Notify>,
     /// This organisation.
@@ -67,10 +71,10 @@ impl partner_node_server::PartnerNode for PartnerNodeService {
         let snapshot = self.snapshot()?;
         let query = facts::Query::parse(caller, &snapshot, request.into_inner())?;
         let (answer, record) =
-            facts::decide(&self.db, &snapshot, &query, SystemTime::now()).await?;
-        disclosures::insert(&self.db, &record, disclosures::AuditState::Pending).await?;
-        self.audit_wake.notify_one();
-        tracing::info!(
+            facts::decide(&self.db, &self.cases, &snapshot, &query, SystemTime::now()).await?;
+        // The disclosure log (stored before the answer leaves) is the record of every decision;
+        // this line is for debugging only.
+        tracing::debug!(
             disclosure = %record.disclosure_id,
             requester = %record.requester_org,
             outcome = record.outcome.as_str(),
@@ -78,6 +82,8 @@ impl partner_node_server::PartnerNode for PartnerNodeService {
             withheld = record.withheld_fact_ids.len(),
             "facts query decided"
         );
+        self.disclosures.write(record).await?;
+        self.audit_wake.notify_one();
         Ok(Response::new(answer?))
     }
 

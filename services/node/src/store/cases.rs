@@ -102,19 +102,22 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-/// Creates a case; a `local_id` already in use is `AlreadyExists`.
+/// Creates a case (with its sealed BSN, if any); a `local_id` already in use is `AlreadyExists`.
 pub async fn create_case(
     db: &Database,
     case_id: &str,
     local_id: &str,
+    bsn_sealed: Option<Vec<u8>>,
     created_by: &str,
     now: SystemTime,
 ) -> Result<Case, Error> {
+    let has_bsn = bsn_sealed.is_some();
     sqlx::query(
-        "INSERT INTO cases (case_id, local_id, created_at, created_by) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO cases (case_id, local_id, bsn_sealed, created_at, created_by) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(case_id)
     .bind(local_id)
+    .bind(bsn_sealed)
     .bind(millis(now))
     .bind(created_by)
     .execute(db.pool())
@@ -129,7 +132,7 @@ pub async fn create_case(
     Ok(Case {
         case_id: case_id.to_owned(),
         local_id: local_id.to_owned(),
-        has_bsn: false,
+        has_bsn,
         created_at: from_millis(millis(now)),
     })
 }
@@ -143,6 +146,16 @@ fn case_of((case_id, local_id, bsn, created_at): CaseRow) -> Case {
         has_bsn: bsn.is_some(),
         created_at: from_millis(created_at),
     }
+}
+
+/// Returns a case's sealed BSN, if one is stored.
+pub async fn sealed_bsn(db: &Database, case_id: &str) -> Result<Option<Vec<u8>>, Error> {
+    let row: Option<(Option<Vec<u8>>,)> =
+        sqlx::query_as("SELECT bsn_sealed FROM cases WHERE case_id = $1")
+            .bind(case_id)
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(row.and_then(|(b,)| b))
 }
 
 /// Returns a case, or `NotFound`.

@@ -91,32 +91,120 @@ pub enum AuditState {
     LocalOnly = 2,
 }
 
-/// Stores a record.
-pub async fn insert(db: &Database, r: &Record, audit: AuditState) -> Result<(), Error> {
-    sqlx::query(
-        "INSERT INTO disclosures (disclosure_id, at, requester_org, requester_person, on_behalf_of_org, \
-         case_ref, escalation_id, purpose, disclosed_fact_ids, disclosed_categories, withheld_fact_ids, \
-         withheld_categories, outcome, refusal, grant_id, audit_state) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-    )
-    .bind(&r.disclosure_id)
-    .bind(millis(r.at))
-    .bind(&r.requester_org)
-    .bind(&r.requester_person)
-    .bind(&r.on_behalf_of_org)
-    .bind(&r.case_ref)
-    .bind(&r.escalation_id)
-    .bind(&r.purpose)
-    .bind(join(&r.disclosed_fact_ids))
-    .bind(join(&r.disclosed_categories))
-    .bind(join(&r.withheld_fact_ids))
-    .bind(join(&r.withheld_categories))
-    .bind(r.outcome.as_str())
-    .bind(&r.refusal)
-    .bind(&r.grant_id)
-    .bind(audit as i32)
-    .execute(db.pool())
-    .await?;
+const INSERT_COLUMNS: &str = "disclosure_id, at, requester_org, requester_person, on_behalf_of_org, \
+    case_ref, escalation_id, purpose, disclosed_fact_ids, disclosed_categories, withheld_fact_ids, \
+    withheld_categories, outcome, refusal, grant_id, audit_state";
+
+/// Rows per multi-row INSERT, largest first (a few fixed shapes, so statements are reused).
+const ROW_SHAPES: [usize; 3] = [32, 8, 1];
+
+/// Stores `records` on `conn` (within the writer's transaction), several rows per statement.
+async fn insert_on(
+    conn: &mut sqlx::AnyConnection,
+    records: &[&Record],
+    audit: AuditState,
+) -> Result<(), Error> {
+    let mut rest = records;
+    while !rest.is_empty() {
+        let rows = ROW_SHAPES
+            .into_iter()
+            .find(|n| *n <= rest.len())
+            .unwrap_or(1);
+        let (chunk, tail) = rest.split_at(rows);
+        let values: Vec<String> = (0..rows)
+            .map(|i| {
+                let cols: Vec<String> = (1..=16).map(|c| format!("${}", i * 16 + c)).collect();
+                format!("({})", cols.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO disclosures ({INSERT_COLUMNS}) VALUES {}",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in chunk {
+            query = query
+                .bind(r.disclosure_id.clone())
+                .bind(millis(r.at))
+                .bind(r.requester_org.clone())
+                .bind(r.requester_person.clone())
+                .bind(r.on_behalf_of_org.clone())
+                .bind(r.case_ref.clone())
+                .bind(r.escalation_id.clone())
+                .bind(r.purpose.clone())
+                .bind(join(&r.disclosed_fact_ids))
+                .bind(join(&r.disclosed_categories))
+                .bind(join(&r.withheld_fact_ids))
+                .bind(join(&r.withheld_categories))
+                .bind(r.outcome.as_str())
+                .bind(r.refusal.clone())
+                .bind(r.grant_id.clone())
+                .bind(audit as i32);
+        }
+        query.execute(&mut *conn).await?;
+        rest = tail;
+    }
+    Ok(())
+}
+
+type Pending = (Record, tokio::sync::oneshot::Sender<Result<(), String>>);
+
+/// Stores records with group commit: the records of concurrent requests share one transaction (one
+/// fsync), and each request is answered only once its record is durable.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    queue: tokio::sync::mpsc::Sender<Pending>,
+}
+
+/// Most records in one transaction.
+const MAX_BATCH: usize = 512;
+
+impl Writer {
+    /// Starts the writer task on `db`.
+    pub fn start(db: Database) -> Self {
+        let (queue, mut rx) = tokio::sync::mpsc::channel::<Pending>(4096);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let result = write_batch(&db, &batch).await.map_err(|e| e.to_string());
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, records = batch.len(), "disclosure records not stored; their requests fail");
+                }
+                for (_, reply) in batch {
+                    let _ = reply.send(result.clone());
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    /// Stores `record` (to be appended to the audit log) and returns once it is durable.
+    pub async fn write(&self, record: Record) -> Result<(), Error> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue
+            .send((record, reply))
+            .await
+            .map_err(|_| Error::Corrupt("disclosure writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Corrupt("disclosure writer stopped".into()))?
+            .map_err(Error::Corrupt)
+    }
+}
+
+async fn write_batch(db: &Database, batch: &[Pending]) -> Result<(), Error> {
+    use sqlx::Connection;
+    let mut conn = db.pool().acquire().await?;
+    let mut tx = conn.begin().await?;
+    let records: Vec<&Record> = batch.iter().map(|(r, _)| r).collect();
+    insert_on(&mut tx, &records, AuditState::Pending).await?;
+    tx.commit().await?;
     Ok(())
 }
 

@@ -1,0 +1,270 @@
+//! `QueryFacts` against a release node over mutual TLS, against an echo over the same TLS setup in
+//! the same run: the node's own `grpc.health.v1.Health/Check` on its mesh listener (same process,
+//! same certificates, same identity, limit and metric layers, an empty answer). 64 concurrent
+//! callers, a case of 10 facts of which 7 are disclosed and 3 withheld, the disclosure log on
+//! (every answer is a stored record, appended to the coordinator's audit log in the background).
+//! Also the node's start-up time to SERVING on an empty SQLite file and its resident memory idle
+//! and after the run.
+//!
+//! ```sh
+//! cargo build --release --bins && cargo bench -p doorzet-e2e --bench facts
+//! ```
+//! `FACTS_SECONDS` sets how long each load lasts (default 10).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use doorzet_domain::grant::GrantClaims;
+use doorzet_proto::v1::{
+    self, node_admin_client::NodeAdminClient, partner_node_client::PartnerNodeClient,
+};
+use doorzet_testkit::measure::{percentile, rss_mib};
+use doorzet_testkit::mesh::{channel_as, with_token};
+use doorzet_testkit::process::{CoordinatorProcess, NodeProcess};
+use tonic::transport::Channel;
+
+const CONCURRENCY: usize = 64;
+const CASE_REF: &str = "case-benchqwertyu";
+const CATEGORIES: [&str; 8] = [
+    "living_situation",
+    "eviction_date",
+    "legal_title",
+    "required_security_level",
+    "current_provider",
+    "diagnosis_group",
+    "risk_signal",
+    "financing",
+];
+
+struct Load {
+    per_second: f64,
+    p50: Duration,
+    p99: Duration,
+    failed: usize,
+}
+
+/// Runs `CONCURRENCY` callers of `call` for `seconds`.
+async fn load<F, Fut>(seconds: u64, call: F) -> Load
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let (call, stop) = (call.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failed = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                if call().await {
+                    latencies.push(t.elapsed());
+                } else {
+                    failed += 1;
+                }
+            }
+            (latencies, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    let mut failed = 0;
+    for t in tasks {
+        let (l, f) = t.await.expect("caller");
+        all.extend(l);
+        failed += f;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort();
+    Load {
+        per_second: all.len() as f64 / elapsed,
+        p50: percentile(&all, 0.5),
+        p99: percentile(&all, 0.99),
+        failed,
+    }
+}
+
+async fn seed(node: &NodeProcess) {
+    let token = node.org.token("cm-1", "casemanager");
+    let mut admin = NodeAdminClient::new(node.local_channel());
+    let case = admin
+        .create_case(with_token(
+            v1::CreateCaseRequest {
+                local_id: "zaak-bench".into(),
+                bsn: String::new(),
+            },
+            &token,
+        ))
+        .await
+        .expect("case")
+        .into_inner();
+    // 10 facts over 8 categories; the consent covers 5 categories (7 facts), 3 facts are withheld.
+    for i in 0..10 {
+        admin
+            .add_fact(with_token(
+                v1::AddFactRequest {
+                    case_id: case.case_id.clone(),
+                    fact: Some(v1::Fact {
+                        category: CATEGORIES[i % CATEGORIES.len()].into(),
+                        value: format!("fictieve waarde {i}"),
+                        source: "zaaksysteem".into(),
+                        ..Default::default()
+                    }),
+                },
+                &token,
+            ))
+            .await
+            .expect("fact");
+    }
+    admin
+        .record_consent(with_token(
+            v1::RecordConsentRequest {
+                consent: Some(v1::Consent {
+                    case_id: case.case_id.clone(),
+                    given_by: v1::ConsentGiver::Person as i32,
+                    categories: CATEGORIES[..5].iter().map(|c| c.to_string()).collect(),
+                    recipients: Some(v1::Recipients {
+                        org_ids: vec![node.org.org.to_string()],
+                        kinds: vec![],
+                    }),
+                    purposes: vec!["escalation_meeting".into()],
+                    ..Default::default()
+                }),
+            },
+            &token,
+        ))
+        .await
+        .expect("consent");
+    admin
+        .link_case(with_token(
+            v1::LinkCaseRequest {
+                case_id: case.case_id,
+                case_ref: CASE_REF.into(),
+                with_pseudonym: false,
+            },
+            &token,
+        ))
+        .await
+        .expect("link");
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let seconds: u64 = std::env::var("FACTS_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let mut coordinator = CoordinatorProcess::new("");
+        // The bench's appends would pass the shipped per-organisation quota (50/s) at once.
+        // FACTS_APPEND_RATE=50 runs with the shipped quota, so the appends mostly wait.
+        let rate: u64 = std::env::var("FACTS_APPEND_RATE")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(1_000_000);
+        coordinator.start_with_env(&[
+            ("DOORZET_AUDIT__APPEND_RATE", &rate.to_string()),
+            ("DOORZET_AUDIT__APPEND_BURST", &rate.max(100).to_string()),
+        ]);
+        coordinator.wait_serving().await;
+        let mut node = NodeProcess::new(&coordinator, "");
+        let started = Instant::now();
+        node.start(None);
+        node.wait_serving().await;
+        let startup = started.elapsed();
+        let pid = node.running().pid();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let idle_mib = rss_mib(pid);
+        seed(&node).await;
+
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let grant = coordinator.org.grant(&GrantClaims {
+            iss: coordinator.org.org.to_string(),
+            jti: "grant-bench".into(),
+            escalation_id: "esc-bench".into(),
+            case_ref: CASE_REF.into(),
+            tier: 2,
+            participants: vec![node.org.org.to_string()],
+            purpose: "escalation_meeting".into(),
+            iat: now,
+            nbf: now - 5,
+            exp: now + 3600,
+        });
+        let mesh: Channel = channel_as(&node.org, &node.mesh_endpoint());
+        // One check that the answer is what the consent allows.
+        let answer = PartnerNodeClient::new(mesh.clone())
+            .query_facts(v1::QueryFactsRequest {
+                grant: grant.clone(),
+                case_ref: CASE_REF.into(),
+                categories: vec![],
+                requested_by: "emp-bench".into(),
+            })
+            .await
+            .expect("facts")
+            .into_inner();
+        assert_eq!((answer.facts.len(), answer.withheld.len()), (7, 3));
+
+        let echo_channel = mesh.clone();
+        let echo = load(seconds, move || {
+            let mut client = tonic_health::pb::health_client::HealthClient::new(echo_channel.clone());
+            async move {
+                client
+                    .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+                    .await
+                    .is_ok()
+            }
+        })
+        .await;
+        let (facts_channel, grant) = (mesh.clone(), grant.clone());
+        let facts = load(seconds, move || {
+            let mut client = PartnerNodeClient::new(facts_channel.clone());
+            let request = v1::QueryFactsRequest {
+                grant: grant.clone(),
+                case_ref: CASE_REF.into(),
+                categories: vec![],
+                requested_by: "emp-bench".into(),
+            };
+            async move { client.query_facts(request).await.is_ok() }
+        })
+        .await;
+        let after_mib = rss_mib(pid);
+        let metrics = doorzet_testkit::mesh::http_get(node.admin_addr, "/metrics").await;
+        let refused = metrics
+            .lines()
+            .find(|l| l.starts_with("doorzet_node_disclosure_records_refused_by_audit_log_total "))
+            .unwrap_or("-")
+            .to_owned();
+
+        println!("\nfacts bench: {seconds} s per load, {CONCURRENCY} concurrent callers, release node on SQLite\n");
+        println!("{:<44} {:>10} {:>9} {:>9} {:>7}", "load", "req/s", "p50 ms", "p99 ms", "failed");
+        for (name, l) in [("echo: Health/Check on the mesh listener", &echo), ("QueryFacts (10 facts, disclosure log on)", &facts)] {
+            println!(
+                "{:<44} {:>10.0} {:>9.2} {:>9.2} {:>7}",
+                name,
+                l.per_second,
+                l.p50.as_secs_f64() * 1e3,
+                l.p99.as_secs_f64() * 1e3,
+                l.failed
+            );
+        }
+        println!(
+            "\nQueryFacts throughput = {:.2} x echo (goal >= 0.50); p50 {:.2} x, p99 {:.2} x",
+            facts.per_second / echo.per_second.max(1e-9),
+            facts.p50.as_secs_f64() / echo.p50.as_secs_f64().max(1e-9),
+            facts.p99.as_secs_f64() / echo.p99.as_secs_f64().max(1e-9),
+        );
+        println!("start-up to SERVING on an empty SQLite file: {:.0} ms (goal < 500 ms)", startup.as_secs_f64() * 1e3);
+        println!("resident memory: idle {idle_mib:.1} MiB (goal < 30 MiB), after the run {after_mib:.1} MiB");
+        println!("audit: {refused}");
+    });
+}
