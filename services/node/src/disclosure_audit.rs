@@ -131,8 +131,8 @@ impl Appender {
                 .collect();
             match client.append(v1::AppendRequest { entries: all }).await {
                 Ok(_) => {
-                    let seqs: Vec<i64> = pending.iter().map(|(s, _)| *s).collect();
-                    disclosures::mark_appended(&self.db, &seqs).await?;
+                    let (first, last) = (pending[0].0, pending[pending.len() - 1].0);
+                    disclosures::mark_appended(&self.db, first, last).await?;
                 }
                 Err(status) if status.code() == tonic::Code::InvalidArgument => {
                     // One record spoils the batch: append one by one, keep the refused here.
@@ -141,7 +141,7 @@ impl Appender {
                             entries: entries(self.org, record),
                         };
                         match client.append(one).await {
-                            Ok(_) => disclosures::mark_appended(&self.db, &[*seq]).await?,
+                            Ok(_) => disclosures::mark_appended(&self.db, *seq, *seq).await?,
                             Err(s) if s.code() == tonic::Code::InvalidArgument => {
                                 tracing::error!(disclosure = %record.disclosure_id, reason = %s.message(), "disclosure record refused by the audit log; kept in the node's log only");
                                 self.refused.inc();

@@ -86,12 +86,13 @@ impl Query {
 pub async fn decide(
     db: &Database,
     cache: &crate::case_cache::CaseCache,
+    grants: &grant::Verified,
     snapshot: &Snapshot,
     query: &Query,
     now: SystemTime,
 ) -> Result<(Result<v1::QueryFactsResponse, Error>, Record), Error> {
     let mut record = query.record(now);
-    let grant = match grant::verify(snapshot, &query.grant, &query.caller, &query.case_ref, now) {
+    let grant = match grants.verify(snapshot, &query.grant, &query.caller, &query.case_ref, now) {
         Ok(grant) => grant,
         Err(e) => {
             record.refusal = e.to_string();

@@ -2,6 +2,8 @@
 //! coordinator's keys in the directory, whose claims the domain rule accepts for this caller,
 //! this case reference and this moment (no leeway on its expiry).
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use doorzet_domain::Oin;
@@ -26,14 +28,59 @@ pub enum GrantError {
     Refused(#[from] GrantRefusal),
 }
 
-/// Verifies `token` for `caller` asking about `case_ref` at `now`.
-pub fn verify(
-    snapshot: &Snapshot,
-    token: &str,
-    caller: &Oin,
-    case_ref: &str,
-    now: SystemTime,
-) -> Result<Grant, GrantError> {
+/// Grants whose signature verified, by token, for the directory version that held the key: a grant
+/// is presented on every request of a meeting, and its signature needs checking once. The claims
+/// are judged on every request (time, caller, case).
+#[derive(Debug, Clone, Default)]
+pub struct Verified {
+    claims: Arc<RwLock<HashMap<String, (u64, GrantClaims)>>>,
+}
+
+/// Most grants remembered; past it the cache starts over.
+const MAX_GRANTS: usize = 10_000;
+
+impl Verified {
+    /// Verifies `token` for `caller` asking about `case_ref` at `now`.
+    pub fn verify(
+        &self,
+        snapshot: &Snapshot,
+        token: &str,
+        caller: &Oin,
+        case_ref: &str,
+        now: SystemTime,
+    ) -> Result<Grant, GrantError> {
+        let version = snapshot.version();
+        let known = self
+            .claims
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, c)| c.clone());
+        let claims = match known {
+            Some(claims) => claims,
+            None => {
+                let claims = signed_claims(snapshot, token)?;
+                let mut map = self.claims.write().unwrap_or_else(|e| e.into_inner());
+                if map.len() >= MAX_GRANTS {
+                    map.clear();
+                }
+                map.insert(token.to_owned(), (version, claims.clone()));
+                claims
+            }
+        };
+        Ok(grant::check(
+            &claims,
+            &snapshot.coordinator,
+            caller,
+            case_ref,
+            now,
+        )?)
+    }
+}
+
+/// The claims of `token` once its type, algorithm and signature by a coordinator key check out.
+fn signed_claims(snapshot: &Snapshot, token: &str) -> Result<GrantClaims, GrantError> {
     if token.is_empty() {
         return Err(GrantError::Missing);
     }
@@ -57,17 +104,10 @@ pub fn verify(
     validation.validate_aud = false;
     validation.leeway = 0;
     validation.required_spec_claims.clear();
-    let claims = jsonwebtoken::decode::<GrantClaims>(token, &key.key, &validation)
+    jsonwebtoken::decode::<GrantClaims>(token, &key.key, &validation)
+        .map(|data| data.claims)
         .map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::InvalidSignature => GrantError::Signature,
             _ => GrantError::Malformed("claims do not decode"),
-        })?
-        .claims;
-    Ok(grant::check(
-        &claims,
-        &snapshot.coordinator,
-        caller,
-        case_ref,
-        now,
-    )?)
+        })
 }

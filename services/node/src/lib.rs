@@ -146,6 +146,7 @@ pub async fn serve(
         PartnerNodeServer::new(grpc::partner_node::PartnerNodeService {
             db: db.clone(),
             cases: case_cache.clone(),
+            grants: grant::Verified::default(),
             disclosures: store::disclosures::Writer::start(db.clone()),
             directory: directory.clone(),
             audit_wake,

@@ -23,6 +23,8 @@ pub struct PartnerNodeService {
     pub db: Database,
     /// The directory in force.
     pub directory: Arc<Directory>,
+    /// Grants whose signature verified.
+    pub grants: crate::grant::Verified,
     /// Cases as QueryFacts reads them.
     pub cases: crate::case_cache::CaseCache,
     /// Stores disclosure records (group commit).
@@ -70,8 +72,15 @@ impl partner_node_server::PartnerNode for PartnerNodeService {
         gossip::observe(&self.audit, &request);
         let snapshot = self.snapshot()?;
         let query = facts::Query::parse(caller, &snapshot, request.into_inner())?;
-        let (answer, record) =
-            facts::decide(&self.db, &self.cases, &snapshot, &query, SystemTime::now()).await?;
+        let (answer, record) = facts::decide(
+            &self.db,
+            &self.cases,
+            &self.grants,
+            &snapshot,
+            &query,
+            SystemTime::now(),
+        )
+        .await?;
         // The disclosure log (stored before the answer leaves) is the record of every decision;
         // this line is for debugging only.
         tracing::debug!(

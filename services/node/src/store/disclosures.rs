@@ -305,14 +305,16 @@ pub async fn pending(db: &Database, limit: u32) -> Result<Vec<(i64, Record)>, Er
     rows.into_iter().map(record_of).collect()
 }
 
-/// Marks the entries with these sequence numbers as appended.
-pub async fn mark_appended(db: &Database, seqs: &[i64]) -> Result<(), Error> {
-    for seq in seqs {
-        sqlx::query("UPDATE disclosures SET audit_state = 1 WHERE seq = $1")
-            .bind(seq)
-            .execute(db.pool())
-            .await?;
-    }
+/// Marks the pending entries with sequence numbers `first..=last` as appended (one statement:
+/// the pending entries are appended in order, so they form that range).
+pub async fn mark_appended(db: &Database, first: i64, last: i64) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE disclosures SET audit_state = 1 WHERE audit_state = 0 AND seq >= $1 AND seq <= $2",
+    )
+    .bind(first)
+    .bind(last)
+    .execute(db.pool())
+    .await?;
     Ok(())
 }
 
