@@ -411,3 +411,83 @@ async fn case_data_refuses_bad_input_naming_the_field_and_roles_that_may_not() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bsn_is_sealed_in_the_node_and_two_partners_derive_the_same_pseudonym() {
+    let keys = tempfile::tempdir().unwrap();
+    let (bsn_key, region_key) = (keys.path().join("bsn.key"), keys.path().join("region.key"));
+    std::fs::write(&bsn_key, "11".repeat(32)).unwrap();
+    std::fs::write(&region_key, "22".repeat(32)).unwrap();
+    let (b, r) = (bsn_key.clone(), region_key.clone());
+    let mesh = TestMesh::start_with(2, move |config| {
+        config.cases.bsn_key_file = Some(b.clone());
+        config.cases.pseudonym_key_file = Some(r.clone());
+    })
+    .await;
+    let mut pseudonyms = Vec::new();
+    for (i, node) in mesh.nodes.iter().enumerate() {
+        let token = node.org.token("cm-1", "casemanager");
+        let mut admin = NodeAdminClient::new(channel_as(&node.org, &node.local_endpoint));
+        expect_invalid(
+            admin
+                .create_case(with_token(
+                    v1::CreateCaseRequest {
+                        local_id: "zaak-bad".into(),
+                        bsn: "123456789".into(),
+                    },
+                    &token,
+                ))
+                .await,
+            "bsn",
+        );
+        let case = admin
+            .create_case(with_token(
+                v1::CreateCaseRequest {
+                    local_id: format!("zaak-{i}"),
+                    bsn: "123456782".into(),
+                },
+                &token,
+            ))
+            .await
+            .expect("a BSN is stored when the node can seal it")
+            .into_inner();
+        assert!(case.has_bsn);
+        let link = admin
+            .link_case(with_token(
+                v1::LinkCaseRequest {
+                    case_id: case.case_id.clone(),
+                    case_ref: format!("case-pseudo-{i}abcde"),
+                    with_pseudonym: true,
+                },
+                &token,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(link.subject_pseudonym.len(), 64);
+        assert!(!link.subject_pseudonym.contains("123456782"));
+        let detail = admin
+            .get_case(with_token(
+                v1::GetCaseRequest {
+                    case_id: case.case_id,
+                },
+                &token,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(
+            !format!("{detail:?}").contains("123456782"),
+            "the BSN is never returned"
+        );
+        pseudonyms.push(link.subject_pseudonym);
+    }
+    assert_eq!(
+        pseudonyms[0], pseudonyms[1],
+        "the same person, the same pseudonym at both partners"
+    );
+    // Not in the clear in the node's database file.
+    let db = std::fs::read(mesh.data_dir().join("municipality.db")).unwrap_or_default();
+    assert!(!db.is_empty());
+    assert!(!db.windows(9).any(|w| w == b"123456782"));
+}

@@ -639,20 +639,28 @@ impl node_admin_server::NodeAdmin for NodeAdminService {
         person_in(&request, &self.access.case_roles, "link cases")?;
         let req = request.into_inner();
         ids::check_case_ref(&req.case_ref).map_err(|why| invalid("case_ref", why))?;
-        if req.with_pseudonym {
-            return Err(Error::FailedPrecondition(
-                "subject pseudonyms need a stored BSN and cases.pseudonym_key_file, which this node does not have yet".into(),
-            )
-            .into());
-        }
+        let pseudonym = if req.with_pseudonym {
+            let sealed = cases::sealed_bsn(&self.db, &req.case_id)
+                .await?
+                .ok_or_else(|| {
+                    Error::FailedPrecondition(
+                        "the case has no BSN to derive a pseudonym from".into(),
+                    )
+                })?;
+            let bsn = self.bsn.open(&req.case_id, &sealed)?;
+            Some(self.bsn.pseudonym(&bsn)?)
+        } else {
+            None
+        };
         let l = cases::link(
             &self.db,
             &req.case_id,
             &req.case_ref,
-            None,
+            pseudonym.as_deref(),
             SystemTime::now(),
         )
         .await?;
+        self.cache.invalidate();
         Ok(Response::new(v1::CaseLink {
             case_id: l.case_id,
             case_ref: l.case_ref,
