@@ -101,17 +101,6 @@ async fn a_participant_asks_through_its_own_node_which_carries_its_checkpoint() 
         ))
         .await
         .unwrap();
-    admin
-        .link_case(with_token(
-            v1::LinkCaseRequest {
-                case_id: case.case_id,
-                case_ref: CASE_REF.into(),
-                with_pseudonym: false,
-            },
-            &token,
-        ))
-        .await
-        .unwrap();
     mesh.append_disclosures(0, 3).await;
     mesh.wait_audit_verified(3).await;
     // The asker's node has verified the log too, so it has a checkpoint to carry.
@@ -155,6 +144,31 @@ async fn a_participant_asks_through_its_own_node_which_carries_its_checkpoint() 
         case_ref: CASE_REF.into(),
         categories: vec![],
     };
+    // Before the case is linked the reference names nothing: an empty answer (remembered by the
+    // holder's cache, which the link must clear).
+    let before = own
+        .query_partner_facts(with_token(
+            ask(holder.org.org.to_string()),
+            &asker.org.token("cm-7", "casemanager"),
+        ))
+        .await
+        .expect("asked before the link")
+        .into_inner();
+    assert!(
+        before.facts.is_empty() && before.withheld.is_empty(),
+        "{before:?}"
+    );
+    admin
+        .link_case(with_token(
+            v1::LinkCaseRequest {
+                case_id: case.case_id,
+                case_ref: CASE_REF.into(),
+                with_pseudonym: false,
+            },
+            &token,
+        ))
+        .await
+        .unwrap();
     let answer = own
         .query_partner_facts(with_token(
             ask(holder.org.org.to_string()),
@@ -178,6 +192,7 @@ async fn a_participant_asks_through_its_own_node_which_carries_its_checkpoint() 
         .unwrap()
         .into_inner()
         .disclosures;
+    assert_eq!(log.len(), 2);
     assert_eq!(log[0].requester_person, "cm-7");
     // A refusal by the other node comes back as its status, naming the member.
     let err = own
