@@ -120,13 +120,7 @@ pub async fn decide(
                 Decision::Disclose { .. } => {
                     record.disclosed_fact_ids.push(fact.fact_id.clone());
                     record.disclosed_categories.push(fact.category.to_string());
-                    response.facts.push(v1::Fact {
-                        fact_id: fact.fact_id.clone(),
-                        category: fact.category.to_string(),
-                        value: fact.value.clone(),
-                        source: fact.source.clone(),
-                        recorded_at: Some(fact.recorded_at.into()),
-                    });
+                    response.facts.push(fact.to_pb());
                 }
                 Decision::Withhold(reason) => {
                     record.withheld_fact_ids.push(fact.fact_id.clone());

@@ -81,7 +81,7 @@ async fn a_participant_asks_through_its_own_node_which_carries_its_checkpoint() 
         ))
         .await
         .unwrap();
-    admin
+    let basis = admin
         .record_legal_basis(with_token(
             v1::RecordLegalBasisRequest {
                 legal_basis: Some(v1::LegalBasis {
@@ -100,7 +100,19 @@ async fn a_participant_asks_through_its_own_node_which_carries_its_checkpoint() 
             &token,
         ))
         .await
-        .unwrap();
+        .unwrap()
+        .into_inner();
+    // A law is not withdrawn like a consent: its end is recorded with valid_until.
+    let err = admin
+        .withdraw_consent(with_token(
+            v1::WithdrawConsentRequest {
+                consent_id: basis.legal_basis_id,
+            },
+            &token,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     mesh.append_disclosures(0, 3).await;
     mesh.wait_audit_verified(3).await;
     // The asker's node has verified the log too, so it has a checkpoint to carry.

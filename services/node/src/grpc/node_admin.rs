@@ -126,16 +126,6 @@ fn case_pb(c: &cases::Case) -> v1::Case {
     }
 }
 
-fn fact_pb(f: cases::Fact) -> v1::Fact {
-    v1::Fact {
-        fact_id: f.fact_id,
-        category: f.category.to_string(),
-        value: f.value,
-        source: f.source,
-        recorded_at: Some(f.recorded_at.into()),
-    }
-}
-
 fn recipients_pb(b: &Basis) -> v1::Recipients {
     let mut r = v1::Recipients::default();
     for recipient in &b.recipients {
@@ -482,7 +472,7 @@ impl node_admin_server::NodeAdmin for NodeAdminService {
             facts: cases::facts(&self.db, &case_id)
                 .await?
                 .into_iter()
-                .map(fact_pb)
+                .map(|f| f.to_pb())
                 .collect(),
             ..Default::default()
         };
@@ -545,7 +535,7 @@ impl node_admin_server::NodeAdmin for NodeAdminService {
         };
         cases::add_fact(&self.db, &stored, &person.subject).await?;
         self.cache.invalidate();
-        Ok(Response::new(fact_pb(stored)))
+        Ok(Response::new(stored.to_pb()))
     }
 
     async fn record_consent(

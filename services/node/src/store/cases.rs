@@ -72,6 +72,19 @@ pub struct Fact {
     pub recorded_at: SystemTime,
 }
 
+impl Fact {
+    /// The contract's view of the fact.
+    pub fn to_pb(&self) -> doorzet_proto::v1::Fact {
+        doorzet_proto::v1::Fact {
+            fact_id: self.fact_id.clone(),
+            category: self.category.to_string(),
+            value: self.value.clone(),
+            source: self.source.clone(),
+            recorded_at: Some(self.recorded_at.into()),
+        }
+    }
+}
+
 /// A stored consent or legal basis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredBasis {

@@ -298,8 +298,9 @@ pub async fn for_case_ref(db: &Database, case_ref: &str, limit: u32) -> Result<V
 /// The oldest `limit` entries still to append to the audit log, with their sequence numbers.
 pub async fn pending(db: &Database, limit: u32) -> Result<Vec<(i64, Record)>, Error> {
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM disclosures WHERE audit_state = 0 ORDER BY seq LIMIT $1"
+        "SELECT {COLUMNS} FROM disclosures WHERE audit_state = $1 ORDER BY seq LIMIT $2"
     )))
+    .bind(AuditState::Pending as i32)
     .bind(limit as i64)
     .fetch_all(db.pool())
     .await?;
@@ -310,8 +311,10 @@ pub async fn pending(db: &Database, limit: u32) -> Result<Vec<(i64, Record)>, Er
 /// the pending entries are appended in order, so they form that range).
 pub async fn mark_appended(db: &Database, first: i64, last: i64) -> Result<(), Error> {
     sqlx::query(
-        "UPDATE disclosures SET audit_state = 1 WHERE audit_state = 0 AND seq >= $1 AND seq <= $2",
+        "UPDATE disclosures SET audit_state = $1 WHERE audit_state = $2 AND seq >= $3 AND seq <= $4",
     )
+    .bind(AuditState::Appended as i32)
+    .bind(AuditState::Pending as i32)
     .bind(first)
     .bind(last)
     .execute(db.pool())
@@ -321,17 +324,10 @@ pub async fn mark_appended(db: &Database, first: i64, last: i64) -> Result<(), E
 
 /// Marks an entry as kept here only.
 pub async fn mark_local_only(db: &Database, seq: i64) -> Result<(), Error> {
-    sqlx::query("UPDATE disclosures SET audit_state = 2 WHERE seq = $1")
+    sqlx::query("UPDATE disclosures SET audit_state = $1 WHERE seq = $2")
+        .bind(AuditState::LocalOnly as i32)
         .bind(seq)
         .execute(db.pool())
         .await?;
     Ok(())
-}
-
-/// Number of entries still to append to the audit log.
-pub async fn pending_count(db: &Database) -> Result<u64, Error> {
-    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM disclosures WHERE audit_state = 0")
-        .fetch_one(db.pool())
-        .await?;
-    Ok(n as u64)
 }
