@@ -126,7 +126,13 @@ impl AuditLog {
                     note,
                 }
             }
-            Some((size, root, note)) => load_state(&db, &options, size, root, note).await?,
+            Some((size, root, note)) => {
+                let mut state = load_state(&db, &options, size, root, note).await?;
+                // Signed again with the key(s) in force now, so after a key rotation the latest
+                // checkpoint carries the new key (and the previous one's co-signature) at once.
+                state.note = signer.sign(&state.checkpoint);
+                state
+            }
         };
         let shared = Arc::new(Shared {
             db,

@@ -466,9 +466,9 @@ impl AuditWatch {
 
     /// The key to check `note` with: the pinned one, or the directory's new key when this node's
     /// operator configured it or `note` is signed by both the pinned and the new key.
-    async fn verifier(&self, note: &str) -> Result<NoteVerifier, Outcome> {
-        let published = self
-            .directory
+    /// The audit key the directory in force publishes (empty before there is one).
+    fn published_key(&self) -> String {
+        self.directory
             .current()
             .and_then(|d| {
                 d.wire
@@ -476,7 +476,12 @@ impl AuditWatch {
                     .as_ref()
                     .map(|c| c.audit_log_verifier_key.clone())
             })
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// `published` is read before `note` is fetched, so a checkpoint from a coordinator that has
+    /// since restarted with a new key is never judged against that key.
+    async fn verifier(&self, published: String, note: &str) -> Result<NoteVerifier, Outcome> {
         let pinned: Option<(String,)> =
             sqlx::query_as("SELECT verifier_key FROM audit_watch WHERE id = 1")
                 .fetch_optional(self.db.pool())
@@ -537,13 +542,14 @@ impl AuditWatch {
         let propagate: Propagate = doorzet_mesh::telemetry::propagate;
         let mut client = AuditLogClient::with_interceptor(self.coordinator.clone(), propagate);
         let rpc = rpc_failure(|| "coordinator refused the checkpoint request".into());
+        let published = self.published_key();
         let note = client
             .get_checkpoint(v1::GetCheckpointRequest {})
             .await
             .map_err(rpc)?
             .into_inner()
             .checkpoint;
-        let verifier = self.verifier(&note).await?;
+        let verifier = self.verifier(published, &note).await?;
         let checkpoint = verifier
             .verify(&note)
             .map_err(|e| Outcome::Broken(format!("checkpoint does not verify: {e}")))?;
