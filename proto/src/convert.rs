@@ -107,9 +107,79 @@ impl From<doorzet_domain::disclosure::WithheldReason> for v1::WithheldReason {
     }
 }
 
+impl From<doorzet_domain::lifecycle::State> for v1::EscalationState {
+    fn from(state: doorzet_domain::lifecycle::State) -> Self {
+        use doorzet_domain::lifecycle::State as S;
+        match state {
+            S::Registered => Self::Registered,
+            S::Accepted => Self::Accepted,
+            S::Rejected => Self::Rejected,
+            S::ParticipantsResolved => Self::ParticipantsResolved,
+            S::MeetingPlanned => Self::MeetingPlanned,
+            S::Decided => Self::Decided,
+            S::Monitoring => Self::Monitoring,
+            S::Closed => Self::Closed,
+        }
+    }
+}
+
+/// The lifecycle state of a contract state carried in `field`.
+pub fn escalation_state(
+    field: &'static str,
+    value: i32,
+) -> Result<doorzet_domain::lifecycle::State, ConvertError> {
+    use doorzet_domain::lifecycle::State as S;
+    Ok(
+        match v1::EscalationState::try_from(value)
+            .map_err(|_| ConvertError::new(field, "is not an escalation state"))?
+        {
+            v1::EscalationState::Unspecified => {
+                return Err(ConvertError::new(field, "must be set"));
+            }
+            v1::EscalationState::Registered => S::Registered,
+            v1::EscalationState::Accepted => S::Accepted,
+            v1::EscalationState::Rejected => S::Rejected,
+            v1::EscalationState::ParticipantsResolved => S::ParticipantsResolved,
+            v1::EscalationState::MeetingPlanned => S::MeetingPlanned,
+            v1::EscalationState::Decided => S::Decided,
+            v1::EscalationState::Monitoring => S::Monitoring,
+            v1::EscalationState::Closed => S::Closed,
+        },
+    )
+}
+
+impl From<doorzet_domain::lifecycle::Happened> for v1::EscalationEventType {
+    fn from(happened: doorzet_domain::lifecycle::Happened) -> Self {
+        use doorzet_domain::lifecycle::Happened as H;
+        match happened {
+            H::Accepted => Self::Accepted,
+            H::Rejected => Self::Rejected,
+            H::ParticipantsResolved => Self::ParticipantsResolved,
+            H::MeetingPlanned => Self::MeetingPlanned,
+            H::Decided => Self::Decided,
+            H::Monitoring => Self::Monitoring,
+            H::Escalated => Self::Escalated,
+            H::ScaledDown => Self::ScaledDown,
+            H::TermPassedAlert => Self::DeadlinePassed,
+            H::FollowUpDue => Self::FollowUpDue,
+            H::Closed => Self::Closed,
+            H::Reopened => Self::Reopened,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escalation_states_round_trip() {
+        for state in doorzet_domain::lifecycle::State::ALL {
+            let pb: v1::EscalationState = (*state).into();
+            assert_eq!(escalation_state("state", pb as i32), Ok(*state));
+        }
+        assert!(escalation_state("state", 0).is_err());
+    }
 
     #[test]
     fn org_kind_round_trips_and_rejects_unspecified() {

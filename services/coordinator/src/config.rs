@@ -39,6 +39,48 @@ pub struct CoordinatorConfig {
     /// Logs and traces.
     #[serde(default)]
     pub telemetry: Telemetry,
+    /// The escalation ladder; without it the `Coordinator` service answers `FAILED_PRECONDITION`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalations: Option<EscalationsConfig>,
+}
+
+/// The escalation ladder and how the coordinator runs it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationsConfig {
+    /// The region's ladder file (`deploy/regions/*.toml`).
+    pub ladder: PathBuf,
+    /// Ed25519 key (PKCS#8 PEM) that signs participation grants; its public key must be one of the
+    /// coordinator's `signing_keys` in the directory, with id `grant_key_id`.
+    pub grant_signing_key: PathBuf,
+    /// The key's id (`kid`) in the directory.
+    pub grant_key_id: String,
+    /// How long a participation grant is valid (at most 90 days).
+    #[serde(with = "humantime_serde", default = "default_grant_validity")]
+    pub grant_validity: Duration,
+    /// How long the coordinator waits for a member's `ListMandates`; a member that does not answer
+    /// in time leaves its seat marked missing.
+    #[serde(with = "humantime_serde", default = "default_lookup_timeout")]
+    pub participant_lookup_timeout: Duration,
+    /// How long one `Notify` may take before it counts as failed and is retried.
+    #[serde(with = "humantime_serde", default = "default_notify_timeout")]
+    pub notify_timeout: Duration,
+    /// Longest wait between two delivery attempts to a node that is down.
+    #[serde(with = "humantime_serde", default = "default_max_retry_interval")]
+    pub max_retry_interval: Duration,
+}
+
+fn default_grant_validity() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
+fn default_lookup_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_notify_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_retry_interval() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// The member directory file the ZVH operator edits.
@@ -137,6 +179,20 @@ impl CoordinatorConfig {
             return Err(Error::Config(
                 "directory.max_removed_share must be between 0.0 and 1.0".into(),
             ));
+        }
+        if let Some(e) = &self.escalations {
+            if e.grant_validity.is_zero()
+                || e.grant_validity > doorzet_domain::grant::MAX_GRANT_PERIOD
+            {
+                return Err(Error::Config(
+                    "escalations.grant_validity must be more than 0 and at most 90 days".into(),
+                ));
+            }
+            if e.grant_key_id.trim().is_empty() {
+                return Err(Error::Config(
+                    "escalations.grant_key_id must name the key in the directory".into(),
+                ));
+            }
         }
         self.limits.validate().map_err(Error::Config)
     }

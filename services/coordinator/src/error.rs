@@ -35,6 +35,21 @@ pub enum Error {
     /// A dependency is not ready.
     #[error("{0}")]
     Unavailable(String),
+    /// The escalation is not in a state (or tier) that allows this.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The idempotency key was used for another request.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A person's token is needed.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Another transition of the same escalation committed first (retried internally).
+    #[error("the escalation changed meanwhile")]
+    Conflict,
+    /// Stored data does not decode.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
     /// The audit log refused or failed.
     #[error(transparent)]
     Audit(#[from] doorzet_audit::AuditError),
@@ -59,6 +74,10 @@ impl From<Error> for tonic::Status {
             Error::NotFound(_) => Self::not_found(err.to_string()),
             Error::PermissionDenied(_) => Self::permission_denied(err.to_string()),
             Error::Quota(_) => Self::resource_exhausted(err.to_string()),
+            Error::FailedPrecondition(_) => Self::failed_precondition(err.to_string()),
+            Error::AlreadyExists(_) => Self::already_exists(err.to_string()),
+            Error::Unauthenticated(_) => Self::unauthenticated(err.to_string()),
+            Error::Conflict => Self::aborted(err.to_string()),
             Error::Unavailable(_) => Self::unavailable(err.to_string()),
             Error::Audit(e) => match e {
                 doorzet_audit::AuditError::Entry(_) | doorzet_audit::AuditError::Range(_) => {

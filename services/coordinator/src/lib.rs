@@ -1,19 +1,23 @@
 //! The doorzet coordinator at the Zorg- en Veiligheidshuis: serves the region's member directory
-//! over mutual TLS, and (in later steps) routes escalations across the nodes, keeps deadlines and
-//! keeps the mesh's audit log. It never stores case facts.
+//! over mutual TLS, routes escalations across the nodes along the region's ladder, keeps deadlines
+//! and keeps the mesh's audit log. It never stores case facts.
 //!
 //! # Layout
 //! - [`config`]: `coordinator.toml` and its environment overrides.
+//! - [`clock`]: the clock deadlines run on (moved forward in tests).
+//! - [`escalations`]: the ladder at work: registrations, transitions, notifications, deadlines.
 //! - [`directory_file`]: the operator's directory file and its validation.
 //! - [`directory_source`]: loading that file and following its changes.
 //! - [`grpc`]: the gRPC services.
 //! - [`store`]: persistent state and migrations.
 //! - [`error`]: the error type and its mapping to `tonic::Status`.
 
+pub mod clock;
 pub mod config;
 pub mod directory_file;
 pub mod directory_source;
 pub mod error;
+pub mod escalations;
 pub mod grpc;
 pub mod store;
 
@@ -94,6 +98,35 @@ pub async fn serve(
     config: CoordinatorConfig,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    serve_with_clock(listeners, config, shutdown, clock::Clock::default()).await
+}
+
+/// [`serve`] with deadlines on `clock` (tests move it forward instead of sleeping).
+pub async fn serve_with_clock(
+    listeners: Listeners,
+    config: CoordinatorConfig,
+    shutdown: CancellationToken,
+    clock: clock::Clock,
+) -> Result<(), Error> {
+    let ladder = config
+        .escalations
+        .as_ref()
+        .map(|e| escalations::load_ladder(&e.ladder))
+        .transpose()?;
+    let grant_signer = config
+        .escalations
+        .as_ref()
+        .map(|e| {
+            let pem = std::fs::read(&e.grant_signing_key).map_err(|err| {
+                Error::Config(format!(
+                    "escalations.grant_signing_key: cannot read {}: {err}",
+                    e.grant_signing_key.display()
+                ))
+            })?;
+            doorzet_mesh::grant_signer::GrantSigner::from_pem(&pem, &e.grant_key_id)
+                .map_err(|err| Error::Config(format!("escalations.grant_signing_key: {err}")))
+        })
+        .transpose()?;
     doorzet_mesh::connections::ensure_file_limit(&config.limits, 1);
     let tls = ReloadingTls::load_for(config.tls.clone(), config.org)?;
     tls.spawn_watcher(shutdown.clone());
@@ -130,6 +163,30 @@ pub async fn serve(
     }
     .spawn(sha, shutdown.clone());
 
+    let engine = match (config.escalations.clone(), ladder, grant_signer) {
+        (Some(settings), Some(ladder), Some(grants)) => {
+            let peers = escalations::peers::Peers::new(
+                tls.clone(),
+                directory.clone(),
+                audit.clone(),
+                settings.participant_lookup_timeout,
+            );
+            tracing::info!(region = %ladder.region.id, tiers = ladder.top(), "escalation ladder loaded");
+            let engine = escalations::Engine::new(
+                db.clone(),
+                ladder,
+                config.org,
+                peers,
+                grants,
+                settings,
+                clock,
+                audit.clone(),
+            );
+            engine.spawn_workers(shutdown.clone());
+            Some(engine)
+        }
+        _ => None,
+    };
     let verifier = Arc::new(Verifier::new(
         config.org,
         ListenerKind::Mesh,
@@ -147,7 +204,7 @@ pub async fn serve(
             .max_decoding_message_size(max),
         )
         .add_service(
-            CoordinatorServer::new(grpc::coordinator::CoordinatorService)
+            CoordinatorServer::new(grpc::coordinator::CoordinatorService::new(engine))
                 .max_decoding_message_size(max),
         )
         .add_service(

@@ -2,6 +2,7 @@
 //! processes, and small clients for the mesh's services.
 //!
 //! # Layout
+//! - [`calendar`]: the region's working-day calendar and deadlines, by hand.
 //! - [`audit_verify`]: downloading and verifying the whole audit log.
 //! - [`pki`]: development CA and organisation certificates of the production shape.
 //! - [`token`]: minting JWTs with an organisation's development signing key.
@@ -10,6 +11,7 @@
 //! - [`partner`]: a node's cases, facts, consents, mandates and disclosure log; development grants.
 
 pub mod audit_verify;
+pub mod calendar;
 pub mod inspect;
 pub mod local_mesh;
 pub mod partner;

@@ -80,6 +80,31 @@ enum Command {
     /// Ask a node for a case's facts over mutual TLS, as a member (local mesh).
     #[command(subcommand)]
     Facts(FactsCommand),
+    /// When a term ends in the region's calendar (Europe/Amsterdam working days and hours).
+    #[command(group(clap::ArgGroup::new("term").required(true).args(["working_days", "hours"])))]
+    Deadline {
+        /// Start of the term, RFC 3339 with offset (e.g. 2026-12-04T16:30:00+01:00).
+        #[arg(long)]
+        from: String,
+        /// A term in working days.
+        #[arg(long)]
+        working_days: Option<u32>,
+        /// An urgent term in elapsed hours.
+        #[arg(long)]
+        hours: Option<u32>,
+        /// A ladder file (its `[calendar]`) or a calendar file; default: the Dutch default calendar.
+        #[arg(long)]
+        calendar: Option<PathBuf>,
+    },
+    /// The year's non-working days in the region's calendar (besides weekends).
+    Calendar {
+        /// The year.
+        #[arg(long)]
+        year: i16,
+        /// A ladder file (its `[calendar]`) or a calendar file; default: the Dutch default calendar.
+        #[arg(long)]
+        calendar: Option<PathBuf>,
+    },
     /// Show who a development token makes you on a member's local listener.
     Whoami {
         /// Local mesh directory.
@@ -361,6 +386,27 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Deadline {
+            from,
+            working_days,
+            hours,
+            calendar,
+        } => {
+            let term = match (working_days, hours) {
+                (Some(n), None) => doorzet_domain::calendar::Term::WorkingDays(n),
+                (None, Some(n)) => doorzet_domain::calendar::Term::Hours(n),
+                _ => anyhow::bail!("give one of --working-days or --hours"),
+            };
+            let cal = doorzet_ctl::calendar::load(calendar.as_deref())?;
+            println!("{}", doorzet_ctl::calendar::deadline(&cal, &from, term)?);
+        }
+        Command::Calendar { year, calendar } => {
+            if !(1900..=9999).contains(&year) {
+                anyhow::bail!("--year must be between 1900 and 9999");
+            }
+            let cal = doorzet_ctl::calendar::load(calendar.as_deref())?;
+            print!("{}", doorzet_ctl::calendar::listing(&cal, year));
+        }
         Command::Case { command, target } => partner::case(command, &target).await?,
         Command::Fact { command, target } => partner::fact(command, &target).await?,
         Command::Consent { command, target } => partner::consent(command, &target).await?,

@@ -70,17 +70,12 @@ pub fn mint(private_pem: &[u8], kid: &str, request: &TokenRequest) -> Result<Str
     jsonwebtoken::encode(&header, &claims, &key).map_err(TokenError::Sign)
 }
 
-/// Signs a participation grant as the coordinator does: header `typ` `doorzet-grant+jwt`, EdDSA,
-/// with the coordinator's key `kid` (until the coordinator issues grants itself, the local mesh's
-/// development key).
+/// Signs a participation grant as the coordinator does, with the coordinator's key `kid` (for the
+/// local mesh's development key).
 pub fn mint_grant(
     private_pem: &[u8],
     kid: &str,
     claims: &doorzet_domain::grant::GrantClaims,
-) -> Result<String, TokenError> {
-    let key = EncodingKey::from_ed_pem(private_pem).map_err(TokenError::Key)?;
-    let mut header = Header::new(Algorithm::EdDSA);
-    header.kid = Some(kid.to_owned());
-    header.typ = Some(doorzet_domain::grant::GRANT_TYPE.to_owned());
-    jsonwebtoken::encode(&header, claims, &key).map_err(TokenError::Sign)
+) -> Result<String, doorzet_mesh::grant_signer::GrantSignError> {
+    doorzet_mesh::grant_signer::GrantSigner::from_pem(private_pem, kid)?.sign(claims)
 }

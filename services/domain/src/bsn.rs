@@ -33,6 +33,24 @@ pub fn contains_bsn_shaped(text: &str) -> bool {
         .any(passes_eleven_test)
 }
 
+/// Checks a case reference: 8–64 characters of ASCII letters, digits, `-` and `_`, holding no
+/// number that could be a BSN. Returns why not.
+pub fn check_case_ref(value: &str) -> Result<(), &'static str> {
+    if !(8..=64).contains(&value.len()) {
+        return Err("must be 8 to 64 characters");
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err("may hold only letters, digits, `-` and `_`");
+    }
+    if contains_bsn_shaped(value) {
+        return Err("holds a number that could be a citizen service number");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

@@ -5,6 +5,7 @@
 //! - [`config`]: configuration sections every binary shares, and the figment loader.
 //! - [`directory`]: the member directory as a verified, swappable snapshot.
 //! - [`tls`]: certificate loading, rustls configs, and reload on change or SIGHUP.
+//! - [`grant_signer`]: signing participation grants with the coordinator's key.
 //! - [`identity`]: `Caller`, and the checks that turn a peer certificate and a JWT into one.
 //! - [`layers`]: tower layers for tracing, timeouts, load shedding, identity and metrics.
 //! - [`connections`]: connection caps, handshake and idle timeouts, per listener.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod connections;
 pub mod directory;
 pub mod error;
+pub mod grant_signer;
 pub mod identity;
 pub mod layers;
 pub mod log_throttle;
@@ -33,6 +35,10 @@ pub mod telemetry;
 pub mod tls;
 
 pub use directory::{Directory, Snapshot};
+
+/// The metadata key that carries the caller's latest verified audit checkpoint (its signed note)
+/// on calls between members, so the callee can compare histories.
+pub const CHECKPOINT_HEADER: &str = "doorzet-checkpoint-bin";
 pub use error::{IdentityError, MeshError};
 pub use identity::{Caller, ListenerKind, Person, Verifier};
 pub use tls::ReloadingTls;

@@ -131,8 +131,7 @@ impl Appender {
                 .collect();
             match client.append(v1::AppendRequest { entries: all }).await {
                 Ok(_) => {
-                    let (first, last) = (pending[0].0, pending[pending.len() - 1].0);
-                    disclosures::mark_appended(&self.db, first, last).await?;
+                    disclosures::mark_appended(&self.db, pending[pending.len() - 1].0).await?;
                 }
                 Err(status) if status.code() == tonic::Code::InvalidArgument => {
                     // One record spoils the batch: append one by one, keep the refused here.
@@ -141,11 +140,12 @@ impl Appender {
                             entries: entries(self.org, record),
                         };
                         match client.append(one).await {
-                            Ok(_) => disclosures::mark_appended(&self.db, *seq, *seq).await?,
+                            Ok(_) => disclosures::mark_appended(&self.db, *seq).await?,
                             Err(s) if s.code() == tonic::Code::InvalidArgument => {
                                 tracing::error!(disclosure = %record.disclosure_id, reason = %s.message(), "disclosure record refused by the audit log; kept in the node's log only");
                                 self.refused.inc();
                                 disclosures::mark_local_only(&self.db, *seq).await?;
+                                disclosures::mark_appended(&self.db, *seq).await?;
                             }
                             Err(s) => {
                                 return Err(crate::Error::Coordinator(format!(

@@ -9,7 +9,7 @@ use tonic::metadata::MetadataValue;
 use crate::audit_watch::{AuditWatch, PeerCheck};
 
 /// The metadata key that carries the caller's latest verified checkpoint (its signed note).
-pub const HEADER: &str = "doorzet-checkpoint-bin";
+pub const HEADER: &str = doorzet_mesh::CHECKPOINT_HEADER;
 
 /// Adds this node's latest verified checkpoint to an outgoing call to another member.
 pub fn attach<T>(audit: &AuditWatch, request: &mut tonic::Request<T>) {

@@ -12,23 +12,7 @@ pub fn random(prefix: &str) -> String {
     format!("{prefix}-{letters}")
 }
 
-/// Checks a case reference: 8–64 characters of ASCII letters, digits, `-` and `_`, holding no
-/// number that could be a BSN. Returns why not.
-pub fn check_case_ref(value: &str) -> Result<(), &'static str> {
-    if !(8..=64).contains(&value.len()) {
-        return Err("must be 8 to 64 characters");
-    }
-    if !value
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err("may hold only letters, digits, `-` and `_`");
-    }
-    if doorzet_domain::bsn::contains_bsn_shaped(value) {
-        return Err("holds a number that could be a citizen service number");
-    }
-    Ok(())
-}
+pub use doorzet_domain::bsn::check_case_ref;
 
 /// Checks free identifiers supplied by callers (local ids, person ids): 1–64 printable characters
 /// without control characters.

@@ -164,6 +164,7 @@ pub async fn serve(
             tls.clone(),
             sealed::BsnKeys::load(&config.cases)?,
             case_cache,
+            coordinator_channel.clone(),
         ))
         .max_decoding_message_size(max),
     );

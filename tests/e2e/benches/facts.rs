@@ -19,7 +19,7 @@ use doorzet_domain::grant::GrantClaims;
 use doorzet_proto::v1::{
     self, node_admin_client::NodeAdminClient, partner_node_client::PartnerNodeClient,
 };
-use doorzet_testkit::measure::{percentile, rss_mib};
+use doorzet_testkit::measure::{cpu_seconds, percentile, rss_mib};
 use doorzet_testkit::mesh::{channel_as, with_token};
 use doorzet_testkit::process::{CoordinatorProcess, NodeProcess};
 use tonic::transport::Channel;
@@ -38,6 +38,7 @@ const CATEGORIES: [&str; 8] = [
 ];
 
 struct Load {
+    requests: usize,
     per_second: f64,
     p50: Duration,
     p99: Duration,
@@ -81,6 +82,7 @@ where
     let elapsed = started.elapsed().as_secs_f64();
     all.sort();
     Load {
+        requests: all.len(),
         per_second: all.len() as f64 / elapsed,
         p50: percentile(&all, 0.5),
         p99: percentile(&all, 0.99),
@@ -214,6 +216,15 @@ fn main() {
             .into_inner();
         assert_eq!((answer.facts.len(), answer.withheld.len()), (7, 3));
 
+        let coordinator_pid = coordinator.running().pid();
+        let cpu = move || {
+            [
+                cpu_seconds(pid),
+                cpu_seconds(coordinator_pid),
+                cpu_seconds(std::process::id()),
+            ]
+        };
+        let before_echo = cpu();
         let echo_channel = mesh.clone();
         let echo = load(seconds, move || {
             let mut client = tonic_health::pb::health_client::HealthClient::new(echo_channel.clone());
@@ -225,6 +236,7 @@ fn main() {
             }
         })
         .await;
+        let after_echo = cpu();
         let (facts_channel, grant) = (mesh.clone(), grant.clone());
         let facts = load(seconds, move || {
             let mut client = PartnerNodeClient::new(facts_channel.clone());
@@ -237,6 +249,7 @@ fn main() {
             async move { client.query_facts(request).await.is_ok() }
         })
         .await;
+        let after_facts = cpu();
         let after_mib = rss_mib(pid);
         let metrics = doorzet_testkit::mesh::http_get(node.admin_addr, "/metrics").await;
         let refused = metrics
@@ -263,6 +276,11 @@ fn main() {
             facts.p50.as_secs_f64() / echo.p50.as_secs_f64().max(1e-9),
             facts.p99.as_secs_f64() / echo.p99.as_secs_f64().max(1e-9),
         );
+        println!("\nCPU per request (µs): {:<10} {:>10} {:>12} {:>8}", "", "node", "coordinator", "caller");
+        for (name, l, a, b) in [("echo", &echo, before_echo, after_echo), ("QueryFacts", &facts, after_echo, after_facts)] {
+            let per = |i: usize| (b[i] - a[i]) / l.requests.max(1) as f64 * 1e6;
+            println!("{:<31} {:>10.0} {:>12.0} {:>8.0}", name, per(0), per(1), per(2));
+        }
         println!("start-up to SERVING on an empty SQLite file: {:.0} ms (goal < 500 ms)", startup.as_secs_f64() * 1e3);
         println!("resident memory: idle {idle_mib:.1} MiB (goal < 30 MiB), after the run {after_mib:.1} MiB");
         println!("audit: {refused}");

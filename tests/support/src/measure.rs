@@ -1,4 +1,5 @@
-//! Small measuring helpers shared by the benches: a process's resident memory and percentiles.
+//! Small measuring helpers shared by the benches: a process's resident memory and CPU time, and
+//! percentiles.
 
 use std::time::Duration;
 
@@ -12,6 +13,21 @@ pub fn rss_mib(pid: u32) -> f64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// CPU time (user + system) process `pid` has used so far, in seconds (0 when it cannot be read).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    // Fields 14 and 15 of /proc/PID/stat, after the parenthesised command name.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks =
+                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0)
 }
 
 /// The `p` quantile (0..=1) of sorted latencies.

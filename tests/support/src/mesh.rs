@@ -63,7 +63,12 @@ pub struct TestMesh {
     coordinator_shutdown: CancellationToken,
     coordinator_config: CoordinatorConfig,
     coordinator_task: Option<tokio::task::JoinHandle<()>>,
+    /// The clock the coordinator's deadlines run on; move it forward instead of sleeping.
+    pub clock: doorzet_coordinator::clock::Clock,
 }
+
+/// The ladder the in-process mesh runs (`deploy/regions/local-mesh.toml`).
+pub const LADDER: &str = include_str!("../../../deploy/regions/local-mesh.toml");
 
 impl Drop for TestMesh {
     fn drop(&mut self) {
@@ -202,7 +207,24 @@ impl TestMesh {
                 .as_bytes(),
         )
         .expect("write audit key");
+        let ladder_path = data.path().join("ladder.toml");
+        std::fs::write(&ladder_path, LADDER).expect("write ladder");
+        let grant_key = data.path().join("grant.key");
+        doorzet_ctl::pki::write_private(
+            &grant_key,
+            coordinator_org.token_key.private_pem.as_bytes(),
+        )
+        .expect("write grant key");
         let config = CoordinatorConfig {
+            escalations: Some(doorzet_coordinator::config::EscalationsConfig {
+                ladder: ladder_path,
+                grant_signing_key: grant_key,
+                grant_key_id: coordinator_org.jwk().kid.clone(),
+                grant_validity: Duration::from_secs(7 * 24 * 3600),
+                participant_lookup_timeout: Duration::from_secs(2),
+                notify_timeout: Duration::from_secs(2),
+                max_retry_interval: Duration::from_secs(2),
+            }),
             org: coordinator_org.org,
             audit: doorzet_coordinator::config::AuditConfig {
                 signing_key: audit_key,
@@ -238,7 +260,13 @@ impl TestMesh {
         };
         let coordinator_shutdown = shutdown.child_token();
         let coordinator_config = config.clone();
-        let coordinator_task = spawn_coordinator(listeners, config, coordinator_shutdown.clone());
+        let clock = doorzet_coordinator::clock::Clock::default();
+        let coordinator_task = spawn_coordinator(
+            listeners,
+            config,
+            coordinator_shutdown.clone(),
+            clock.clone(),
+        );
 
         let mut running = Vec::new();
         for (demo, org, mesh, mesh_addr, local, local_addr, admin, admin_addr) in node_parts {
@@ -308,6 +336,7 @@ impl TestMesh {
             coordinator_shutdown,
             coordinator_config,
             coordinator_task: Some(coordinator_task),
+            clock,
         };
         for node in &mesh.nodes {
             let org = &node.org;
@@ -372,6 +401,7 @@ impl TestMesh {
             doorzet_coordinator::Listeners { mesh, admin },
             config,
             self.coordinator_shutdown.clone(),
+            self.clock.clone(),
         ));
     }
 
@@ -385,9 +415,11 @@ fn spawn_coordinator(
     listeners: doorzet_coordinator::Listeners,
     config: CoordinatorConfig,
     token: CancellationToken,
+    clock: doorzet_coordinator::clock::Clock,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        if let Err(e) = doorzet_coordinator::serve(listeners, config, token).await {
+        if let Err(e) = doorzet_coordinator::serve_with_clock(listeners, config, token, clock).await
+        {
             panic!("coordinator failed: {e}");
         }
     })

@@ -2,8 +2,8 @@
 //!
 //! # Layout
 //! - [`directory`]: `Directory` — the member list, to every member.
-//! - [`coordinator`]: `Coordinator` — the escalation ladder (filled in by the ladder issue).
-//! - [`audit_log`]: `AuditLog` — the Merkle log (filled in by the audit-log issue).
+//! - [`coordinator`]: `Coordinator` — the escalation ladder.
+//! - [`audit_log`]: `AuditLog` — the Merkle log.
 
 pub mod audit_log;
 pub mod coordinator;

@@ -34,10 +34,13 @@ pub struct NodeAdminService {
     members: Arc<std::sync::Mutex<std::collections::HashMap<Oin, tonic::transport::Channel>>>,
     bsn: crate::sealed::BsnKeys,
     cache: crate::case_cache::CaseCache,
+    coordinator: tonic::transport::Channel,
+    coordinator_org: Oin,
 }
 
 impl NodeAdminService {
     /// Makes the service for the node configured by `config`.
+    #[allow(clippy::too_many_arguments)] // the node's parts, wired once in `serve`
     pub fn new(
         config: &crate::NodeConfig,
         directory: Arc<Directory>,
@@ -46,6 +49,7 @@ impl NodeAdminService {
         tls: Arc<doorzet_mesh::ReloadingTls>,
         bsn: crate::sealed::BsnKeys,
         cache: crate::case_cache::CaseCache,
+        coordinator: tonic::transport::Channel,
     ) -> Self {
         Self {
             org: config.org,
@@ -63,6 +67,8 @@ impl NodeAdminService {
             members: Arc::default(),
             bsn,
             cache,
+            coordinator,
+            coordinator_org: config.coordinator.org,
         }
     }
 
@@ -89,6 +95,22 @@ impl NodeAdminService {
         members.insert(org, channel.clone());
         Ok(channel)
     }
+}
+
+/// The case reference of escalation request `request_id` for local case `case_id`: `case-` and 20
+/// letters from their hash.
+fn case_ref_for(case_id: &str, request_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(case_id.as_bytes())
+        .chain_update([0])
+        .chain_update(request_id.as_bytes())
+        .finalize();
+    let letters: String = digest[..20]
+        .iter()
+        .map(|b| (b'a' + b % 26) as char)
+        .collect();
+    format!("case-{letters}")
 }
 
 /// The person calling, when their role is among `roles`.
@@ -684,6 +706,53 @@ impl node_admin_server::NodeAdmin for NodeAdminService {
             .await
             .map_err(|status| Error::Member { org, status })?;
         Ok(Response::new(answer.into_inner()))
+    }
+
+    async fn escalate(
+        &self,
+        request: Request<v1::EscalateRequest>,
+    ) -> Result<Response<v1::EscalateResponse>, Status> {
+        let person = person_in(&request, &self.access.case_roles, "escalate cases")?;
+        let req = request.into_inner();
+        if req.request_id.is_empty() || req.request_id.len() > 64 {
+            return Err(invalid("request_id", "must be 1 to 64 characters"));
+        }
+        cases::get_case(&self.db, &req.case_id).await?;
+        // The case reference follows from the case and the request id, so a retry sends the very
+        // same registration; letters only, so it never holds a BSN-shaped number.
+        let case_ref = case_ref_for(&req.case_id, &req.request_id);
+        let linked = cases::links(&self.db, &req.case_id).await?;
+        if !linked.iter().any(|l| l.case_ref == case_ref) {
+            cases::link(&self.db, &req.case_id, &case_ref, None, SystemTime::now()).await?;
+            self.cache.invalidate();
+        }
+        let mut call = Request::new(v1::SubmitEscalationRequest {
+            request_id: req.request_id,
+            case_ref,
+            tier: req.tier,
+            urgent: req.urgent,
+            categories: req.categories,
+            tables_tried: req.tables_tried,
+            question: req.question,
+            asked_seats: req.asked_seats,
+        });
+        call.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", person.token)
+                .parse()
+                .map_err(|_| Error::FailedPrecondition("token is not ASCII".into()))?,
+        );
+        crate::gossip::attach(&self.audit, &mut call);
+        let answer = v1::coordinator_client::CoordinatorClient::new(self.coordinator.clone())
+            .submit_escalation(call)
+            .await
+            .map_err(|status| Error::Member {
+                org: self.coordinator_org,
+                status,
+            })?;
+        Ok(Response::new(v1::EscalateResponse {
+            escalation: answer.into_inner().escalation,
+        }))
     }
 
     async fn list_inbox(

@@ -1,7 +1,8 @@
 //! The disclosure log (NEN 7513): every `QueryFacts` decision, allowed or refused, with who asked,
 //! on whose behalf, about which case reference, which facts and categories, for what, and the
-//! outcome. Never fact contents. Rows wait in `audit_state = 0` until the audit appender has put
-//! their metadata in the coordinator's audit log.
+//! outcome. Never fact contents. Records are appended to the coordinator's audit log in order, so
+//! one watermark (`disclosure_audit_progress.appended_through`) says which are in it; the few the
+//! audit log refuses are marked as kept here only.
 
 use std::time::SystemTime;
 
@@ -80,13 +81,12 @@ pub struct Record {
     pub grant_id: String,
 }
 
-/// Where an entry stands with the coordinator's audit log.
+/// Where an entry stands with the coordinator's audit log, besides the watermark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditState {
-    /// To be appended.
-    Pending = 0,
-    /// Appended.
-    Appended = 1,
+    /// Appended once the watermark passes it (older rows may say 1, "appended", from before the
+    /// watermark existed).
+    InOrder = 0,
     /// Kept here only: its identifiers cannot go into the audit log (a malformed case reference).
     LocalOnly = 2,
 }
@@ -151,7 +151,10 @@ async fn insert_on(
 type Pending = (Record, tokio::sync::oneshot::Sender<Result<(), String>>);
 
 /// Stores records with group commit: the records of concurrent requests share one transaction (one
-/// fsync), and each request is answered only once its record is durable.
+/// fsync), and each request is answered only once its record is durable. It is the only writer of
+/// the log and commits one transaction at a time, so sequence numbers become visible in order,
+/// which the audit watermark relies on (on PostgreSQL too, where concurrent writers could commit a
+/// lower sequence number after a higher one).
 #[derive(Debug, Clone)]
 pub struct Writer {
     queue: tokio::sync::mpsc::Sender<Pending>,
@@ -204,7 +207,7 @@ async fn write_batch(db: &Database, batch: &[Pending]) -> Result<(), Error> {
     let mut conn = db.pool().acquire().await?;
     let mut tx = conn.begin().await?;
     let records: Vec<&Record> = batch.iter().map(|(r, _)| r).collect();
-    insert_on(&mut tx, &records, AuditState::Pending).await?;
+    insert_on(&mut tx, &records, AuditState::InOrder).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -295,27 +298,26 @@ pub async fn for_case_ref(db: &Database, case_ref: &str, limit: u32) -> Result<V
         .collect()
 }
 
-/// The oldest `limit` entries still to append to the audit log, with their sequence numbers.
+/// The oldest `limit` entries past the watermark, with their sequence numbers.
 pub async fn pending(db: &Database, limit: u32) -> Result<Vec<(i64, Record)>, Error> {
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM disclosures WHERE audit_state = $1 ORDER BY seq LIMIT $2"
+        "SELECT {COLUMNS} FROM disclosures \
+         WHERE seq > (SELECT appended_through FROM disclosure_audit_progress WHERE id = 1) \
+         AND audit_state <> $1 ORDER BY seq LIMIT $2"
     )))
-    .bind(AuditState::Pending as i32)
+    .bind(AuditState::LocalOnly as i32)
     .bind(limit as i64)
     .fetch_all(db.pool())
     .await?;
     rows.into_iter().map(record_of).collect()
 }
 
-/// Marks the pending entries with sequence numbers `first..=last` as appended (one statement:
-/// the pending entries are appended in order, so they form that range).
-pub async fn mark_appended(db: &Database, first: i64, last: i64) -> Result<(), Error> {
+/// Moves the watermark to `last`: every entry up to it is in the audit log or kept here only.
+pub async fn mark_appended(db: &Database, last: i64) -> Result<(), Error> {
     sqlx::query(
-        "UPDATE disclosures SET audit_state = $1 WHERE audit_state = $2 AND seq >= $3 AND seq <= $4",
+        "UPDATE disclosure_audit_progress SET appended_through = $1 \
+         WHERE id = 1 AND appended_through < $1",
     )
-    .bind(AuditState::Appended as i32)
-    .bind(AuditState::Pending as i32)
-    .bind(first)
     .bind(last)
     .execute(db.pool())
     .await?;

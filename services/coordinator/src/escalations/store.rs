@@ -1,0 +1,498 @@
+//! Escalations in the database: the escalation (its contract form, with the columns queries need),
+//! its events, idempotency keys, the notification outbox and the audit entries waiting for the log.
+//! A transition is one [`Write`], committed in one transaction; two coordinators on one database
+//! cannot both commit a transition from the same state, because the update names the sequence
+//! number it expects.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use doorzet_proto::v1;
+use doorzet_store::{Backend, Database};
+use prost::Message;
+use sqlx::Row;
+
+use crate::Error;
+
+/// Milliseconds since the epoch, as stored.
+pub fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The time of stored milliseconds.
+pub fn from_millis(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M, Error> {
+    M::decode(bytes).map_err(|_| Error::Corrupt(format!("stored {what} does not decode")))
+}
+
+/// One transition's writes.
+#[derive(Debug, Default)]
+pub struct Write {
+    /// The escalation after the transition.
+    pub escalation: v1::Escalation,
+    /// The sequence number it had before (`None`: a new escalation).
+    pub expected_sequence: Option<u64>,
+    /// When the scheduler must look at it next.
+    pub next_due: Option<SystemTime>,
+    /// Organisations taking part (added; never removed, so past participants keep their view).
+    pub members: Vec<String>,
+    /// Its new events.
+    pub events: Vec<v1::EscalationEvent>,
+    /// Canonically encoded audit entries.
+    pub audit: Vec<Vec<u8>>,
+    /// Notifications: recipient and request.
+    pub outbox: Vec<(String, v1::NotifyRequest)>,
+    /// The idempotency key and the answer to remember: organisation, request id, request hash.
+    pub request: Option<(String, String, String)>,
+}
+
+/// Commits `write`; `false` when another transition got there first (the sequence moved on).
+pub async fn commit(db: &Database, write: &Write, now: SystemTime) -> Result<bool, Error> {
+    use sqlx::Connection;
+    let e = &write.escalation;
+    let body = e.encode_to_vec();
+    let deadline = e
+        .deadline
+        .and_then(|t| SystemTime::try_from(t).ok())
+        .map(millis);
+    let next_due = write.next_due.map(millis);
+    let mut conn = db.pool().acquire().await?;
+    let mut tx = conn.begin().await?;
+    match write.expected_sequence {
+        None => {
+            sqlx::query(
+                "INSERT INTO escalations (escalation_id, case_ref, state, tier, registrant_org, \
+                 registered_at, updated_at, deadline, next_due, sequence, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(&e.escalation_id)
+            .bind(&e.case_ref)
+            .bind(e.state().as_str_name())
+            .bind(e.tier as i64)
+            .bind(&e.registrant_org)
+            .bind(millis(now))
+            .bind(millis(now))
+            .bind(deadline)
+            .bind(next_due)
+            .bind(e.sequence as i64)
+            .bind(body)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Some(expected) => {
+            let updated = sqlx::query(
+                "UPDATE escalations SET state = $1, tier = $2, updated_at = $3, deadline = $4, \
+                 next_due = $5, sequence = $6, body = $7 WHERE escalation_id = $8 AND sequence = $9",
+            )
+            .bind(e.state().as_str_name())
+            .bind(e.tier as i64)
+            .bind(millis(now))
+            .bind(deadline)
+            .bind(next_due)
+            .bind(e.sequence as i64)
+            .bind(body)
+            .bind(&e.escalation_id)
+            .bind(expected as i64)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() != 1 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+        }
+    }
+    for org in &write.members {
+        let sql = match db.backend() {
+            Backend::Sqlite => {
+                "INSERT OR IGNORE INTO escalation_members (escalation_id, org) VALUES ($1, $2)"
+            }
+            Backend::Postgres => {
+                "INSERT INTO escalation_members (escalation_id, org) VALUES ($1, $2) \
+                 ON CONFLICT DO NOTHING"
+            }
+        };
+        sqlx::query(sql)
+            .bind(&e.escalation_id)
+            .bind(org)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for event in &write.events {
+        sqlx::query(
+            "INSERT INTO escalation_events (escalation_id, sequence, body) VALUES ($1, $2, $3)",
+        )
+        .bind(&event.escalation_id)
+        .bind(event.sequence as i64)
+        .bind(event.encode_to_vec())
+        .execute(&mut *tx)
+        .await?;
+    }
+    for entry in &write.audit {
+        sqlx::query("INSERT INTO audit_pending (entry) VALUES ($1)")
+            .bind(entry.as_slice())
+            .execute(&mut *tx)
+            .await?;
+    }
+    for (recipient, notification) in &write.outbox {
+        sqlx::query(
+            "INSERT INTO outbox (notification_id, recipient_org, body, attempts, next_attempt_at, \
+             claimed_until, last_error) VALUES ($1, $2, $3, 0, $4, 0, '')",
+        )
+        .bind(&notification.notification_id)
+        .bind(recipient)
+        .bind(notification.encode_to_vec())
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+    }
+    if let Some((org, request_id, hash)) = &write.request {
+        sqlx::query(
+            "INSERT INTO escalation_requests (org, request_id, request_hash, response, at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(org)
+        .bind(request_id)
+        .bind(hash)
+        .bind(e.escalation_id.as_bytes())
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// One escalation.
+pub async fn get(db: &Database, id: &str) -> Result<Option<v1::Escalation>, Error> {
+    let row: Option<(Vec<u8>,)> =
+        sqlx::query_as("SELECT body FROM escalations WHERE escalation_id = $1")
+            .bind(id)
+            .fetch_optional(db.pool())
+            .await?;
+    row.map(|(b,)| decode(&b, "escalation")).transpose()
+}
+
+/// Whether `org` takes part in escalation `id`.
+pub async fn is_member(db: &Database, id: &str, org: &str) -> Result<bool, Error> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT 1 FROM escalation_members WHERE escalation_id = $1 AND org = $2")
+            .bind(id)
+            .bind(org)
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(row.is_some())
+}
+
+/// An earlier request under the same key: its hash and the escalation it answered with.
+pub async fn request(
+    db: &Database,
+    org: &str,
+    request_id: &str,
+) -> Result<Option<(String, String)>, Error> {
+    let row: Option<(String, Vec<u8>)> = sqlx::query_as(
+        "SELECT request_hash, response FROM escalation_requests WHERE org = $1 AND request_id = $2",
+    )
+    .bind(org)
+    .bind(request_id)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.map(|(h, r)| (h, String::from_utf8_lossy(&r).into_owned())))
+}
+
+/// What to list.
+#[derive(Debug, Default)]
+pub struct ListFilter {
+    /// State names (`ESCALATION_STATE_…`); empty: all.
+    pub states: Vec<String>,
+    /// Tier.
+    pub tier: Option<u32>,
+    /// Deadline before.
+    pub deadline_before: Option<SystemTime>,
+    /// Only those this organisation takes part in.
+    pub org: Option<String>,
+    /// Page size.
+    pub limit: u32,
+    /// Continue after (registered_at, escalation_id), newest first.
+    pub after: Option<(i64, String)>,
+}
+
+/// Lists escalations, newest first, with the cursor of the next page.
+pub async fn list(
+    db: &Database,
+    filter: &ListFilter,
+) -> Result<(Vec<v1::Escalation>, Option<(i64, String)>), Error> {
+    let mut sql =
+        String::from("SELECT e.registered_at, e.escalation_id, e.body FROM escalations e");
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    let mut conditions = Vec::new();
+    if filter.org.is_some() {
+        sql.push_str(" JOIN escalation_members m ON m.escalation_id = e.escalation_id");
+        conditions.push(format!("m.org = {}", next()));
+    }
+    if !filter.states.is_empty() {
+        let marks: Vec<String> = filter.states.iter().map(|_| next()).collect();
+        conditions.push(format!("e.state IN ({})", marks.join(", ")));
+    }
+    if filter.tier.is_some() {
+        conditions.push(format!("e.tier = {}", next()));
+    }
+    if filter.deadline_before.is_some() {
+        conditions.push(format!("e.deadline < {}", next()));
+    }
+    if filter.after.is_some() {
+        let (a, b, c) = (next(), next(), next());
+        conditions.push(format!(
+            "(e.registered_at < {a} OR (e.registered_at = {b} AND e.escalation_id < {c}))"
+        ));
+    }
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    sql.push_str(&format!(
+        " ORDER BY e.registered_at DESC, e.escalation_id DESC LIMIT {}",
+        next()
+    ));
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    if let Some(org) = &filter.org {
+        query = query.bind(org.clone());
+    }
+    for state in &filter.states {
+        query = query.bind(state.clone());
+    }
+    if let Some(tier) = filter.tier {
+        query = query.bind(tier as i64);
+    }
+    if let Some(t) = filter.deadline_before {
+        query = query.bind(millis(t));
+    }
+    if let Some((at, id)) = &filter.after {
+        query = query.bind(*at).bind(*at).bind(id.clone());
+    }
+    query = query.bind(i64::from(filter.limit) + 1);
+    let rows = query.fetch_all(db.pool()).await?;
+    let mut out = Vec::new();
+    let mut cursor = None;
+    for (i, row) in rows.iter().enumerate() {
+        if i as u32 == filter.limit {
+            break;
+        }
+        let at: i64 = row.try_get(0)?;
+        let id: String = row.try_get(1)?;
+        let body: Vec<u8> = row.try_get(2)?;
+        out.push(decode(&body, "escalation")?);
+        cursor = Some((at, id));
+    }
+    let more = rows.len() as u32 > filter.limit;
+    Ok((out, cursor.filter(|_| more)))
+}
+
+/// Events of escalation `id` after sequence `after`, in order.
+pub async fn events_after(
+    db: &Database,
+    id: &str,
+    after: u64,
+) -> Result<Vec<v1::EscalationEvent>, Error> {
+    let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
+        "SELECT body FROM escalation_events WHERE escalation_id = $1 AND sequence > $2 \
+         ORDER BY sequence LIMIT 1000",
+    )
+    .bind(id)
+    .bind(after as i64)
+    .fetch_all(db.pool())
+    .await?;
+    rows.into_iter()
+        .map(|(b,)| decode(&b, "escalation event"))
+        .collect()
+}
+
+/// The earliest moment the scheduler must act.
+pub async fn next_due(db: &Database) -> Result<Option<SystemTime>, Error> {
+    let row: (Option<i64>,) =
+        sqlx::query_as("SELECT MIN(next_due) FROM escalations WHERE next_due IS NOT NULL")
+            .fetch_one(db.pool())
+            .await?;
+    Ok(row.0.map(from_millis))
+}
+
+/// Escalations due at `now`, oldest deadline first.
+pub async fn due(db: &Database, now: SystemTime, limit: u32) -> Result<Vec<String>, Error> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT escalation_id FROM escalations WHERE next_due IS NOT NULL AND next_due <= $1 \
+         ORDER BY next_due LIMIT $2",
+    )
+    .bind(millis(now))
+    .bind(i64::from(limit))
+    .fetch_all(db.pool())
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// A notification claimed for delivery.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// Row id.
+    pub id: i64,
+    /// Recipient.
+    pub recipient_org: String,
+    /// The request.
+    pub notification: v1::NotifyRequest,
+    /// Attempts before this one.
+    pub attempts: u32,
+}
+
+/// Claims up to `limit` due notifications for `lease` (another coordinator skips them meanwhile).
+pub async fn claim_due(
+    db: &Database,
+    now: SystemTime,
+    lease: Duration,
+    limit: u32,
+) -> Result<Vec<Claimed>, Error> {
+    let lock = match db.backend() {
+        Backend::Sqlite => "",
+        Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+    };
+    let sql = format!(
+        "UPDATE outbox SET claimed_until = $1 WHERE id IN (SELECT id FROM outbox \
+         WHERE delivered_at IS NULL AND next_attempt_at <= $2 AND claimed_until <= $2 \
+         ORDER BY next_attempt_at, id LIMIT $3{lock}) \
+         RETURNING id, recipient_org, body, attempts"
+    );
+    let rows: Vec<(i64, String, Vec<u8>, i32)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(millis(now + lease))
+        .bind(millis(now))
+        .bind(i64::from(limit))
+        .fetch_all(db.pool())
+        .await?;
+    let mut out: Vec<Claimed> = rows
+        .into_iter()
+        .map(|(id, recipient_org, body, attempts)| {
+            Ok(Claimed {
+                id,
+                recipient_org,
+                notification: decode(&body, "notification")?,
+                attempts: attempts.max(0) as u32,
+            })
+        })
+        .collect::<Result<_, Error>>()?;
+    // RETURNING gives no order; deliver in the order written.
+    out.sort_by_key(|c| c.id);
+    Ok(out)
+}
+
+/// Marks notifications delivered.
+pub async fn delivered(db: &Database, ids: &[i64], now: SystemTime) -> Result<(), Error> {
+    for chunk in ids.chunks(256) {
+        let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "UPDATE outbox SET delivered_at = $1 WHERE id IN ({})",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(millis(now));
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        q.execute(db.pool()).await?;
+    }
+    Ok(())
+}
+
+/// Schedules the next attempt of notifications that failed.
+pub async fn failed(
+    db: &Database,
+    ids: &[i64],
+    attempts: u32,
+    next_attempt_at: SystemTime,
+    error: &str,
+) -> Result<(), Error> {
+    for chunk in ids.chunks(256) {
+        let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 4)).collect();
+        let sql = format!(
+            "UPDATE outbox SET attempts = $1, next_attempt_at = $2, claimed_until = 0, \
+             last_error = $3 WHERE id IN ({})",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(attempts as i32)
+            .bind(millis(next_attempt_at))
+            .bind(error.chars().take(200).collect::<String>());
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        q.execute(db.pool()).await?;
+    }
+    Ok(())
+}
+
+/// The earliest next attempt of an undelivered notification.
+pub async fn next_attempt(db: &Database) -> Result<Option<SystemTime>, Error> {
+    let row: (Option<i64>,) = sqlx::query_as(
+        "SELECT MIN(CASE WHEN claimed_until > next_attempt_at THEN claimed_until \
+         ELSE next_attempt_at END) FROM outbox WHERE delivered_at IS NULL",
+    )
+    .fetch_one(db.pool())
+    .await?;
+    Ok(row.0.map(from_millis))
+}
+
+/// Undelivered notifications (for metrics and tests).
+pub async fn undelivered(db: &Database) -> Result<i64, Error> {
+    let row: (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL")
+        .fetch_one(db.pool())
+        .await?;
+    Ok(row.0)
+}
+
+/// Audit entries waiting for the log, oldest first.
+pub async fn audit_pending(db: &Database, limit: u32) -> Result<Vec<(i64, Vec<u8>)>, Error> {
+    Ok(
+        sqlx::query_as("SELECT id, entry FROM audit_pending ORDER BY id LIMIT $1")
+            .bind(i64::from(limit))
+            .fetch_all(db.pool())
+            .await?,
+    )
+}
+
+/// Removes the audit entries up to `last`, now in the log.
+pub async fn audit_drained(db: &Database, last: i64) -> Result<(), Error> {
+    sqlx::query("DELETE FROM audit_pending WHERE id <= $1")
+        .bind(last)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// Stores only the audit entries of `write` (a refused registration, which changes nothing else).
+pub async fn commit_audit_only(db: &Database, write: &Write) -> Result<(), Error> {
+    for entry in &write.audit {
+        sqlx::query("INSERT INTO audit_pending (entry) VALUES ($1)")
+            .bind(entry.as_slice())
+            .execute(db.pool())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Sets when the scheduler looks at escalation `id` next, unless it changed meanwhile.
+pub async fn set_due_if_unchanged(
+    db: &Database,
+    id: &str,
+    sequence: u64,
+    next_due: Option<SystemTime>,
+) -> Result<(), Error> {
+    sqlx::query("UPDATE escalations SET next_due = $1 WHERE escalation_id = $2 AND sequence = $3")
+        .bind(next_due.map(millis))
+        .bind(id)
+        .bind(sequence as i64)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}

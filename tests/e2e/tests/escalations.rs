@@ -1,0 +1,521 @@
+//! The escalation ladder end to end, over real mutual TLS between an in-process coordinator and
+//! nodes (`deploy/regions/local-mesh.toml`): the eviction case registered at a node, participants
+//! found from the members' own mandates, invitations with grants in their inboxes, a participant
+//! reading the facts the consent covers, the meeting, a decision whose commitments are checked
+//! against mandates, follow-up and close; a term that passes moves the case up by itself (the
+//! coordinator's clock is moved, nothing sleeps); a restarted coordinator fires a pending deadline;
+//! a registrant the ladder does not allow is refused after the same call succeeds for one it does.
+
+use std::time::{Duration, SystemTime};
+
+use doorzet_proto::v1::{
+    self, coordinator_client::CoordinatorClient, node_admin_client::NodeAdminClient,
+};
+use doorzet_testkit::mesh::{TestNode, channel_as, with_token};
+use doorzet_testkit::{TestMesh, eventually};
+use tonic::Code;
+use tonic::transport::Channel;
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+// Members of the local mesh, in MEMBERS order.
+const MUNICIPALITY: usize = 0;
+const GGZ: usize = 1;
+const CARE_OFFICE: usize = 2;
+const HOUSING: usize = 3;
+const ZVH: usize = 4;
+
+fn admin(node: &TestNode) -> NodeAdminClient<Channel> {
+    NodeAdminClient::new(channel_as(&node.org, &node.local_endpoint))
+}
+
+fn coordinator(mesh: &TestMesh, node: &TestNode) -> CoordinatorClient<Channel> {
+    CoordinatorClient::new(channel_as(&node.org, &mesh.coordinator.endpoint))
+}
+
+/// Gives `node` a current mandate for `role` at `tiers`; returns its id.
+async fn mandate(node: &TestNode, role: &str, tiers: &[u32]) -> String {
+    let now = SystemTime::now();
+    admin(node)
+        .create_mandate(with_token(
+            v1::CreateMandateRequest {
+                mandate: Some(v1::Mandate {
+                    role: role.into(),
+                    tiers: tiers.to_vec(),
+                    domains: vec!["housing".into(), "wmo_support".into()],
+                    decision_types: vec!["suspend_eviction".into(), "provide_housing".into()],
+                    legal_basis: "Mandaatbesluit 2026 art. 4 (fictief)".into(),
+                    valid_from: Some((now - 30 * DAY).into()),
+                    review_date: Some((now + 300 * DAY).into()),
+                    ..Default::default()
+                }),
+            },
+            &node.org.token("ops-1", "beheerder"),
+        ))
+        .await
+        .expect("mandate")
+        .into_inner()
+        .mandate_id
+}
+
+/// The mandates the local ladder's seats need.
+async fn mandates(mesh: &TestMesh) -> Vec<String> {
+    let n = &mesh.nodes;
+    vec![
+        mandate(&n[GGZ], "teamleider", &[1]).await,
+        mandate(&n[CARE_OFFICE], "zorginkoper", &[2]).await,
+        mandate(&n[MUNICIPALITY], "wethouder", &[3, 4]).await,
+        mandate(&n[GGZ], "bestuurder", &[3]).await,
+        mandate(&n[CARE_OFFICE], "gemandateerde", &[3]).await,
+        mandate(&n[HOUSING], "directeur", &[3]).await,
+        mandate(&n[HOUSING], "woonconsulent", &[1]).await,
+        mandate(&n[ZVH], "manager", &[3]).await,
+    ]
+}
+
+/// The municipality's case of the eviction (DOMAIN.md, case 1), with a consent for the table.
+async fn eviction_case(mesh: &TestMesh) -> String {
+    let node = &mesh.nodes[MUNICIPALITY];
+    let token = node.org.token("cm-7", "casemanager");
+    let mut admin = admin(node);
+    let case = admin
+        .create_case(with_token(
+            v1::CreateCaseRequest {
+                local_id: "zaak-2026-0147".into(),
+                bsn: String::new(),
+            },
+            &token,
+        ))
+        .await
+        .expect("case")
+        .into_inner();
+    for (category, value) in [
+        ("eviction_date", "2027-01-15"),
+        (
+            "living_situation",
+            "huurwoning, ontruimingsvonnis (fictief)",
+        ),
+        ("diagnosis_group", "psychotische stoornis (fictief)"),
+    ] {
+        admin
+            .add_fact(with_token(
+                v1::AddFactRequest {
+                    case_id: case.case_id.clone(),
+                    fact: Some(v1::Fact {
+                        category: category.into(),
+                        value: value.into(),
+                        source: "zaaksysteem".into(),
+                        ..Default::default()
+                    }),
+                },
+                &token,
+            ))
+            .await
+            .expect("fact");
+    }
+    admin
+        .record_consent(with_token(
+            v1::RecordConsentRequest {
+                consent: Some(v1::Consent {
+                    case_id: case.case_id.clone(),
+                    given_by: v1::ConsentGiver::Person as i32,
+                    categories: vec!["eviction_date".into(), "living_situation".into()],
+                    recipients: Some(v1::Recipients {
+                        org_ids: vec![],
+                        kinds: vec![
+                            v1::OrganisationKind::MentalHealthInstitution as i32,
+                            v1::OrganisationKind::HousingCorporation as i32,
+                        ],
+                    }),
+                    purposes: vec!["escalation_meeting".into(), "urgent_intervention".into()],
+                    ..Default::default()
+                }),
+            },
+            &token,
+        ))
+        .await
+        .expect("consent");
+    case.case_id
+}
+
+fn escalate_request(
+    case_id: &str,
+    request_id: &str,
+    tier: u32,
+    urgent: bool,
+) -> v1::EscalateRequest {
+    v1::EscalateRequest {
+        request_id: request_id.into(),
+        case_id: case_id.into(),
+        tier,
+        urgent,
+        categories: vec!["eviction_date".into(), "living_situation".into()],
+        tables_tried: vec![v1::TableTried {
+            tier: 1,
+            table: "Triage- en transfertafel".into(),
+            at: Some((SystemTime::now() - 3 * DAY).into()),
+            outcome: v1::TableOutcome::NoMandate as i32,
+        }],
+        question: "Ontruiming opschorten tot er passende woonruimte met begeleiding is".into(),
+        asked_seats: vec![],
+    }
+}
+
+async fn inbox(node: &TestNode) -> Vec<v1::NotifyRequest> {
+    admin(node)
+        .list_inbox(with_token(
+            v1::ListInboxRequest {
+                after: 0,
+                limit: 1000,
+            },
+            &node.org.token("cm-1", "casemanager"),
+        ))
+        .await
+        .expect("inbox")
+        .into_inner()
+        .items
+        .into_iter()
+        .filter_map(|i| i.notification)
+        .collect()
+}
+
+/// Waits until `node`'s inbox holds an event of `kind` at `sequence` for `escalation`.
+async fn notified(
+    node: &TestNode,
+    escalation: &str,
+    kind: v1::EscalationEventType,
+    sequence: u64,
+) -> v1::NotifyRequest {
+    eventually(
+        Duration::from_secs(20),
+        "notification in the inbox",
+        || async {
+            inbox(node).await.into_iter().find(|n| {
+                n.escalation_id == escalation && n.event == kind as i32 && n.sequence == sequence
+            })
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_eviction_case_climbs_to_tier_3_is_decided_followed_up_and_closed() {
+    let mesh = TestMesh::start(5).await;
+    let ids = mandates(&mesh).await;
+    let housing_directeur = ids[5].clone();
+    let case_id = eviction_case(&mesh).await;
+    let municipality = &mesh.nodes[MUNICIPALITY];
+    let cm = municipality.org.token("cm-7", "casemanager");
+
+    // Urgent, straight to tier 3 after tier 1 (the ladder lets tier 3 follow tier 1).
+    let request = escalate_request(&case_id, "req-1", 3, true);
+    let esc = admin(municipality)
+        .escalate(with_token(request.clone(), &cm))
+        .await
+        .expect("escalate")
+        .into_inner()
+        .escalation
+        .expect("escalation");
+    assert_eq!(esc.state, v1::EscalationState::ParticipantsResolved as i32);
+    assert_eq!((esc.tier, esc.sequence), (3, 2));
+    assert!(esc.table_complete, "{:?}", esc.participants);
+    assert_eq!(esc.on_behalf_of_org, municipality.org.org.as_str());
+    let deadline = SystemTime::try_from(esc.deadline.expect("deadline")).unwrap();
+    let hours = deadline
+        .duration_since(SystemTime::now())
+        .unwrap()
+        .as_secs_f64()
+        / 3600.0;
+    assert!(
+        (23.0..=24.0).contains(&hours),
+        "urgent tier 3 term: {hours} h"
+    );
+    let orgs: Vec<&str> = esc.participants.iter().map(|p| p.org.as_str()).collect();
+    for i in [MUNICIPALITY, GGZ, CARE_OFFICE, HOUSING] {
+        assert!(
+            orgs.contains(&mesh.nodes[i].org.org.as_str()),
+            "participant {i}: {orgs:?}"
+        );
+    }
+    // A retry with the same key answers with the same escalation.
+    let again = admin(municipality)
+        .escalate(with_token(request.clone(), &cm))
+        .await
+        .expect("retry")
+        .into_inner()
+        .escalation
+        .unwrap();
+    assert_eq!(again.escalation_id, esc.escalation_id);
+
+    // Every participant is invited with a grant; the registrant hears of every transition.
+    let invite = notified(
+        &mesh.nodes[HOUSING],
+        &esc.escalation_id,
+        v1::EscalationEventType::Invited,
+        2,
+    )
+    .await;
+    assert!(!invite.grant.is_empty());
+    notified(
+        municipality,
+        &esc.escalation_id,
+        v1::EscalationEventType::Accepted,
+        1,
+    )
+    .await;
+
+    // The housing corporation reads what the consent covers, with the coordinator's grant.
+    let housing = &mesh.nodes[HOUSING];
+    let facts = admin(housing)
+        .query_partner_facts(with_token(
+            v1::QueryPartnerFactsRequest {
+                org_id: municipality.org.org.to_string(),
+                grant: invite.grant.clone(),
+                case_ref: esc.case_ref.clone(),
+                categories: vec![],
+            },
+            &housing.org.token("wc-2", "casemanager"),
+        ))
+        .await
+        .expect("facts with the grant")
+        .into_inner();
+    let mut seen: Vec<&str> = facts.facts.iter().map(|f| f.category.as_str()).collect();
+    seen.sort();
+    assert_eq!(seen, ["eviction_date", "living_situation"]);
+    assert_eq!(facts.withheld.len(), 1);
+
+    // The municipality's process director plans the meeting; the decision's commitments are
+    // checked against the mandates their organisations hold.
+    let pd = municipality.org.token("pr-1", "procesregisseur");
+    let mut coordinator = coordinator(&mesh, municipality);
+    let meeting_at = SystemTime::now() + Duration::from_secs(3 * 3600);
+    let planned = coordinator
+        .plan_meeting(with_token(
+            v1::PlanMeetingRequest {
+                request_id: "plan-1".into(),
+                escalation_id: esc.escalation_id.clone(),
+                at: Some(meeting_at.into()),
+                location: "Stadhuis, kamer 2".into(),
+            },
+            &pd,
+        ))
+        .await
+        .expect("plan")
+        .into_inner();
+    assert_eq!(planned.state, v1::EscalationState::MeetingPlanned as i32);
+    let decision = |mandate_id: &str, request_id: &str| v1::RecordDecisionRequest {
+        request_id: request_id.into(),
+        escalation_id: esc.escalation_id.clone(),
+        summary: "Ontruiming opgeschort; begeleid wonen binnen 6 weken".into(),
+        commitments: vec![v1::CommitmentInput {
+            org: housing.org.org.to_string(),
+            action: "Ontruiming opschorten tot 1 maart".into(),
+            due: Some((SystemTime::now() + 10 * DAY).into()),
+            mandate_id: mandate_id.into(),
+        }],
+        lessons: "Eerder opschalen bij ontruiming".into(),
+        national_advice: String::new(),
+    };
+    let refused = coordinator
+        .record_decision(with_token(decision("mandate-not-held", "dec-0"), &pd))
+        .await
+        .expect_err("a commitment under a mandate not held");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    assert!(refused.message().contains("mandate-not-held"));
+    let decided = coordinator
+        .record_decision(with_token(decision(&housing_directeur, "dec-1"), &pd))
+        .await
+        .expect("decision")
+        .into_inner();
+    assert_eq!(decided.state, v1::EscalationState::Decided as i32);
+    let commitment = decided.decision.as_ref().unwrap().commitments[0].clone();
+
+    // The housing corporation reports its commitment done; the registrant confirms the solution.
+    CoordinatorClient::new(channel_as(&housing.org, &mesh.coordinator.endpoint))
+        .report_commitment(with_token(
+            v1::ReportCommitmentRequest {
+                request_id: "rep-1".into(),
+                escalation_id: esc.escalation_id.clone(),
+                commitment_id: commitment.commitment_id.clone(),
+                done: true,
+                progress: "Opgeschort".into(),
+            },
+            &housing.org.token("dir-1", "directeur"),
+        ))
+        .await
+        .expect("report");
+    let closed = coordinator
+        .confirm_follow_up(with_token(
+            v1::ConfirmFollowUpRequest {
+                request_id: "fu-1".into(),
+                escalation_id: esc.escalation_id.clone(),
+                solved: true,
+                note: String::new(),
+            },
+            &cm,
+        ))
+        .await
+        .expect("follow-up")
+        .into_inner();
+    assert_eq!(closed.state, v1::EscalationState::Closed as i32);
+    notified(
+        municipality,
+        &esc.escalation_id,
+        v1::EscalationEventType::Closed,
+        closed.sequence,
+    )
+    .await;
+
+    // A member that takes no part sees nothing of it: NOT_FOUND, as for an unknown id.
+    let zvh = &mesh.nodes[ZVH];
+    let err = CoordinatorClient::new(channel_as(&zvh.org, &mesh.coordinator.endpoint))
+        .get_escalation(with_token(
+            v1::GetEscalationRequest {
+                escalation_id: esc.escalation_id.clone(),
+            },
+            &zvh.org.token("x", "casemanager"),
+        ))
+        .await
+        .expect_err("a member that takes no part");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    // The whole history, in order, from the first event.
+    let events = coordinator
+        .watch_escalation(with_token(
+            v1::WatchEscalationRequest {
+                escalation_id: esc.escalation_id.clone(),
+                after_sequence: 0,
+            },
+            &pd,
+        ))
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut events = events;
+    let mut sequences = Vec::new();
+    while let Some(e) = events.message().await.expect("event") {
+        sequences.push(e.sequence);
+        if e.sequence == closed.sequence {
+            break;
+        }
+    }
+    assert_eq!(sequences, (1..=closed.sequence).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registrant_the_ladder_does_not_allow_is_refused() {
+    let mesh = TestMesh::start_with(5, |c| c.access.case_roles.push("wethouder".into())).await;
+    mandates(&mesh).await;
+    let housing = &mesh.nodes[HOUSING];
+    let case = admin(housing)
+        .create_case(with_token(
+            v1::CreateCaseRequest {
+                local_id: "huur-88".into(),
+                bsn: String::new(),
+            },
+            &housing.org.token("wc-2", "casemanager"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let token = housing.org.token("wc-2", "casemanager");
+    // The housing corporation may register at tier 1 …
+    let ok = admin(housing)
+        .escalate(with_token(
+            v1::EscalateRequest {
+                tables_tried: vec![],
+                ..escalate_request(&case.case_id, "h-1", 1, false)
+            },
+            &token,
+        ))
+        .await
+        .expect("tier 1 registration")
+        .into_inner();
+    assert_eq!(ok.escalation.unwrap().tier, 1);
+    // … not at tier 2.
+    let err = admin(housing)
+        .escalate(with_token(
+            escalate_request(&case.case_id, "h-2", 2, false),
+            &token,
+        ))
+        .await
+        .expect_err("tier 2 registration");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("housing_corporation"),
+        "{}",
+        err.message()
+    );
+    // And a municipality may not skip to tier 4 without tier 3 outside the urgent procedure.
+    let municipality = &mesh.nodes[MUNICIPALITY];
+    let case_id = eviction_case(&mesh).await;
+    let err = admin(municipality)
+        .escalate(with_token(
+            escalate_request(&case_id, "m-4", 4, false),
+            &municipality.org.token("weth-1", "wethouder"),
+        ))
+        .await
+        .expect_err("tier 4 without tier 3");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_passed_term_moves_the_case_up_by_itself_even_across_a_restart() {
+    let mut mesh = TestMesh::start(5).await;
+    mandates(&mesh).await;
+    let case_id = eviction_case(&mesh).await;
+    let municipality = &mesh.nodes[MUNICIPALITY];
+    let cm = municipality.org.token("cm-7", "casemanager");
+    let esc = admin(municipality)
+        .escalate(with_token(
+            v1::EscalateRequest {
+                tables_tried: vec![],
+                ..escalate_request(&case_id, "t1", 1, false)
+            },
+            &cm,
+        ))
+        .await
+        .expect("tier 1")
+        .into_inner()
+        .escalation
+        .unwrap();
+    assert_eq!(esc.tier, 1);
+    let id = esc.escalation_id.clone();
+    let get = |mesh: &TestMesh| {
+        let mut c = coordinator(mesh, &mesh.nodes[MUNICIPALITY]);
+        let (id, cm) = (id.clone(), cm.clone());
+        async move {
+            c.get_escalation(with_token(
+                v1::GetEscalationRequest { escalation_id: id },
+                &cm,
+            ))
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+        }
+    };
+    // Not due yet: nothing moves.
+    assert_eq!(get(&mesh).await.unwrap().tier, 1);
+
+    // The coordinator restarts with the deadline pending; after the restart the term passes.
+    mesh.restart_coordinator(|_| {}).await;
+    eventually(Duration::from_secs(20), "coordinator back", || get(&mesh)).await;
+    mesh.clock.advance(15 * DAY);
+    let moved = eventually(Duration::from_secs(20), "escalated to tier 2", || async {
+        get(&mesh).await.filter(|e| e.tier == 2)
+    })
+    .await;
+    assert_eq!(
+        moved.state,
+        v1::EscalationState::ParticipantsResolved as i32
+    );
+    assert!(SystemTime::try_from(moved.deadline.unwrap()).unwrap() > mesh.clock.now());
+    // The registrant hears of it, once.
+    let municipality = &mesh.nodes[MUNICIPALITY];
+    let n = notified(municipality, &id, v1::EscalationEventType::Escalated, 3).await;
+    assert_eq!(n.tier, 2);
+    let count = inbox(municipality)
+        .await
+        .iter()
+        .filter(|x| x.escalation_id == id && x.sequence == 3)
+        .count();
+    assert_eq!(count, 1);
+}
