@@ -209,6 +209,15 @@ mod tests {
         assert_eq!(config.org.as_str(), "00000001999000000001");
         assert_eq!(config.audit.append_rate, 50);
         assert_eq!(config.directory.max_removed_share, 0.5);
+        let escalations = config.escalations.as_ref().expect("[escalations]");
+        assert_eq!(
+            escalations.grant_validity,
+            Duration::from_secs(30 * 24 * 3600)
+        );
+        let ladder = deploy
+            .join("regions")
+            .join(escalations.ladder.file_name().expect("a file name"));
+        crate::escalations::load_ladder(&ladder).expect("the example's ladder loads");
         let (directory, _) =
             crate::directory_file::DirectoryFile::load(&deploy.join("directory.example.toml"))
                 .unwrap();

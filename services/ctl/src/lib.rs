@@ -2,6 +2,7 @@
 //! processes, and small clients for the mesh's services.
 //!
 //! # Layout
+//! - [`demo`]: the eviction case walked through a running local mesh.
 //! - [`calendar`]: the region's working-day calendar and deadlines, by hand.
 //! - [`audit_verify`]: downloading and verifying the whole audit log.
 //! - [`pki`]: development CA and organisation certificates of the production shape.
@@ -12,6 +13,7 @@
 
 pub mod audit_verify;
 pub mod calendar;
+pub mod demo;
 pub mod inspect;
 pub mod local_mesh;
 pub mod partner;

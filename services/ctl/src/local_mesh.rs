@@ -392,8 +392,14 @@ fn addr(endpoint: &str) -> &str {
     endpoint.trim_start_matches("https://")
 }
 
+/// The local mesh's ladder (`deploy/regions/local-mesh.toml`), written next to its configuration.
+pub const LADDER: &str = include_str!("../../../deploy/regions/local-mesh.toml");
+
 fn write_coordinator_config(dir: &Path, c: &MeshMember, audit_key: &Path) -> anyhow::Result<()> {
-    let text = format!(
+    let ladder = dir.join("config").join("ladder.toml");
+    std::fs::write(&ladder, LADDER)?;
+    let kid = c.files.read_jwk()?.kid;
+    let mut text = format!(
         "org = \"{}\"\n\n{}\n[mesh]\nlisten = \"{}\"\n\n[admin]\nlisten = \"{}\"\n\n[directory]\nfile = {}\nreload_interval = \"1s\"\n\n[audit]\nsigning_key = {}\norigin = \"{AUDIT_ORIGIN}\"\n\n[storage]\nurl = \"sqlite:{}\"\n",
         c.org_id,
         tls_section(&c.files),
@@ -403,6 +409,12 @@ fn write_coordinator_config(dir: &Path, c: &MeshMember, audit_key: &Path) -> any
         toml_str(audit_key),
         dir.join("data").join("coordinator.db").display(),
     );
+    // Grants are signed with the coordinator's development token key, published in the directory.
+    text.push_str(&format!(
+        "\n[escalations]\nladder = {}\ngrant_signing_key = {}\ngrant_key_id = \"{kid}\"\n",
+        toml_str(&ladder),
+        toml_str(&c.files.signing_key),
+    ));
     std::fs::write(&c.config, text)?;
     Ok(())
 }

@@ -80,6 +80,14 @@ enum Command {
     /// Ask a node for a case's facts over mutual TLS, as a member (local mesh).
     #[command(subcommand)]
     Facts(FactsCommand),
+    /// Walk the eviction case (DOMAIN.md, case 1) through the local mesh: tier 1 fails, urgent tier
+    /// 3, participants from mandates, meeting, decision with commitments, follow-up, closed; then
+    /// verify the audit log. Without --dir it brings up a fresh local mesh in .doorzet-dev.
+    Demo {
+        /// Use the local mesh `mesh up` started in DIR instead of starting one.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// When a term ends in the region's calendar (Europe/Amsterdam working days and hours).
     #[command(group(clap::ArgGroup::new("term").required(true).args(["working_days", "hours"])))]
     Deadline {
@@ -386,6 +394,67 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Demo { dir } => {
+            let dir = match dir {
+                Some(dir) => {
+                    let mesh = MeshFile::read(&dir).with_context(|| {
+                        format!(
+                            "no local mesh in {} (start one with `doorzetctl mesh up --dir {}`)",
+                            dir.display(),
+                            dir.display()
+                        )
+                    })?;
+                    println!(
+                        "using the local mesh in {} (region {})",
+                        dir.display(),
+                        mesh.region
+                    );
+                    dir
+                }
+                None => {
+                    let dir = PathBuf::from(".doorzet-dev");
+                    if MeshFile::read(&dir).is_ok() {
+                        local_mesh::down(&dir).await?;
+                    }
+                    let mesh = local_mesh::up(&UpOptions {
+                        dir: dir.clone(),
+                        bin_dir: None,
+                        refresh_interval: Duration::from_secs(2),
+                        wait: Duration::from_secs(60),
+                    })
+                    .await?;
+                    println!(
+                        "local mesh up in {} (region {}): a coordinator and {} nodes, real processes over mutual TLS",
+                        dir.display(),
+                        mesh.region,
+                        mesh.members.len()
+                    );
+                    dir
+                }
+            };
+            doorzet_ctl::demo::run(&dir).await?;
+            let mesh = MeshFile::read(&dir)?;
+            let me = mesh.member("municipality")?;
+            let channel = doorzet_mesh::client::channel(
+                me.tls()?,
+                &mesh.coordinator.mesh_endpoint,
+                Some(mesh.coordinator.oin()?),
+                Duration::from_secs(30),
+            )?;
+            let verifier =
+                doorzet_audit::checkpoint::NoteVerifier::parse(&mesh.audit_verifier_key)?;
+            let report =
+                doorzet_ctl::audit_verify::verify(channel, &verifier, &mesh.audit_state).await?;
+            println!(
+                "\n== 11. The audit log, downloaded and verified: {} entries recomputed, {} earlier checkpoints consistent, {} proofs checked",
+                report.size, report.checkpoints, report.proofs
+            );
+            println!(
+                "\nThe mesh is still running ({}); stop it with: doorzetctl mesh down --dir {}",
+                dir.join("mesh.json").display(),
+                dir.display()
+            );
+        }
         Command::Deadline {
             from,
             working_days,

@@ -112,6 +112,33 @@ async fn mesh_up_serves_five_members_and_mesh_down_stops_them() {
     );
     assert!(String::from_utf8_lossy(&verified.stdout).contains("audit log verified"));
 
+    // The main job: the eviction case walked through the running mesh, from tier 1 to closed.
+    let demo = doorzetctl(&["demo", "--dir", dir_arg]);
+    let out = String::from_utf8_lossy(&demo.stdout);
+    assert!(
+        demo.status.success(),
+        "demo failed: {}\n{out}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    for step in [
+        "tier 3 (Bestuurlijk escalatieoverleg)  participants_resolved",
+        "refused first, as it should be",
+        "care-office  sees []",
+        "closed",
+        "audit log, downloaded and verified",
+    ] {
+        assert!(out.contains(step), "the demo did not show `{step}`:\n{out}");
+    }
+    // No fact content crosses to an organisation the consent does not cover.
+    let care_office_line = out
+        .lines()
+        .find(|l| l.contains("care-office  sees"))
+        .unwrap();
+    assert!(
+        !care_office_line.contains("2027-02-01"),
+        "{care_office_line}"
+    );
+
     let status = doorzetctl(&["mesh", "status", "--dir", dir_arg]);
     assert!(status.status.success());
     assert_eq!(
