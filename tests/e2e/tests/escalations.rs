@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use doorzet_proto::v1::{
     self, coordinator_client::CoordinatorClient, node_admin_client::NodeAdminClient,
 };
-use doorzet_testkit::mesh::{TestNode, channel_as, with_token};
+use doorzet_testkit::mesh::{Storage, TestNode, channel_as, with_token};
 use doorzet_testkit::{TestMesh, eventually};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -199,7 +199,15 @@ async fn notified(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_eviction_case_climbs_to_tier_3_is_decided_followed_up_and_closed() {
-    let mesh = TestMesh::start(5).await;
+    eviction_case_to_closed(TestMesh::start(5).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_eviction_case_on_postgresql() {
+    eviction_case_to_closed(TestMesh::start_on(Storage::Postgres, 5, |_| {}).await).await;
+}
+
+async fn eviction_case_to_closed(mesh: TestMesh) {
     let ids = mandates(&mesh).await;
     let housing_directeur = ids[5].clone();
     let case_id = eviction_case(&mesh).await;
@@ -518,4 +526,149 @@ async fn a_passed_term_moves_the_case_up_by_itself_even_across_a_restart() {
         .filter(|x| x.escalation_id == id && x.sequence == 3)
         .count();
     assert_eq!(count, 1);
+}
+
+/// Registers the eviction case urgently at tier 3 and plans its meeting; returns the escalation and
+/// the municipality process director's token.
+async fn planned(mesh: &TestMesh) -> (v1::Escalation, String) {
+    let case_id = eviction_case(mesh).await;
+    let municipality = &mesh.nodes[MUNICIPALITY];
+    let esc = admin(municipality)
+        .escalate(with_token(
+            escalate_request(&case_id, "p-1", 3, true),
+            &municipality.org.token("cm-7", "casemanager"),
+        ))
+        .await
+        .expect("escalate")
+        .into_inner()
+        .escalation
+        .unwrap();
+    let pd = municipality.org.token("pr-1", "procesregisseur");
+    let esc = coordinator(mesh, municipality)
+        .plan_meeting(with_token(
+            v1::PlanMeetingRequest {
+                request_id: "plan".into(),
+                escalation_id: esc.escalation_id.clone(),
+                at: Some((SystemTime::now() + Duration::from_secs(3600)).into()),
+                location: String::new(),
+            },
+            &pd,
+        ))
+        .await
+        .expect("plan")
+        .into_inner();
+    (esc, pd)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_was_down_receives_every_notification_when_back() {
+    let mut mesh = TestMesh::start(5).await;
+    let ids = mandates(&mesh).await;
+    let (esc, pd) = planned(&mesh).await;
+    let id = esc.escalation_id.clone();
+    notified(
+        &mesh.nodes[MUNICIPALITY],
+        &id,
+        v1::EscalationEventType::MeetingPlanned,
+        3,
+    )
+    .await;
+
+    // The registrant's node goes down; the table decides meanwhile.
+    mesh.stop_node(MUNICIPALITY).await;
+    let decided = coordinator(&mesh, &mesh.nodes[MUNICIPALITY])
+        .record_decision(with_token(
+            v1::RecordDecisionRequest {
+                request_id: "dec".into(),
+                escalation_id: id.clone(),
+                summary: "Opgeschort".into(),
+                commitments: vec![v1::CommitmentInput {
+                    org: mesh.nodes[HOUSING].org.org.to_string(),
+                    action: "Ontruiming opschorten".into(),
+                    due: Some((SystemTime::now() + 10 * DAY).into()),
+                    mandate_id: ids[5].clone(),
+                }],
+                lessons: String::new(),
+                national_advice: String::new(),
+            },
+            &pd,
+        ))
+        .await
+        .expect("decision while the registrant's node is down")
+        .into_inner();
+    assert_eq!(decided.sequence, 4);
+    // The other participants have it (delivery works), the registrant's node cannot.
+    notified(&mesh.nodes[GGZ], &id, v1::EscalationEventType::Decided, 4).await;
+
+    mesh.start_node(MUNICIPALITY).await;
+    notified(
+        &mesh.nodes[MUNICIPALITY],
+        &id,
+        v1::EscalationEventType::Decided,
+        4,
+    )
+    .await;
+    let mut sequences: Vec<u64> = inbox(&mesh.nodes[MUNICIPALITY])
+        .await
+        .iter()
+        .filter(|n| n.escalation_id == id)
+        .map(|n| n.sequence)
+        .collect();
+    sequences.sort();
+    assert_eq!(sequences, [1, 2, 3, 4], "every event once, none lost");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_overdue_commitment_alerts_the_process_director() {
+    let mesh = TestMesh::start(5).await;
+    let ids = mandates(&mesh).await;
+    let (esc, pd) = planned(&mesh).await;
+    let id = esc.escalation_id.clone();
+    let mut coordinator = coordinator(&mesh, &mesh.nodes[MUNICIPALITY]);
+    coordinator
+        .record_decision(with_token(
+            v1::RecordDecisionRequest {
+                request_id: "dec".into(),
+                escalation_id: id.clone(),
+                summary: "Opgeschort".into(),
+                commitments: vec![v1::CommitmentInput {
+                    org: mesh.nodes[HOUSING].org.org.to_string(),
+                    action: "Ontruiming opschorten".into(),
+                    due: Some((SystemTime::now() + 2 * DAY).into()),
+                    mandate_id: ids[5].clone(),
+                }],
+                lessons: String::new(),
+                national_advice: String::new(),
+            },
+            &pd,
+        ))
+        .await
+        .expect("decision");
+    let get = || {
+        let mut c = coordinator.clone();
+        let (id, pd) = (id.clone(), pd.clone());
+        async move {
+            c.get_escalation(with_token(
+                v1::GetEscalationRequest { escalation_id: id },
+                &pd,
+            ))
+            .await
+            .expect("get")
+            .into_inner()
+        }
+    };
+    let open = get().await.decision.unwrap().commitments[0].state;
+    assert_eq!(open, v1::CommitmentState::Open as i32);
+
+    mesh.clock.advance(3 * DAY);
+    let alert = notified(
+        &mesh.nodes[ZVH],
+        &id,
+        v1::EscalationEventType::CommitmentOverdue,
+        5,
+    )
+    .await;
+    assert_eq!(alert.tier, 3);
+    let overdue = get().await.decision.unwrap().commitments[0].state;
+    assert_eq!(overdue, v1::CommitmentState::Overdue as i32);
 }

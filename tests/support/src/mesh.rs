@@ -65,6 +65,27 @@ pub struct TestMesh {
     coordinator_task: Option<tokio::task::JoinHandle<()>>,
     /// The clock the coordinator's deadlines run on; move it forward instead of sleeping.
     pub clock: doorzet_coordinator::clock::Clock,
+    node_runs: Vec<NodeRun>,
+}
+
+/// A node's configuration, and its task while it runs.
+#[derive(Debug)]
+struct NodeRun {
+    config: NodeConfig,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn spawn_node(
+    listeners: doorzet_node::Listeners,
+    config: NodeConfig,
+    token: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = doorzet_node::serve(listeners, config, token).await {
+            panic!("node failed: {e}");
+        }
+    })
 }
 
 /// The ladder the in-process mesh runs (`deploy/regions/local-mesh.toml`).
@@ -269,6 +290,7 @@ impl TestMesh {
         );
 
         let mut running = Vec::new();
+        let mut node_runs = Vec::new();
         for (demo, org, mesh, mesh_addr, local, local_addr, admin, admin_addr) in node_parts {
             let mut config = NodeConfig {
                 org: org.org,
@@ -306,11 +328,11 @@ impl TestMesh {
             };
             adjust(&mut config);
             let listeners = doorzet_node::Listeners { mesh, local, admin };
-            let token = shutdown.clone();
-            tokio::spawn(async move {
-                if let Err(e) = doorzet_node::serve(listeners, config, token).await {
-                    panic!("node failed: {e}");
-                }
+            let token = shutdown.child_token();
+            node_runs.push(NodeRun {
+                config: config.clone(),
+                shutdown: token.clone(),
+                task: Some(spawn_node(listeners, config, token)),
             });
             running.push(TestNode {
                 org,
@@ -337,6 +359,7 @@ impl TestMesh {
             coordinator_config,
             coordinator_task: Some(coordinator_task),
             clock,
+            node_runs,
         };
         for node in &mesh.nodes {
             let org = &node.org;
@@ -403,6 +426,35 @@ impl TestMesh {
             self.coordinator_shutdown.clone(),
             self.clock.clone(),
         ));
+    }
+
+    /// Stops node `i` (its listeners close; its database stays), as when a partner's node is down.
+    pub async fn stop_node(&mut self, i: usize) {
+        let run = &mut self.node_runs[i];
+        run.shutdown.cancel();
+        if let Some(task) = run.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// Starts node `i` again on the same addresses and database, and waits until it serves.
+    pub async fn start_node(&mut self, i: usize) {
+        let run = &mut self.node_runs[i];
+        let config = run.config.clone();
+        let listeners = doorzet_node::Listeners {
+            mesh: rebind(config.mesh.listen).await,
+            local: rebind(config.local.listen).await,
+            admin: rebind(config.admin.listen).await,
+        };
+        run.shutdown = self.shutdown.child_token();
+        run.task = Some(spawn_node(listeners, config, run.shutdown.clone()));
+        let node = &self.nodes[i];
+        let (org, endpoint) = (&node.org, node.mesh_endpoint.clone());
+        crate::eventually(Duration::from_secs(20), "node SERVING again", || {
+            let endpoint = endpoint.clone();
+            async move { (health(org, &endpoint).await == Some(1)).then_some(()) }
+        })
+        .await;
     }
 
     /// Stops every server.
