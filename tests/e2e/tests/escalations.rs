@@ -373,6 +373,34 @@ async fn eviction_case_to_closed(mesh: TestMesh) {
     )
     .await;
 
+    // The fixed-format tier-3 report, and statistics that do not single out one case.
+    let report = coordinator
+        .get_report(with_token(
+            v1::GetReportRequest {
+                escalation_id: esc.escalation_id.clone(),
+            },
+            &pd,
+        ))
+        .await
+        .expect("report")
+        .into_inner();
+    assert!(report.markdown.contains("Eerder opschalen bij ontruiming"), "{}", report.markdown);
+    assert!(report.case_description.contains(&esc.case_ref));
+    assert!(!report.markdown.contains("zaak-2026-0147"), "no local identifiers");
+    let stats = coordinator
+        .get_statistics(with_token(
+            v1::GetStatisticsRequest {
+                from: Some((SystemTime::now() - DAY).into()),
+                until: None,
+            },
+            &pd,
+        ))
+        .await
+        .expect("statistics")
+        .into_inner();
+    let tier3 = stats.tiers.iter().find(|t| t.tier == 3).expect("tier 3");
+    assert_eq!((tier3.cases, tier3.solved), (-1, -1), "one case is below the suppression limit");
+
     // A member that takes no part sees nothing of it: NOT_FOUND, as for an unknown id.
     let zvh = &mesh.nodes[ZVH];
     let err = CoordinatorClient::new(channel_as(&zvh.org, &mesh.coordinator.endpoint))

@@ -10,6 +10,7 @@
 pub mod audit_drain;
 pub mod outbox;
 pub mod peers;
+pub mod report;
 pub mod scheduler;
 pub mod store;
 
@@ -936,8 +937,9 @@ impl Engine {
                     decided_at: Some(now.into()),
                     follow_up_at,
                     tier,
+                    lessons: req.lessons.clone(),
+                    national_advice: req.national_advice.clone(),
                 });
-                e.advice = req.lessons.clone();
             },
         )
         .await
@@ -1027,6 +1029,45 @@ impl Engine {
             |e| e.advice = advice.clone(),
         )
         .await
+    }
+
+    /// The fixed-format report of a tier-3 decision.
+    pub async fn report(&self, caller: &Caller, id: &str) -> Result<v1::GetReportResponse, Error> {
+        let esc = self.get(caller, id).await?;
+        let snapshot = self.inner.peers.directory().current();
+        report::report(&esc, |org| {
+            org.parse::<Oin>()
+                .ok()
+                .and_then(|o| snapshot.as_ref()?.member(&o).map(|m| m.name.clone()))
+                .unwrap_or_else(|| org.to_owned())
+        })
+        .map_err(Error::FailedPrecondition)
+    }
+
+    /// Statistics of the escalations registered in a period (any member; small counts suppressed).
+    pub async fn statistics(
+        &self,
+        caller: &Caller,
+        req: v1::GetStatisticsRequest,
+    ) -> Result<v1::GetStatisticsResponse, Error> {
+        if caller.kind.is_none() {
+            return Err(Error::PermissionDenied(
+                "statistics are for the region's members".into(),
+            ));
+        }
+        let now = self.inner.clock.now();
+        let from =
+            convert::time("from", req.from)?.ok_or_else(|| invalid("from", "must be set"))?;
+        let until = convert::time("until", req.until)?.unwrap_or(now);
+        if until <= from {
+            return Err(invalid("until", "must be after `from`"));
+        }
+        let escalations = store::registered_between(&self.inner.db, from, until).await?;
+        Ok(report::statistics(
+            &self.inner.ladder.region.id,
+            &escalations,
+            now,
+        ))
     }
 
     /// Reports progress on a commitment (the committed organisation).

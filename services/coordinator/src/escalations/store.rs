@@ -496,3 +496,26 @@ pub async fn set_due_if_unchanged(
         .await?;
     Ok(())
 }
+
+/// Escalations registered in `[from, until)`, with all their events (for statistics).
+pub async fn registered_between(
+    db: &Database,
+    from: SystemTime,
+    until: SystemTime,
+) -> Result<Vec<(v1::Escalation, Vec<v1::EscalationEvent>)>, Error> {
+    let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
+        "SELECT body FROM escalations WHERE registered_at >= $1 AND registered_at < $2 \
+         ORDER BY registered_at LIMIT 100000",
+    )
+    .bind(millis(from))
+    .bind(millis(until))
+    .fetch_all(db.pool())
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (body,) in rows {
+        let e: v1::Escalation = decode(&body, "escalation")?;
+        let events = events_after(db, &e.escalation_id, 0).await?;
+        out.push((e, events));
+    }
+    Ok(out)
+}

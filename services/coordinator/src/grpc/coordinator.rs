@@ -1,6 +1,6 @@
 //! `Coordinator`: the escalation ladder, a thin mapping of requests onto the
 //! [`Engine`](crate::escalations::Engine). Without a configured ladder every call answers
-//! `FAILED_PRECONDITION`. `GetReport` and `GetStatistics` still answer `UNIMPLEMENTED`.
+//! `FAILED_PRECONDITION`.
 
 use std::pin::Pin;
 
@@ -196,6 +196,27 @@ impl coordinator_server::Coordinator for CoordinatorService {
         Ok(Response::new(
             self.engine()?
                 .scale_down(&caller, request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn get_report(
+        &self,
+        request: Request<v1::GetReportRequest>,
+    ) -> Result<Response<v1::GetReportResponse>, Status> {
+        let caller = caller(&request)?;
+        let id = request.into_inner().escalation_id;
+        Ok(Response::new(self.engine()?.report(&caller, &id).await?))
+    }
+
+    async fn get_statistics(
+        &self,
+        request: Request<v1::GetStatisticsRequest>,
+    ) -> Result<Response<v1::GetStatisticsResponse>, Status> {
+        let caller = caller(&request)?;
+        Ok(Response::new(
+            self.engine()?
+                .statistics(&caller, request.into_inner())
                 .await?,
         ))
     }
