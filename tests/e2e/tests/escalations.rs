@@ -384,9 +384,16 @@ async fn eviction_case_to_closed(mesh: TestMesh) {
         .await
         .expect("report")
         .into_inner();
-    assert!(report.markdown.contains("Eerder opschalen bij ontruiming"), "{}", report.markdown);
+    assert!(
+        report.markdown.contains("Eerder opschalen bij ontruiming"),
+        "{}",
+        report.markdown
+    );
     assert!(report.case_description.contains(&esc.case_ref));
-    assert!(!report.markdown.contains("zaak-2026-0147"), "no local identifiers");
+    assert!(
+        !report.markdown.contains("zaak-2026-0147"),
+        "no local identifiers"
+    );
     let stats = coordinator
         .get_statistics(with_token(
             v1::GetStatisticsRequest {
@@ -399,7 +406,11 @@ async fn eviction_case_to_closed(mesh: TestMesh) {
         .expect("statistics")
         .into_inner();
     let tier3 = stats.tiers.iter().find(|t| t.tier == 3).expect("tier 3");
-    assert_eq!((tier3.cases, tier3.solved), (-1, -1), "one case is below the suppression limit");
+    assert_eq!(
+        (tier3.cases, tier3.solved),
+        (-1, -1),
+        "one case is below the suppression limit"
+    );
 
     // A member that takes no part sees nothing of it: NOT_FOUND, as for an unknown id.
     let zvh = &mesh.nodes[ZVH];
