@@ -78,8 +78,8 @@ async fn round(engine: &Engine) -> Result<bool, Error> {
 
 type Outcome = (Vec<i64>, Option<(Vec<i64>, u32, String)>);
 
-/// Sends one node's notifications in order; stops at the first failure (the rest wait with it, so
-/// the node never sees a later event before an earlier one of the same round).
+/// Sends one node's notifications of one escalation in order; stops at the first failure (the rest
+/// wait with it, so the node never sees a later event of the escalation before an earlier one).
 async fn deliver(engine: &Engine, org: String, items: Vec<store::Claimed>) -> Outcome {
     let mut ok = Vec::new();
     let peers = &engine.inner.peers;

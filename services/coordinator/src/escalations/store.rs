@@ -29,6 +29,34 @@ fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M, Error> {
     M::decode(bytes).map_err(|_| Error::Corrupt(format!("stored {what} does not decode")))
 }
 
+/// Most rows in one INSERT.
+const ROWS_PER_INSERT: usize = 32;
+
+/// `(($1, $2), ($3, $4), ...)` for `rows` rows of `columns` parameters.
+fn placeholders(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cols: Vec<String> = (1..=columns)
+                .map(|c| format!("${}", r * columns + c))
+                .collect();
+            format!("({})", cols.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The VALUES of `rows` new outbox rows: id, recipient, body and first attempt as parameters,
+/// no attempts, no claim, no error yet.
+fn outbox_values(rows: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let p = |c: usize| format!("${}", r * 4 + c);
+            format!("({}, {}, {}, 0, {}, 0, '')", p(1), p(2), p(3), p(4))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// One transition's writes.
 #[derive(Debug, Default)]
 pub struct Write {
@@ -105,21 +133,24 @@ pub async fn commit(db: &Database, write: &Write, now: SystemTime) -> Result<boo
             }
         }
     }
-    for org in &write.members {
+    // Several rows per statement: a transition writes a dozen or more, and each statement is a
+    // round trip to the database's worker.
+    for chunk in write.members.chunks(ROWS_PER_INSERT) {
+        let values = placeholders(chunk.len(), 2);
         let sql = match db.backend() {
-            Backend::Sqlite => {
-                "INSERT OR IGNORE INTO escalation_members (escalation_id, org) VALUES ($1, $2)"
-            }
-            Backend::Postgres => {
-                "INSERT INTO escalation_members (escalation_id, org) VALUES ($1, $2) \
+            Backend::Sqlite => format!(
+                "INSERT OR IGNORE INTO escalation_members (escalation_id, org) VALUES {values}"
+            ),
+            Backend::Postgres => format!(
+                "INSERT INTO escalation_members (escalation_id, org) VALUES {values} \
                  ON CONFLICT DO NOTHING"
-            }
+            ),
         };
-        sqlx::query(sql)
-            .bind(&e.escalation_id)
-            .bind(org)
-            .execute(&mut *tx)
-            .await?;
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for org in chunk {
+            q = q.bind(e.escalation_id.clone()).bind(org.clone());
+        }
+        q.execute(&mut *tx).await?;
     }
     for event in &write.events {
         sqlx::query(
@@ -137,17 +168,21 @@ pub async fn commit(db: &Database, write: &Write, now: SystemTime) -> Result<boo
             .execute(&mut *tx)
             .await?;
     }
-    for (recipient, notification) in &write.outbox {
-        sqlx::query(
+    for chunk in write.outbox.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
             "INSERT INTO outbox (notification_id, recipient_org, body, attempts, next_attempt_at, \
-             claimed_until, last_error) VALUES ($1, $2, $3, 0, $4, 0, '')",
-        )
-        .bind(&notification.notification_id)
-        .bind(recipient)
-        .bind(notification.encode_to_vec())
-        .bind(millis(now))
-        .execute(&mut *tx)
-        .await?;
+             claimed_until, last_error) VALUES {}",
+            outbox_values(chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (recipient, notification) in chunk {
+            q = q
+                .bind(notification.notification_id.clone())
+                .bind(recipient.clone())
+                .bind(notification.encode_to_vec())
+                .bind(millis(now));
+        }
+        q.execute(&mut *tx).await?;
     }
     if let Some((org, request_id, hash)) = &write.request {
         sqlx::query(
