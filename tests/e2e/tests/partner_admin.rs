@@ -491,3 +491,85 @@ async fn a_bsn_is_sealed_in_the_node_and_two_partners_derive_the_same_pseudonym(
     assert!(!db.is_empty());
     assert!(!db.windows(9).any(|w| w == b"123456782"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notification_batches_are_stored_once_in_order_and_only_from_the_coordinator() {
+    let mesh = TestMesh::start(2).await;
+    let mut from_coordinator = PartnerNodeClient::new(channel_as(
+        &mesh.coordinator.org,
+        &mesh.nodes[0].mesh_endpoint,
+    ));
+    let note = |i: u64| v1::NotifyRequest {
+        notification_id: format!("ntf-batch-{i}"),
+        escalation_id: "esc-batch".into(),
+        event: v1::EscalationEventType::Accepted as i32,
+        occurred_at: Some(SystemTime::now().into()),
+        sequence: i,
+        case_ref: "case-batchqwrt".into(),
+        tier: 1,
+        grant: String::new(),
+    };
+    let batch = v1::NotifyBatchRequest {
+        notifications: vec![note(1), note(2)],
+    };
+    let first = from_coordinator
+        .notify_batch(batch.clone())
+        .await
+        .expect("a batch from the coordinator")
+        .into_inner();
+    assert_eq!(first.is_new, [true, true]);
+    let again = from_coordinator
+        .notify_batch(v1::NotifyBatchRequest {
+            notifications: vec![note(2), note(3)],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        again.is_new,
+        [false, true],
+        "a repeated id is acknowledged, not stored twice"
+    );
+    let items = admin(&mesh)
+        .list_inbox(with_token(
+            v1::ListInboxRequest {
+                after: 0,
+                limit: 10,
+            },
+            &mesh.nodes[0].org.token("cm-1", "casemanager"),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    let sequences: Vec<u64> = items
+        .iter()
+        .filter_map(|i| i.notification.as_ref())
+        .map(|n| n.sequence)
+        .collect();
+    assert_eq!(sequences, [1, 2, 3]);
+
+    let bad = from_coordinator
+        .notify_batch(v1::NotifyBatchRequest {
+            notifications: vec![
+                note(4),
+                v1::NotifyRequest {
+                    event: 0,
+                    ..note(5)
+                },
+            ],
+        })
+        .await
+        .expect_err("a batch with a bad notification");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(
+        bad.message().contains("notification 2"),
+        "{}",
+        bad.message()
+    );
+    let err = PartnerNodeClient::new(channel_as(&mesh.nodes[1].org, &mesh.nodes[0].mesh_endpoint))
+        .notify_batch(batch)
+        .await
+        .expect_err("a batch from a member");
+    assert_eq!(err.code(), Code::PermissionDenied);
+}

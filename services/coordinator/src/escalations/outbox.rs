@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use doorzet_domain::Oin;
+use doorzet_proto::v1;
 use tokio_util::sync::CancellationToken;
 
 use super::{Engine, store};
@@ -14,6 +15,8 @@ use crate::Error;
 
 /// Notifications claimed per round.
 const BATCH: u32 = 512;
+/// Most notifications in one `NotifyBatch` (the node's limit).
+const BATCH_PER_CALL: usize = 256;
 /// How long a claim holds before another coordinator may take the row.
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -78,47 +81,63 @@ async fn round(engine: &Engine) -> Result<bool, Error> {
 
 type Outcome = (Vec<i64>, Option<(Vec<i64>, u32, String)>);
 
-/// Sends one node's notifications of one escalation in order; stops at the first failure (the rest
-/// wait with it, so the node never sees a later event of the escalation before an earlier one).
+/// Sends one node's notifications in order, up to [`BATCH_PER_CALL`] per `NotifyBatch` (one
+/// transaction at the node); a node that does not know `NotifyBatch` gets them one by one. Stops at
+/// the first failure: the rest wait with it, so the node never sees a later one first.
 async fn deliver(engine: &Engine, org: String, items: Vec<store::Claimed>) -> Outcome {
     let mut ok = Vec::new();
     let peers = &engine.inner.peers;
-    let client = org
+    let timeout = engine.inner.config.notify_timeout;
+    let failed = |rest: &[store::Claimed], error: String| {
+        let attempts = rest.iter().map(|c| c.attempts).max().unwrap_or(0);
+        Some((rest.iter().map(|c| c.id).collect(), attempts, error))
+    };
+    let mut client = match org
         .parse::<Oin>()
         .map_err(|e| Error::Corrupt(e.to_string()))
-        .and_then(|o| peers.client(o));
-    let mut client = match client {
+        .and_then(|o| peers.client(o))
+    {
         Ok(c) => c,
-        Err(e) => {
-            let attempts = items.iter().map(|c| c.attempts).max().unwrap_or(0);
-            return (
-                ok,
-                Some((
-                    items.iter().map(|c| c.id).collect(),
-                    attempts,
-                    e.to_string(),
-                )),
-            );
-        }
+        Err(e) => return (ok, failed(&items, e.to_string())),
     };
-    for (i, item) in items.iter().enumerate() {
-        let mut request = peers.request(item.notification.clone());
-        request.set_timeout(engine.inner.config.notify_timeout);
-        let sent = tokio::time::timeout(engine.inner.config.notify_timeout, client.notify(request))
-            .await
-            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("Notify timed out")));
-        match sent {
-            Ok(_) => ok.push(item.id),
+    let mut one_by_one = false;
+    let mut done = 0;
+    while done < items.len() {
+        let chunk = if one_by_one {
+            &items[done..done + 1]
+        } else {
+            &items[done..(done + BATCH_PER_CALL).min(items.len())]
+        };
+        let sent = if one_by_one {
+            let mut request = peers.request(chunk[0].notification.clone());
+            request.set_timeout(timeout);
+            tokio::time::timeout(timeout, client.notify(request))
+                .await
+                .map(|r| r.map(|_| ()))
+        } else {
+            let mut request = peers.request(v1::NotifyBatchRequest {
+                notifications: chunk.iter().map(|c| c.notification.clone()).collect(),
+            });
+            request.set_timeout(timeout);
+            tokio::time::timeout(timeout, client.notify_batch(request))
+                .await
+                .map(|r| r.map(|_| ()))
+        };
+        match sent.unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("Notify timed out"))) {
+            Ok(()) => {
+                ok.extend(chunk.iter().map(|c| c.id));
+                done += chunk.len();
+            }
+            Err(status) if status.code() == tonic::Code::Unimplemented && !one_by_one => {
+                one_by_one = true;
+            }
             Err(status) => {
-                let rest = &items[i..];
-                let attempts = rest.iter().map(|c| c.attempts).max().unwrap_or(0);
                 return (
                     ok,
-                    Some((
-                        rest.iter().map(|c| c.id).collect(),
-                        attempts,
+                    failed(
+                        &items[done..],
                         format!("{:?}: {}", status.code(), status.message()),
-                    )),
+                    ),
                 );
             }
         }

@@ -110,15 +110,54 @@ impl partner_node_server::PartnerNode for PartnerNodeService {
             .into());
         }
         let n = request.into_inner();
-        crate::ids::check_token(&n.notification_id)
-            .map_err(|why| Error::from(ConvertError::new("notification_id", why)))?;
-        if v1::EscalationEventType::try_from(n.event)
-            .is_ok_and(|e| e == v1::EscalationEventType::Unspecified)
-            || v1::EscalationEventType::try_from(n.event).is_err()
-        {
-            return Err(Error::from(ConvertError::new("event", "must be a known event")).into());
-        }
+        check_notification(&n).map_err(Error::from)?;
         let is_new = inbox::store(&self.db, &n, SystemTime::now()).await?;
         Ok(Response::new(v1::NotifyResponse { is_new }))
+    }
+
+    async fn notify_batch(
+        &self,
+        request: Request<v1::NotifyBatchRequest>,
+    ) -> Result<Response<v1::NotifyBatchResponse>, Status> {
+        let caller = Caller::from_request(&request)?.org;
+        gossip::observe(&self.audit, &request);
+        let snapshot = self.snapshot()?;
+        if caller != snapshot.coordinator {
+            return Err(Error::PermissionDenied(
+                "only the coordinator delivers notifications".into(),
+            )
+            .into());
+        }
+        let batch = request.into_inner().notifications;
+        if batch.is_empty() || batch.len() > MAX_NOTIFY_BATCH {
+            return Err(Error::from(ConvertError::new(
+                "notifications",
+                format!("must hold 1 to {MAX_NOTIFY_BATCH} notifications"),
+            ))
+            .into());
+        }
+        for (i, n) in batch.iter().enumerate() {
+            check_notification(n).map_err(|e| {
+                Error::from(ConvertError::new(
+                    "notifications",
+                    format!("notification {}: {e}", i + 1),
+                ))
+            })?;
+        }
+        let is_new = inbox::store_all(&self.db, &batch, SystemTime::now()).await?;
+        Ok(Response::new(v1::NotifyBatchResponse { is_new }))
+    }
+}
+
+/// Most notifications in one `NotifyBatch`.
+const MAX_NOTIFY_BATCH: usize = 256;
+
+/// Checks a notification's id and event type.
+fn check_notification(n: &v1::NotifyRequest) -> Result<(), ConvertError> {
+    crate::ids::check_token(&n.notification_id)
+        .map_err(|why| ConvertError::new("notification_id", why))?;
+    match v1::EscalationEventType::try_from(n.event) {
+        Ok(e) if e != v1::EscalationEventType::Unspecified => Ok(()),
+        _ => Err(ConvertError::new("event", "must be a known event")),
     }
 }

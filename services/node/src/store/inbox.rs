@@ -27,6 +27,33 @@ pub async fn store(
     Ok(inserted.rows_affected() == 1)
 }
 
+/// Stores `notifications` in one transaction, each unless its id was stored before; returns
+/// which were new.
+pub async fn store_all(
+    db: &Database,
+    notifications: &[v1::NotifyRequest],
+    now: SystemTime,
+) -> Result<Vec<bool>, Error> {
+    use sqlx::Connection;
+    let mut conn = db.pool().acquire().await?;
+    let mut tx = conn.begin().await?;
+    let mut new = Vec::with_capacity(notifications.len());
+    for n in notifications {
+        let inserted = sqlx::query(
+            "INSERT INTO inbox (notification_id, body, received_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (notification_id) DO NOTHING",
+        )
+        .bind(&n.notification_id)
+        .bind(n.encode_to_vec())
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+        new.push(inserted.rows_affected() == 1);
+    }
+    tx.commit().await?;
+    Ok(new)
+}
+
 /// Lists up to `limit` notifications after position `after`, oldest first.
 pub async fn list(db: &Database, after: u64, limit: u32) -> Result<Vec<v1::InboxItem>, Error> {
     let rows: Vec<(i64, Vec<u8>, i64)> = sqlx::query_as(
