@@ -92,6 +92,15 @@ async fn open_audit_log(
     Ok(log)
 }
 
+/// This coordinator instance's name: host and mesh listener, the same across restarts, different
+/// for two coordinators on one database.
+fn instance_name(config: &CoordinatorConfig) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}/{}", config.mesh.listen)
+}
+
 /// Runs the coordinator until `shutdown`, then drains in-flight requests and returns.
 pub async fn serve(
     listeners: Listeners,
@@ -181,6 +190,7 @@ pub async fn serve_with_clock(
                 settings,
                 clock,
                 audit.clone(),
+                instance_name(&config),
             );
             engine.spawn_workers(shutdown.clone());
             Some(engine)

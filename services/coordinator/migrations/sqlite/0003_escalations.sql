@@ -54,6 +54,8 @@ CREATE TABLE outbox (
     attempts         INTEGER NOT NULL,
     next_attempt_at  BIGINT  NOT NULL,
     claimed_until    BIGINT  NOT NULL,
+    -- The coordinator instance holding the claim; a restarted instance releases its own at once.
+    claimed_by       TEXT    NOT NULL,
     last_error       TEXT    NOT NULL,
     delivered_at     BIGINT
 );

@@ -53,6 +53,8 @@ struct Inner {
     config: EscalationsConfig,
     clock: Clock,
     audit: doorzet_audit::log::AuditLog,
+    /// This coordinator instance (host and listener), holder of outbox claims.
+    instance: String,
     outbox_wake: Notify,
     scheduler_wake: Notify,
     audit_wake: Notify,
@@ -209,6 +211,7 @@ impl Engine {
         config: EscalationsConfig,
         clock: Clock,
         audit: doorzet_audit::log::AuditLog,
+        instance: String,
     ) -> Self {
         let (events, _) = broadcast::channel(1024);
         Self {
@@ -221,6 +224,7 @@ impl Engine {
                 config,
                 clock,
                 audit,
+                instance,
                 outbox_wake: Notify::new(),
                 scheduler_wake: Notify::new(),
                 audit_wake: Notify::new(),

@@ -14,14 +14,25 @@ use super::{Engine, store};
 use crate::Error;
 
 /// Notifications claimed per round.
-const BATCH: u32 = 512;
+const BATCH: u32 = 4096;
 /// Most notifications in one `NotifyBatch` (the node's limit).
 const BATCH_PER_CALL: usize = 256;
-/// How long a claim holds before another coordinator may take the row.
+/// How long a claim holds before another coordinator may take the row (a round ends within the
+/// notify timeout; an instance that restarts releases its own claims at once).
 const LEASE: Duration = Duration::from_secs(30);
 
 pub(super) fn spawn(engine: Engine, shutdown: CancellationToken) {
     tokio::spawn(async move {
+        match store::release_claims(&engine.inner.db, &engine.inner.instance).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                notifications = n,
+                "released this instance's claims from before its restart"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release earlier claims; they expire with their lease")
+            }
+        }
         loop {
             let wait = match round(&engine).await {
                 Ok(true) => continue,
@@ -51,7 +62,7 @@ pub(super) fn spawn(engine: Engine, shutdown: CancellationToken) {
 async fn round(engine: &Engine) -> Result<bool, Error> {
     let db = &engine.inner.db;
     let now = engine.inner.clock.now();
-    let claimed = store::claim_due(db, now, LEASE, BATCH).await?;
+    let claimed = store::claim_due(db, &engine.inner.instance, now, LEASE, BATCH).await?;
     if claimed.is_empty() {
         return Ok(false);
     }

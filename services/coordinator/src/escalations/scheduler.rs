@@ -12,6 +12,8 @@ use super::{Engine, store};
 
 /// Escalations fired per round.
 const BATCH: u32 = 64;
+/// Firings in flight at once.
+const PARALLEL: usize = 16;
 
 pub(super) fn spawn(engine: Engine, shutdown: CancellationToken) {
     tokio::spawn(async move {
@@ -19,9 +21,24 @@ pub(super) fn spawn(engine: Engine, shutdown: CancellationToken) {
             let now = engine.inner.clock.now();
             let next = match store::due(&engine.inner.db, now, BATCH).await {
                 Ok(due) if !due.is_empty() => {
+                    // Each firing waits on the members' nodes (the next tier's participants), so
+                    // several run at once.
+                    use futures_util::StreamExt;
+                    let results: Vec<(String, Result<(), crate::Error>)> =
+                        futures_util::stream::iter(due)
+                            .map(|id| {
+                                let engine = engine.clone();
+                                async move {
+                                    let r = engine.fire(&id).await;
+                                    (id, r)
+                                }
+                            })
+                            .buffer_unordered(PARALLEL)
+                            .collect()
+                            .await;
                     let mut failed = false;
-                    for id in &due {
-                        if let Err(e) = engine.fire(id).await {
+                    for (id, result) in results {
+                        if let Err(e) = result {
                             tracing::warn!(escalation = %id, error = %e, "deadline not fired; retrying");
                             failed = true;
                         }

@@ -51,7 +51,7 @@ fn outbox_values(rows: usize) -> String {
     (0..rows)
         .map(|r| {
             let p = |c: usize| format!("${}", r * 4 + c);
-            format!("({}, {}, {}, 0, {}, 0, '')", p(1), p(2), p(3), p(4))
+            format!("({}, {}, {}, 0, {}, 0, '', '')", p(1), p(2), p(3), p(4))
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -171,7 +171,7 @@ pub async fn commit(db: &Database, write: &Write, now: SystemTime) -> Result<boo
     for chunk in write.outbox.chunks(ROWS_PER_INSERT) {
         let sql = format!(
             "INSERT INTO outbox (notification_id, recipient_org, body, attempts, next_attempt_at, \
-             claimed_until, last_error) VALUES {}",
+             claimed_until, claimed_by, last_error) VALUES {}",
             outbox_values(chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -384,9 +384,11 @@ pub struct Claimed {
     pub attempts: u32,
 }
 
-/// Claims up to `limit` due notifications for `lease` (another coordinator skips them meanwhile).
+/// Claims up to `limit` due notifications for `lease` as coordinator `instance` (another
+/// coordinator skips them meanwhile).
 pub async fn claim_due(
     db: &Database,
+    instance: &str,
     now: SystemTime,
     lease: Duration,
     limit: u32,
@@ -396,7 +398,7 @@ pub async fn claim_due(
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
     };
     let sql = format!(
-        "UPDATE outbox SET claimed_until = $1 WHERE id IN (SELECT id FROM outbox \
+        "UPDATE outbox SET claimed_until = $1, claimed_by = $4 WHERE id IN (SELECT id FROM outbox \
          WHERE delivered_at IS NULL AND next_attempt_at <= $2 AND claimed_until <= $2 \
          ORDER BY next_attempt_at, id LIMIT $3{lock}) \
          RETURNING id, recipient_org, body, attempts"
@@ -405,6 +407,7 @@ pub async fn claim_due(
         .bind(millis(now + lease))
         .bind(millis(now))
         .bind(i64::from(limit))
+        .bind(instance)
         .fetch_all(db.pool())
         .await?;
     let mut out: Vec<Claimed> = rows
@@ -421,6 +424,18 @@ pub async fn claim_due(
     // RETURNING gives no order; deliver in the order written.
     out.sort_by_key(|c| c.id);
     Ok(out)
+}
+
+/// Releases the claims `instance` held before it restarted (it is not delivering them now).
+pub async fn release_claims(db: &Database, instance: &str) -> Result<u64, Error> {
+    let done = sqlx::query(
+        "UPDATE outbox SET claimed_until = 0 WHERE claimed_by = $1 AND delivered_at IS NULL \
+         AND claimed_until > 0",
+    )
+    .bind(instance)
+    .execute(db.pool())
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Marks notifications delivered.
