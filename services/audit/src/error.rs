@@ -24,6 +24,9 @@ pub enum AuditError {
     /// The database failed.
     #[error("audit storage: {0}")]
     Storage(#[from] sqlx::Error),
+    /// Another process writes the log now (several coordinators on one PostgreSQL database).
+    #[error("another coordinator writes the audit log now; retry")]
+    NotLeader,
     /// The appender task has stopped.
     #[error("the audit log is shutting down")]
     Closed,

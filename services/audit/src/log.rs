@@ -7,7 +7,8 @@
 //! an entry, built from the tiles 512 at a time).
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, Weak};
 
 use doorzet_proto::v1;
 use doorzet_store::Database;
@@ -34,6 +35,10 @@ pub struct LogOptions {
     pub max_batch: usize,
     /// Most entries returned by one `entries` call.
     pub max_page: u64,
+    /// On PostgreSQL, write only while holding the log's advisory lock (default). Off, this
+    /// process writes regardless and only the entries' primary key fences a second writer: for
+    /// tests that simulate two writers.
+    pub writer_lock: bool,
 }
 
 impl LogOptions {
@@ -43,6 +48,7 @@ impl LogOptions {
             origin: origin.to_owned(),
             max_batch: 4096,
             max_page: 1000,
+            writer_lock: true,
         }
     }
 }
@@ -73,7 +79,17 @@ struct Shared {
     signer: NoteSigner,
     options: LogOptions,
     state: RwLock<State>,
+    /// Whether this process writes the log now: always on SQLite; on PostgreSQL while it holds
+    /// the log's advisory lock (several coordinators may share one database; one writes).
+    leader: AtomicBool,
+    /// The session holding that lock; dropped with the log, which frees the lock at once.
+    lock: tokio::sync::Mutex<Option<sqlx::AnyConnection>>,
 }
+
+/// The PostgreSQL advisory-lock key of the audit log's writer ("doorzet-audit" in ASCII).
+const WRITER_LOCK: i64 = 0x646f_6f72_7a65_7461;
+/// How often a follower looks for a newer checkpoint and tries to take over.
+const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 type Reply = oneshot::Sender<Result<Appended, AuditError>>;
 
@@ -108,7 +124,42 @@ impl AuditLog {
         signer: NoteSigner,
         options: LogOptions,
     ) -> Result<Self, AuditError> {
-        let state = match store::latest_checkpoint(&db).await? {
+        // On PostgreSQL one process writes: whoever holds the advisory lock. The others follow:
+        // they serve checkpoints and proofs from the stored log and take over when the lock frees.
+        let mut lock = None;
+        let leader = match db.backend() {
+            doorzet_store::Backend::Sqlite => true,
+            _ if !options.writer_lock => true,
+            doorzet_store::Backend::Postgres => {
+                // A moment's patience: a restarted writer's previous session may still be closing.
+                let mut conn = db.pool().acquire().await?.detach();
+                for _ in 0..10 {
+                    if try_writer_lock(&mut conn).await? {
+                        lock = Some(conn);
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                lock.is_some()
+            }
+        };
+        let latest = if leader {
+            store::latest_checkpoint(&db).await?
+        } else {
+            // A follower of a log no writer has started yet waits for its first checkpoint.
+            let mut waited = std::time::Duration::ZERO;
+            loop {
+                if let Some(latest) = store::latest_checkpoint(&db).await? {
+                    break Some(latest);
+                }
+                if waited > std::time::Duration::from_secs(30) {
+                    return Err(AuditError::NotLeader);
+                }
+                tokio::time::sleep(FOLLOW_INTERVAL).await;
+                waited += FOLLOW_INTERVAL;
+            }
+        };
+        let state = match latest {
             None => {
                 let checkpoint = Checkpoint {
                     origin: options.origin.clone(),
@@ -134,15 +185,32 @@ impl AuditLog {
                 state
             }
         };
+        if !leader {
+            tracing::info!(
+                size = state.checkpoint.size,
+                "another coordinator writes the audit log; following it"
+            );
+        }
+        let follows = db.backend() == doorzet_store::Backend::Postgres && options.writer_lock;
         let shared = Arc::new(Shared {
             db,
             signer,
             options,
             state: RwLock::new(state),
+            leader: AtomicBool::new(leader),
+            lock: tokio::sync::Mutex::new(lock),
         });
         let (queue, rx) = mpsc::channel(16 * 1024);
         tokio::spawn(writer(shared.clone(), rx));
+        if follows {
+            tokio::spawn(leadership(Arc::downgrade(&shared)));
+        }
         Ok(Self { shared, queue })
+    }
+
+    /// Whether this process writes the log now (see [`AuditLog::open`]).
+    pub fn is_writer(&self) -> bool {
+        self.shared.leader.load(Ordering::Acquire)
     }
 
     /// Appends entries (validated and canonically encoded here); returns once they are durable
@@ -396,6 +464,12 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<(Vec<Vec<u8>>, Reply
         }
         // The entries move into the batch; only the replies stay here.
         let (batches, replies): (Vec<_>, Vec<_>) = requests.into_iter().unzip();
+        if !shared.leader.load(Ordering::Acquire) {
+            for reply in replies {
+                let _ = reply.send(Err(AuditError::NotLeader));
+            }
+            continue;
+        }
         let result = match conn.as_mut() {
             Some(c) => commit(&shared, c, batches).await,
             None => match writer_connection(&shared.db).await {
@@ -423,6 +497,81 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<(Vec<Vec<u8>>, Reply
                     let _ = reply.send(Err(AuditError::Corrupt(message.clone())));
                 }
             }
+        }
+    }
+}
+
+async fn try_writer_lock(conn: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
+    let (held,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+        .bind(WRITER_LOCK)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(held)
+}
+
+/// Keeps the writer's lock (PostgreSQL): the writer checks the connection that holds it; a
+/// follower reloads the stored log when it grew and takes over when the lock is free. Ends when
+/// the log is dropped, which closes the connection and so frees the lock.
+async fn leadership(shared: Weak<Shared>) {
+    loop {
+        tokio::time::sleep(FOLLOW_INTERVAL).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        {
+            let mut lock = shared.lock.lock().await;
+            if let Some(conn) = lock.as_mut() {
+                if sqlx::query("SELECT 1").execute(&mut *conn).await.is_err() {
+                    // The session that held the lock is gone, and with it the lock.
+                    shared.leader.store(false, Ordering::Release);
+                    *lock = None;
+                    tracing::warn!("lost the audit log's writer lock; following whoever takes it");
+                }
+                continue;
+            }
+        }
+        let Ok(Some((size, root, note))) = store::latest_checkpoint(&shared.db).await else {
+            continue;
+        };
+        let taken = match shared.db.pool().acquire().await {
+            Ok(conn) => {
+                let mut conn = conn.detach();
+                match try_writer_lock(&mut conn).await {
+                    Ok(true) => Some(conn),
+                    _ => None,
+                }
+            }
+            Err(_) => None,
+        };
+        // Reload when the stored log grew, and always before writing it.
+        let current = read_state(&shared).checkpoint.size;
+        if taken.is_some() || size != current {
+            let (size, root, note) = if taken.is_some() {
+                match store::latest_checkpoint(&shared.db).await {
+                    Ok(Some(latest)) => latest,
+                    _ => continue,
+                }
+            } else {
+                (size, root, note)
+            };
+            match load_state(&shared.db, &shared.options, size, root, note).await {
+                Ok(mut state) => {
+                    state.note = shared.signer.sign(&state.checkpoint);
+                    *shared.state.write().unwrap_or_else(|e| e.into_inner()) = state;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the stored audit log does not load; not following it");
+                    continue;
+                }
+            }
+        }
+        if let Some(conn) = taken {
+            *shared.lock.lock().await = Some(conn);
+            shared.leader.store(true, Ordering::Release);
+            tracing::info!(
+                size = read_state(&shared).checkpoint.size,
+                "took over writing the audit log"
+            );
         }
     }
 }
@@ -652,6 +801,47 @@ mod tests {
         AuditLog::open(db, signer(), options).await
     }
 
+    async fn within(what: &str, mut ok: impl FnMut() -> bool) {
+        for _ in 0..200 {
+            if ok() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("{what} did not happen within 10 s");
+    }
+
+    #[tokio::test]
+    async fn on_postgresql_one_process_writes_and_a_follower_takes_over() {
+        let test_db = TestDatabase::postgres()
+            .await
+            .expect("DOORZET_TEST_DATABASE_URL must name the test PostgreSQL");
+        let a = open(test_db.url()).await;
+        let b = open(test_db.url()).await;
+        assert!(a.is_writer() && !b.is_writer());
+        a.append(&[entry(1)]).await.expect("the writer appends");
+        assert!(matches!(
+            b.append(&[entry(2)]).await,
+            Err(AuditError::NotLeader)
+        ));
+        // The follower serves the log as it grows: checkpoint and proofs.
+        within("the follower sees the new checkpoint", || {
+            b.checkpoint().0.size == 1
+        })
+        .await;
+        assert_eq!(b.checkpoint().0.root, a.checkpoint().0.root);
+        b.inclusion_proof(0, 1)
+            .await
+            .expect("a proof from the follower");
+        // The writer goes away; the follower takes over and continues the same log.
+        drop(a);
+        within("the follower takes over", || b.is_writer()).await;
+        let appended = b.append(&[entry(3)]).await.expect("the new writer appends");
+        assert_eq!((appended.indexes[0], appended.tree_size), (1, 2));
+        drop(b);
+        test_db.drop().await;
+    }
+
     #[tokio::test]
     async fn appends_prove_and_survive_a_reopen_on_both_backends() {
         for test_db in TestDatabase::all().await {
@@ -766,14 +956,21 @@ mod tests {
         }
     }
 
+    async fn open_unlocked(url: &str) -> AuditLog {
+        let db = Database::connect(url, &[&store::MIGRATIONS]).await.unwrap();
+        let mut options = LogOptions::new("test.example/audit");
+        options.writer_lock = false;
+        AuditLog::open(db, signer(), options).await.unwrap()
+    }
+
     #[tokio::test]
     async fn a_write_that_landed_unseen_does_not_wedge_the_writer() {
         for test_db in TestDatabase::all().await {
-            let stale = open(test_db.url()).await;
+            let stale = open_unlocked(test_db.url()).await;
             stale.append(&[entry(0)]).await.unwrap();
             // Another writer stores entries this one does not know about, as a COMMIT that
             // succeeded while its connection broke would.
-            let other = open(test_db.url()).await;
+            let other = open_unlocked(test_db.url()).await;
             other
                 .append(&(1..6).map(entry).collect::<Vec<_>>())
                 .await

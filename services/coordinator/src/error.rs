@@ -84,7 +84,9 @@ impl From<Error> for tonic::Status {
                     Self::invalid_argument(e.to_string())
                 }
                 doorzet_audit::AuditError::UnknownHash(_) => Self::not_found(e.to_string()),
-                doorzet_audit::AuditError::Closed => Self::unavailable(e.to_string()),
+                doorzet_audit::AuditError::Closed | doorzet_audit::AuditError::NotLeader => {
+                    Self::unavailable(e.to_string())
+                }
                 other => {
                     tracing::error!(error = %other, "audit log failure");
                     Self::internal("internal error")

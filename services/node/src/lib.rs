@@ -131,6 +131,14 @@ pub async fn serve(
             refused.clone(),
         );
     });
+    let repeated = prometheus_client::metrics::counter::Counter::default();
+    metrics.register(|registry| {
+        registry.register(
+            "node_notifications_repeated",
+            "Notifications the coordinator delivered again (acknowledged, not stored twice)",
+            repeated.clone(),
+        );
+    });
     disclosure_audit::Appender {
         db: db.clone(),
         coordinator: coordinator_channel.clone(),
@@ -152,6 +160,7 @@ pub async fn serve(
             audit_wake,
             org: config.org,
             audit: audit.clone(),
+            repeated,
         })
         .max_decoding_message_size(max),
     );

@@ -711,3 +711,112 @@ async fn an_overdue_commitment_alerts_the_process_director() {
     let overdue = get().await.decision.unwrap().commitments[0].state;
     assert_eq!(overdue, v1::CommitmentState::Overdue as i32);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_coordinators_on_one_postgresql_deliver_each_notification_once() {
+    let mesh = TestMesh::start_on(Storage::Postgres, 5, |_| {}).await;
+    let ids = mandates(&mesh).await;
+    let (second, second_stop) = mesh.start_second_coordinator().await;
+    let municipality = &mesh.nodes[MUNICIPALITY];
+    // Registered through the node (the first coordinator) …
+    let (esc, pd) = planned(&mesh).await;
+    let id = esc.escalation_id.clone();
+    // … decided through the second: both deliver from the one outbox.
+    let decided = CoordinatorClient::new(channel_as(&municipality.org, &second))
+        .record_decision(with_token(
+            v1::RecordDecisionRequest {
+                request_id: "dec".into(),
+                escalation_id: id.clone(),
+                summary: "Opgeschort".into(),
+                commitments: vec![v1::CommitmentInput {
+                    org: mesh.nodes[HOUSING].org.org.to_string(),
+                    action: "Ontruiming opschorten".into(),
+                    due: Some((SystemTime::now() + 10 * DAY).into()),
+                    mandate_id: ids[5].clone(),
+                }],
+                lessons: String::new(),
+                national_advice: String::new(),
+            },
+            &pd,
+        ))
+        .await
+        .expect("a decision through the second coordinator")
+        .into_inner();
+    assert_eq!(decided.sequence, 4);
+    for node in [MUNICIPALITY, GGZ, CARE_OFFICE, HOUSING] {
+        notified(&mesh.nodes[node], &id, v1::EscalationEventType::Decided, 4).await;
+    }
+    // The first coordinator stops; the second takes over the audit log and goes on.
+    mesh.stop_coordinator();
+    let closed = eventually(
+        Duration::from_secs(20),
+        "the second coordinator closes the case",
+        || {
+            let (second, cm, id) = (
+                second.clone(),
+                municipality.org.token("cm-7", "casemanager"),
+                id.clone(),
+            );
+            async move {
+                CoordinatorClient::new(channel_as(&municipality.org, &second))
+                    .confirm_follow_up(with_token(
+                        v1::ConfirmFollowUpRequest {
+                            request_id: "fu".into(),
+                            escalation_id: id,
+                            solved: true,
+                            note: String::new(),
+                        },
+                        &cm,
+                    ))
+                    .await
+                    .ok()
+                    .map(|r| r.into_inner())
+            }
+        },
+    )
+    .await;
+    assert_eq!(closed.state, v1::EscalationState::Closed as i32);
+    notified(
+        municipality,
+        &id,
+        v1::EscalationEventType::Closed,
+        closed.sequence,
+    )
+    .await;
+    // Every notification arrived, none was delivered twice.
+    for node in &mesh.nodes {
+        let metrics = doorzet_testkit::mesh::http_get(node.admin, "/metrics").await;
+        let repeated = metrics
+            .lines()
+            .find(|l| l.starts_with("doorzet_node_notifications_repeated_total "))
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(
+            repeated, "doorzet_node_notifications_repeated_total 0",
+            "{}",
+            node.org.org
+        );
+    }
+    // The closing entry is in the log only if the second took over writing it.
+    let want = closed.sequence;
+    eventually(
+        Duration::from_secs(20),
+        "the second writes the audit log",
+        || {
+            let second = second.clone();
+            let org = &mesh.nodes[GGZ].org;
+            async move {
+                let note = v1::audit_log_client::AuditLogClient::new(channel_as(org, &second))
+                    .get_checkpoint(v1::GetCheckpointRequest {})
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .checkpoint;
+                let size: u64 = note.lines().nth(1)?.parse().ok()?;
+                (size >= want).then_some(())
+            }
+        },
+    )
+    .await;
+    second_stop.cancel();
+}

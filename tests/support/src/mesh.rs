@@ -428,6 +428,36 @@ impl TestMesh {
         ));
     }
 
+    /// Starts another coordinator on the same database and files (a ZVH that runs two), on
+    /// listeners of its own; returns its mesh endpoint and the token that stops it. The nodes keep
+    /// calling the first; clients may call either.
+    pub async fn start_second_coordinator(&self) -> (String, CancellationToken) {
+        let (mesh, mesh_addr) = bind().await;
+        let (admin, admin_addr) = bind().await;
+        let mut config = self.coordinator_config.clone();
+        config.mesh.listen = mesh_addr;
+        config.admin.listen = admin_addr;
+        let token = self.shutdown.child_token();
+        spawn_coordinator(
+            doorzet_coordinator::Listeners { mesh, admin },
+            config,
+            token.clone(),
+            self.clock.clone(),
+        );
+        let endpoint = format!("https://{mesh_addr}");
+        let org = &self.nodes[0].org;
+        crate::eventually(
+            Duration::from_secs(40),
+            "second coordinator SERVING",
+            || {
+                let endpoint = endpoint.clone();
+                async move { (health(org, &endpoint).await == Some(1)).then_some(()) }
+            },
+        )
+        .await;
+        (endpoint, token)
+    }
+
     /// Stops node `i` (its listeners close; its database stays), as when a partner's node is down.
     pub async fn stop_node(&mut self, i: usize) {
         let run = &mut self.node_runs[i];

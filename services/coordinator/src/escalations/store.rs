@@ -511,12 +511,21 @@ pub async fn audit_pending(db: &Database, limit: u32) -> Result<Vec<(i64, Vec<u8
     )
 }
 
-/// Removes the audit entries up to `last`, now in the log.
-pub async fn audit_drained(db: &Database, last: i64) -> Result<(), Error> {
-    sqlx::query("DELETE FROM audit_pending WHERE id <= $1")
-        .bind(last)
-        .execute(db.pool())
-        .await?;
+/// Removes the audit entries `ids`, now in the log (by id: with several coordinators a lower id
+/// may commit after a higher one was read).
+pub async fn audit_drained(db: &Database, ids: &[i64]) -> Result<(), Error> {
+    for chunk in ids.chunks(256) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "DELETE FROM audit_pending WHERE id IN ({})",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        q.execute(db.pool()).await?;
+    }
     Ok(())
 }
 

@@ -35,6 +35,8 @@ pub struct PartnerNodeService {
     pub org: Oin,
     /// The audit log's view, to compare callers' checkpoints with.
     pub audit: crate::audit_watch::AuditWatch,
+    /// Notifications delivered again (`doorzet_node_notifications_repeated_total`).
+    pub repeated: prometheus_client::metrics::counter::Counter,
 }
 
 impl PartnerNodeService {
@@ -112,6 +114,9 @@ impl partner_node_server::PartnerNode for PartnerNodeService {
         let n = request.into_inner();
         check_notification(&n).map_err(Error::from)?;
         let is_new = inbox::store(&self.db, &n, SystemTime::now()).await?;
+        if !is_new {
+            self.repeated.inc();
+        }
         Ok(Response::new(v1::NotifyResponse { is_new }))
     }
 
@@ -145,6 +150,8 @@ impl partner_node_server::PartnerNode for PartnerNodeService {
             })?;
         }
         let is_new = inbox::store_all(&self.db, &batch, SystemTime::now()).await?;
+        self.repeated
+            .inc_by(is_new.iter().filter(|n| !**n).count() as u64);
         Ok(Response::new(v1::NotifyBatchResponse { is_new }))
     }
 }
