@@ -820,3 +820,144 @@ async fn two_coordinators_on_one_postgresql_deliver_each_notification_once() {
     .await;
     second_stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_process_director_scales_down_and_a_failed_follow_up_reopens_the_case() {
+    let mesh = TestMesh::start(5).await;
+    let ids = mandates(&mesh).await;
+    let (esc, _) = planned(&mesh).await;
+    let id = esc.escalation_id.clone();
+    let zvh = &mesh.nodes[ZVH];
+    let director = zvh.org.token("pr-zvh", "procesregisseur");
+    let mut as_director = coordinator(&mesh, zvh);
+    let step = |e: v1::Escalation| (e.tier, e.state, e.sequence);
+
+    // Down to tier 2 with advice: a new table there (the care office), a new term.
+    let down = as_director
+        .scale_down(with_token(
+            v1::ScaleDownRequest {
+                request_id: "down".into(),
+                escalation_id: id.clone(),
+                to_tier: Some(2),
+                advice: "Eerst bovenregionaal zoeken".into(),
+            },
+            &director,
+        ))
+        .await
+        .expect("scale down")
+        .into_inner();
+    assert_eq!(
+        step(down.clone()),
+        (2, v1::EscalationState::ParticipantsResolved as i32, 5)
+    );
+    assert_eq!(down.advice, "Eerst bovenregionaal zoeken");
+    assert!(
+        down.participants
+            .iter()
+            .any(|p| p.org == mesh.nodes[CARE_OFFICE].org.org.as_str())
+    );
+    // Two steps down at once is refused.
+    let err = as_director
+        .scale_down(with_token(
+            v1::ScaleDownRequest {
+                request_id: "down-2".into(),
+                escalation_id: id.clone(),
+                to_tier: Some(0),
+                advice: "x".into(),
+            },
+            &director,
+        ))
+        .await
+        .expect_err("tier 0");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+
+    // Back up, decided, down to the regular table for monitoring.
+    let up = as_director
+        .escalate_tier(with_token(
+            v1::EscalateTierRequest {
+                request_id: "up".into(),
+                escalation_id: id.clone(),
+                to_tier: 3,
+                reason: "Bovenregionaal geen plek".into(),
+            },
+            &director,
+        ))
+        .await
+        .expect("escalate")
+        .into_inner();
+    assert_eq!(up.tier, 3);
+    as_director
+        .plan_meeting(with_token(
+            v1::PlanMeetingRequest {
+                request_id: "plan-2".into(),
+                escalation_id: id.clone(),
+                at: Some((SystemTime::now() + Duration::from_secs(3600)).into()),
+                location: String::new(),
+            },
+            &director,
+        ))
+        .await
+        .expect("plan");
+    as_director
+        .record_decision(with_token(
+            v1::RecordDecisionRequest {
+                request_id: "dec".into(),
+                escalation_id: id.clone(),
+                summary: "Opgeschort".into(),
+                commitments: vec![v1::CommitmentInput {
+                    org: mesh.nodes[HOUSING].org.org.to_string(),
+                    action: "Ontruiming opschorten".into(),
+                    due: Some((SystemTime::now() + 10 * DAY).into()),
+                    mandate_id: ids[5].clone(),
+                }],
+                lessons: String::new(),
+                national_advice: String::new(),
+            },
+            &director,
+        ))
+        .await
+        .expect("decision");
+    let monitoring = as_director
+        .scale_down(with_token(
+            v1::ScaleDownRequest {
+                request_id: "regular".into(),
+                escalation_id: id.clone(),
+                to_tier: None,
+                advice: "Terug naar het wijkteam met het besluit".into(),
+            },
+            &director,
+        ))
+        .await
+        .expect("to the regular table")
+        .into_inner();
+    assert_eq!(monitoring.state, v1::EscalationState::Monitoring as i32);
+
+    // The registrant finds the solution did not happen: the case reopens at the ladder's tier.
+    let municipality = &mesh.nodes[MUNICIPALITY];
+    let reopened = coordinator(&mesh, municipality)
+        .confirm_follow_up(with_token(
+            v1::ConfirmFollowUpRequest {
+                request_id: "fu".into(),
+                escalation_id: id.clone(),
+                solved: false,
+                note: "Toch ontruimd".into(),
+            },
+            &municipality.org.token("cm-7", "casemanager"),
+        ))
+        .await
+        .expect("follow-up")
+        .into_inner();
+    assert_eq!(reopened.tier, 3);
+    assert_eq!(
+        reopened.state,
+        v1::EscalationState::ParticipantsResolved as i32
+    );
+    assert!(reopened.deadline.is_some() && reopened.decision.is_none());
+    notified(
+        municipality,
+        &id,
+        v1::EscalationEventType::Reopened,
+        reopened.sequence - 1,
+    )
+    .await;
+}
