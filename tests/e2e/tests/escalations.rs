@@ -505,7 +505,7 @@ async fn a_registrant_the_ladder_does_not_allow_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_passed_term_moves_the_case_up_by_itself_even_across_a_restart() {
+async fn a_passed_term_moves_the_case_up_by_itself_even_across_a_crash() {
     let mut mesh = TestMesh::start(5).await;
     mandates(&mesh).await;
     let case_id = eviction_case(&mesh).await;
@@ -542,8 +542,9 @@ async fn a_passed_term_moves_the_case_up_by_itself_even_across_a_restart() {
     // Not due yet: nothing moves.
     assert_eq!(get(&mesh).await.unwrap().tier, 1);
 
-    // The coordinator restarts with the deadline pending; after the restart the term passes.
-    mesh.restart_coordinator(|_| {}).await;
+    // The coordinator is killed with the deadline pending (no drain) and starts again; after the
+    // restart the term passes.
+    mesh.crash_and_restart_coordinator().await;
     eventually(Duration::from_secs(20), "coordinator back", || get(&mesh)).await;
     mesh.clock.advance(15 * DAY);
     let moved = eventually(Duration::from_secs(20), "escalated to tier 2", || async {

@@ -487,6 +487,16 @@ impl TestMesh {
         .await;
     }
 
+    /// Kills the coordinator without a drain (its task is aborted wherever it is, as SIGKILL would
+    /// stop the process) and starts it again on the same addresses, database and clock.
+    pub async fn crash_and_restart_coordinator(&mut self) {
+        if let Some(task) = self.coordinator_task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        self.restart_coordinator(|_| {}).await;
+    }
+
     /// Stops every server.
     pub fn shutdown(&self) {
         self.shutdown.cancel();
