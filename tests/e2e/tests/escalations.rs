@@ -568,6 +568,29 @@ async fn a_passed_term_moves_the_case_up_by_itself_even_across_a_crash() {
     assert_eq!(count, 1);
 }
 
+/// A decision on `escalation` with one commitment of the housing corporation under `mandate_id`,
+/// due in `due_in`.
+fn housing_decision(
+    mesh: &TestMesh,
+    escalation: &str,
+    mandate_id: &str,
+    due_in: Duration,
+) -> v1::RecordDecisionRequest {
+    v1::RecordDecisionRequest {
+        request_id: "dec".into(),
+        escalation_id: escalation.into(),
+        summary: "Opgeschort".into(),
+        commitments: vec![v1::CommitmentInput {
+            org: mesh.nodes[HOUSING].org.org.to_string(),
+            action: "Ontruiming opschorten".into(),
+            due: Some((SystemTime::now() + due_in).into()),
+            mandate_id: mandate_id.into(),
+        }],
+        lessons: String::new(),
+        national_advice: String::new(),
+    }
+}
+
 /// Registers the eviction case urgently at tier 3 and plans its meeting; returns the escalation and
 /// the municipality process director's token.
 async fn planned(mesh: &TestMesh) -> (v1::Escalation, String) {
@@ -618,19 +641,7 @@ async fn a_node_that_was_down_receives_every_notification_when_back() {
     mesh.stop_node(MUNICIPALITY).await;
     let decided = coordinator(&mesh, &mesh.nodes[MUNICIPALITY])
         .record_decision(with_token(
-            v1::RecordDecisionRequest {
-                request_id: "dec".into(),
-                escalation_id: id.clone(),
-                summary: "Opgeschort".into(),
-                commitments: vec![v1::CommitmentInput {
-                    org: mesh.nodes[HOUSING].org.org.to_string(),
-                    action: "Ontruiming opschorten".into(),
-                    due: Some((SystemTime::now() + 10 * DAY).into()),
-                    mandate_id: ids[5].clone(),
-                }],
-                lessons: String::new(),
-                national_advice: String::new(),
-            },
+            housing_decision(&mesh, &id, &ids[5], 10 * DAY),
             &pd,
         ))
         .await
@@ -667,19 +678,7 @@ async fn an_overdue_commitment_alerts_the_process_director() {
     let mut coordinator = coordinator(&mesh, &mesh.nodes[MUNICIPALITY]);
     coordinator
         .record_decision(with_token(
-            v1::RecordDecisionRequest {
-                request_id: "dec".into(),
-                escalation_id: id.clone(),
-                summary: "Opgeschort".into(),
-                commitments: vec![v1::CommitmentInput {
-                    org: mesh.nodes[HOUSING].org.org.to_string(),
-                    action: "Ontruiming opschorten".into(),
-                    due: Some((SystemTime::now() + 2 * DAY).into()),
-                    mandate_id: ids[5].clone(),
-                }],
-                lessons: String::new(),
-                national_advice: String::new(),
-            },
+            housing_decision(&mesh, &id, &ids[5], 2 * DAY),
             &pd,
         ))
         .await
@@ -725,19 +724,7 @@ async fn two_coordinators_on_one_postgresql_deliver_each_notification_once() {
     // … decided through the second: both deliver from the one outbox.
     let decided = CoordinatorClient::new(channel_as(&municipality.org, &second))
         .record_decision(with_token(
-            v1::RecordDecisionRequest {
-                request_id: "dec".into(),
-                escalation_id: id.clone(),
-                summary: "Opgeschort".into(),
-                commitments: vec![v1::CommitmentInput {
-                    org: mesh.nodes[HOUSING].org.org.to_string(),
-                    action: "Ontruiming opschorten".into(),
-                    due: Some((SystemTime::now() + 10 * DAY).into()),
-                    mandate_id: ids[5].clone(),
-                }],
-                lessons: String::new(),
-                national_advice: String::new(),
-            },
+            housing_decision(&mesh, &id, &ids[5], 10 * DAY),
             &pd,
         ))
         .await
@@ -901,19 +888,7 @@ async fn the_process_director_scales_down_and_a_failed_follow_up_reopens_the_cas
         .expect("plan");
     as_director
         .record_decision(with_token(
-            v1::RecordDecisionRequest {
-                request_id: "dec".into(),
-                escalation_id: id.clone(),
-                summary: "Opgeschort".into(),
-                commitments: vec![v1::CommitmentInput {
-                    org: mesh.nodes[HOUSING].org.org.to_string(),
-                    action: "Ontruiming opschorten".into(),
-                    due: Some((SystemTime::now() + 10 * DAY).into()),
-                    mandate_id: ids[5].clone(),
-                }],
-                lessons: String::new(),
-                national_advice: String::new(),
-            },
+            housing_decision(&mesh, &id, &ids[5], 10 * DAY),
             &director,
         ))
         .await
