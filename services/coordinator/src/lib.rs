@@ -179,6 +179,7 @@ pub async fn serve_with_clock(
                 directory.clone(),
                 audit.clone(),
                 settings.participant_lookup_timeout,
+                settings.notify_timeout,
             );
             tracing::info!(region = %ladder.region.id, tiers = ladder.top(), "escalation ladder loaded");
             let engine = escalations::Engine::new(

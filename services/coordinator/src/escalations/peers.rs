@@ -22,23 +22,28 @@ pub struct Peers {
     tls: Arc<ReloadingTls>,
     directory: Arc<Directory>,
     audit: doorzet_audit::log::AuditLog,
+    /// How long a `ListMandates` may take.
     timeout: Duration,
+    /// The longest any call may take (the channel's limit).
+    call_timeout: Duration,
     channels: Arc<Mutex<HashMap<Oin, (String, Channel)>>>,
 }
 
 impl Peers {
-    /// Channels that time out after `timeout`.
+    /// Channels whose calls end after `call_timeout`; `ListMandates` after `timeout`.
     pub fn new(
         tls: Arc<ReloadingTls>,
         directory: Arc<Directory>,
         audit: doorzet_audit::log::AuditLog,
         timeout: Duration,
+        call_timeout: Duration,
     ) -> Self {
         Self {
             tls,
             directory,
             audit,
             timeout,
+            call_timeout: call_timeout.max(timeout),
             channels: Arc::default(),
         }
     }
@@ -68,7 +73,7 @@ impl Peers {
             &member.mesh_endpoint,
             org,
             self.directory.clone(),
-            self.timeout,
+            self.call_timeout,
         )?;
         channels.insert(org, (member.mesh_endpoint.clone(), channel.clone()));
         Ok(PartnerNodeClient::new(channel))
