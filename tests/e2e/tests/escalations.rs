@@ -937,3 +937,40 @@ async fn the_process_director_scales_down_and_a_failed_follow_up_reopens_the_cas
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_follow_up_date_reminds_the_registrant() {
+    let mesh = TestMesh::start(5).await;
+    let ids = mandates(&mesh).await;
+    let (esc, pd) = planned(&mesh).await;
+    let id = esc.escalation_id.clone();
+    let decided = coordinator(&mesh, &mesh.nodes[MUNICIPALITY])
+        .record_decision(with_token(
+            housing_decision(&mesh, &id, &ids[5], 60 * DAY),
+            &pd,
+        ))
+        .await
+        .expect("decision")
+        .into_inner();
+    let follow_up = SystemTime::try_from(decided.decision.unwrap().follow_up_at.unwrap()).unwrap();
+    let weeks = follow_up
+        .duration_since(SystemTime::now())
+        .unwrap()
+        .as_secs()
+        / (7 * 86400);
+    assert!(
+        (3..=6).contains(&weeks),
+        "20 working days are about four weeks: {weeks}"
+    );
+    // Past the follow-up date (the commitment is due later): the registrant is asked to confirm.
+    mesh.clock
+        .advance(follow_up.duration_since(SystemTime::now()).unwrap() + DAY);
+    let reminder = notified(
+        &mesh.nodes[MUNICIPALITY],
+        &id,
+        v1::EscalationEventType::FollowUpDue,
+        5,
+    )
+    .await;
+    assert_eq!(reminder.tier, 3);
+}
