@@ -217,6 +217,17 @@ impl Durability {
     }
 }
 
+/// Unix milliseconds, as timestamps are stored in both backends (0 before 1970).
+pub fn millis(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The moment of stored Unix milliseconds `ms`.
+pub fn from_millis(ms: i64) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64)
+}
+
 /// Hides a password in a database URL before it reaches an error message or log.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.find('@')) {

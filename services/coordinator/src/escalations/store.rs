@@ -4,26 +4,14 @@
 //! cannot both commit a transition from the same state, because the update names the sequence
 //! number it expects.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use doorzet_proto::v1;
-use doorzet_store::{Backend, Database};
+use doorzet_store::{Backend, Database, from_millis, millis};
 use prost::Message;
 use sqlx::Row;
 
 use crate::Error;
-
-/// Milliseconds since the epoch, as stored.
-pub fn millis(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// The time of stored milliseconds.
-pub fn from_millis(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
-}
 
 fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M, Error> {
     M::decode(bytes).map_err(|_| Error::Corrupt(format!("stored {what} does not decode")))

@@ -10,16 +10,7 @@ use doorzet_store::Database;
 
 use crate::Error;
 
-/// Unix milliseconds of `t` (the node's time columns).
-pub fn millis(t: SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// The moment of Unix milliseconds `ms`.
-pub fn from_millis(ms: i64) -> SystemTime {
-    std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64)
-}
+pub use doorzet_store::{from_millis, millis};
 
 /// Joins vocabulary values or ids for a list column.
 pub fn join<T: ToString>(values: impl IntoIterator<Item = T>) -> String {
