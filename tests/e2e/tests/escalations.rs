@@ -974,3 +974,99 @@ async fn the_follow_up_date_reminds_the_registrant() {
     .await;
     assert_eq!(reminder.tier, 3);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_right_organisation_and_person_may_act_on_an_escalation() {
+    let mesh = TestMesh::start(5).await;
+    let ids = mandates(&mesh).await;
+    // The municipality's process director (the tier's organiser) planned the meeting.
+    let (esc, pd) = planned(&mesh).await;
+    let id = esc.escalation_id.clone();
+    let municipality = &mesh.nodes[MUNICIPALITY];
+    let plan = |request_id: &str, hours: u64| v1::PlanMeetingRequest {
+        request_id: request_id.into(),
+        escalation_id: id.clone(),
+        at: Some((SystemTime::now() + Duration::from_secs(hours * 3600)).into()),
+        location: String::new(),
+    };
+    let code = |r: tonic::Result<tonic::Response<v1::Escalation>>| r.expect_err("refused").code();
+
+    // A participant that is not the organiser may not plan it; nor may a call without a person.
+    let ggz = &mesh.nodes[GGZ];
+    let mut as_ggz = coordinator(&mesh, ggz);
+    let refused = as_ggz
+        .plan_meeting(with_token(
+            plan("plan-ggz", 2),
+            &ggz.org.token("pr-g", "procesregisseur"),
+        ))
+        .await;
+    assert_eq!(code(refused), Code::PermissionDenied);
+    let no_person = coordinator(&mesh, municipality)
+        .plan_meeting(tonic::Request::new(plan("plan-anon", 2)))
+        .await;
+    assert_eq!(code(no_person), Code::Unauthenticated);
+    // The key of an earlier request, sent with another request, is refused.
+    let mut as_municipality = coordinator(&mesh, municipality);
+    let reused = as_municipality
+        .plan_meeting(with_token(plan("plan", 5), &pd))
+        .await;
+    assert_eq!(code(reused), Code::AlreadyExists);
+
+    // The housing corporation reports its own commitment; another organisation may not.
+    as_municipality
+        .record_decision(with_token(
+            housing_decision(&mesh, &id, &ids[5], 10 * DAY),
+            &pd,
+        ))
+        .await
+        .expect("decision");
+    let report = |request_id: &str| v1::ReportCommitmentRequest {
+        request_id: request_id.into(),
+        escalation_id: id.clone(),
+        commitment_id: "cmt-1".into(),
+        done: true,
+        progress: String::new(),
+    };
+    let housing = &mesh.nodes[HOUSING];
+    CoordinatorClient::new(channel_as(&housing.org, &mesh.coordinator.endpoint))
+        .report_commitment(with_token(
+            report("rep"),
+            &housing.org.token("d", "directeur"),
+        ))
+        .await
+        .expect("the committed organisation reports");
+    let other = as_ggz
+        .report_commitment(with_token(
+            report("rep-ggz"),
+            &ggz.org.token("b", "bestuurder"),
+        ))
+        .await;
+    assert_eq!(code(other), Code::PermissionDenied);
+
+    // The registrant confirms the follow-up; a participant may not.
+    as_municipality
+        .confirm_follow_up(with_token(
+            v1::ConfirmFollowUpRequest {
+                request_id: "fu".into(),
+                escalation_id: id.clone(),
+                solved: true,
+                note: String::new(),
+            },
+            &municipality.org.token("cm-7", "casemanager"),
+        ))
+        .await
+        .expect("the registrant confirms");
+    let by_participant =
+        CoordinatorClient::new(channel_as(&housing.org, &mesh.coordinator.endpoint))
+            .confirm_follow_up(with_token(
+                v1::ConfirmFollowUpRequest {
+                    request_id: "fu-h".into(),
+                    escalation_id: id.clone(),
+                    solved: false,
+                    note: String::new(),
+                },
+                &housing.org.token("d", "directeur"),
+            ))
+            .await;
+    assert_eq!(code(by_participant), Code::PermissionDenied);
+}
