@@ -24,6 +24,14 @@ async fn coordinator_with(env: &[(&str, &str)]) -> CoordinatorProcess {
     coordinator
 }
 
+/// Replaces a file the way an editor or configuration management does (a new file renamed over
+/// the old), so a reload never reads it half written.
+fn replace_file(path: &std::path::Path, contents: impl AsRef<[u8]>) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, contents).unwrap();
+    std::fs::rename(&next, path).unwrap();
+}
+
 async fn admin_metric(addr: std::net::SocketAddr, series: &str) -> Option<f64> {
     http_get(addr, "/metrics")
         .await
@@ -121,7 +129,7 @@ async fn an_invalid_directory_file_at_start_exits_with_the_configuration_code() 
     let (status, _) = good.terminate().await;
     assert!(status.success(), "the same files start cleanly");
 
-    std::fs::write(&coordinator.directory, "region = \"test\"\nmembers = 3\n").unwrap();
+    replace_file(&coordinator.directory, "region = \"test\"\nmembers = 3\n");
     let mut broken = Running::spawn("doorzet-coordinator", &coordinator.config, &[], None);
     let status = broken.wait_exit(Duration::from_secs(30)).await;
     assert_eq!(status.code(), Some(64), "{}", broken.stderr());
@@ -145,7 +153,7 @@ async fn a_restart_on_a_file_that_empties_the_mesh_is_refused_until_confirmed() 
     coordinator.terminate().await;
     // ...but one that lost every member while the coordinator was down does not.
     let (head, _) = original.split_once("[[members]]").unwrap();
-    std::fs::write(&coordinator.directory, head).unwrap();
+    replace_file(&coordinator.directory, head);
     coordinator.start();
     let status = coordinator
         .running()
@@ -160,7 +168,7 @@ async fn a_restart_on_a_file_that_empties_the_mesh_is_refused_until_confirmed() 
         "region = \"test\"\nconfirm_removals = 1\n",
         1,
     );
-    std::fs::write(&coordinator.directory, confirmed).unwrap();
+    replace_file(&coordinator.directory, confirmed);
     coordinator.start();
     // With no member left to ask its mesh health, the admin listener says it runs.
     let admin = coordinator.admin_addr;
@@ -201,7 +209,7 @@ async fn a_broken_deleted_or_emptying_directory_edit_is_held_back_and_shows_in_m
     let original = std::fs::read_to_string(&coordinator.directory).unwrap();
 
     // A broken edit: the old directory stays, the metric says the file is not in force.
-    std::fs::write(&coordinator.directory, "region = [\n").unwrap();
+    replace_file(&coordinator.directory, "region = [\n");
     wait_metric(admin, valid, "file invalid", |v| v == 0.0).await;
     member
         .list_members(v1::ListMembersRequest {})
@@ -210,30 +218,34 @@ async fn a_broken_deleted_or_emptying_directory_edit_is_held_back_and_shows_in_m
 
     // An edit that removes every member is held back...
     let (head, _) = original.split_once("[[members]]").unwrap();
-    std::fs::write(&coordinator.directory, head).unwrap();
-    std::fs::write(&coordinator.directory, original.clone()).unwrap();
+    replace_file(&coordinator.directory, head);
+    replace_file(&coordinator.directory, original.clone());
     wait_metric(admin, valid, "file valid again", |v| v == 1.0).await;
-    std::fs::write(&coordinator.directory, head).unwrap();
+    replace_file(&coordinator.directory, head);
     wait_metric(admin, valid, "emptying edit held", |v| v == 0.0).await;
     member
         .list_members(v1::ListMembersRequest {})
         .await
         .expect("an emptying edit is not applied unconfirmed");
-    assert!(
-        coordinator
-            .running()
-            .stderr()
-            .contains("confirm_removals = 1"),
-        "{}",
-        coordinator.running().stderr()
-    );
+    let running = coordinator.running();
+    doorzet_testkit::eventually(
+        Duration::from_secs(15),
+        "the log names confirm_removals",
+        || async {
+            running
+                .stderr()
+                .contains("confirm_removals = 1")
+                .then_some(())
+        },
+    )
+    .await;
     // ...until the file confirms it.
     let confirmed = head.replacen(
         "region = \"test\"\n",
         "region = \"test\"\nconfirm_removals = 1\n",
         1,
     );
-    std::fs::write(&coordinator.directory, confirmed).unwrap();
+    replace_file(&coordinator.directory, confirmed);
     wait_metric(admin, valid, "confirmed edit applied", |v| v == 1.0).await;
     let err = member
         .list_members(v1::ListMembersRequest {})
