@@ -1,0 +1,200 @@
+//! The gateway's configuration file (`gateway.toml`), with `DOORZET_*` environment overrides.
+
+use std::path::Path;
+use std::time::Duration;
+
+use doorzet_domain::Oin;
+use doorzet_mesh::config::{Listen, Telemetry, TlsFiles};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// Everything a gateway needs to start. It runs beside a partner's node (`node`), beside the
+/// coordinator (`coordinator`), or both: a partner's gateway reads escalations from the
+/// coordinator with the organisation's own certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The organisation this gateway serves, as in its certificate's subject serialNumber. Every
+    /// token it forwards must be issued by this organisation (the node and coordinator check).
+    pub org: Oin,
+    /// The organisation's certificate, key and trust anchors, presented towards the node and the
+    /// coordinator.
+    pub tls: TlsFiles,
+    /// The HTTP listener for the partners' systems and browsers. Plain HTTP: put it behind the
+    /// organisation's TLS-terminating proxy, or keep it on loopback.
+    pub http: Listen,
+    /// The admin listener (metrics, probes); keep it internal.
+    pub admin: Listen,
+    /// The organisation's own node (its local listener), for mandates, cases and the inbox.
+    #[serde(default)]
+    pub node: Option<NodeLink>,
+    /// The coordinator, for escalations, reports, statistics, the directory and the audit log.
+    #[serde(default)]
+    pub coordinator: Option<CoordinatorLink>,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: HttpLimits,
+    /// Logs and traces.
+    #[serde(default)]
+    pub telemetry: Telemetry,
+}
+
+/// The organisation's own node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeLink {
+    /// Its local listener, `https://host:port`.
+    pub endpoint: String,
+}
+
+/// The region's coordinator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorLink {
+    /// Its mesh address, `https://host:port`.
+    pub endpoint: String,
+    /// The organisation id its certificate must carry.
+    pub org: Oin,
+}
+
+/// Limits that keep the gateway's callers from exhausting it or what it fronts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpLimits {
+    /// A request that takes longer is answered with 504.
+    #[serde(with = "humantime_serde", default = "default_request_timeout")]
+    pub request_timeout: Duration,
+    /// Requests in progress at once; more are answered with 503.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+    /// Largest request body accepted, in bytes; larger is answered with 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Connections held open at once; beyond it new connections are closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Requests per second one client address may make (sustained); more get 429.
+    #[serde(default = "default_requests_per_second")]
+    pub requests_per_second: u32,
+    /// Requests one client address may make in a burst above the sustained rate.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[serde(with = "humantime_serde", default = "default_drain_timeout")]
+    pub drain_timeout: Duration,
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_max_concurrent_requests() -> usize {
+    512
+}
+fn default_max_body_bytes() -> usize {
+    256 * 1024
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_requests_per_second() -> u32 {
+    200
+}
+fn default_burst() -> u32 {
+    400
+}
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            request_timeout: default_request_timeout(),
+            max_concurrent_requests: default_max_concurrent_requests(),
+            max_body_bytes: default_max_body_bytes(),
+            max_connections: default_max_connections(),
+            requests_per_second: default_requests_per_second(),
+            burst: default_burst(),
+            drain_timeout: default_drain_timeout(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Loads `file` and the environment overrides, and checks rules that span fields.
+    pub fn load(file: &Path) -> Result<Self, Error> {
+        let config: Self = doorzet_mesh::config::load(file)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks rules that span fields.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.node.is_none() && self.coordinator.is_none() {
+            return Err(Error::Config(
+                "at least one of [node] and [coordinator] must be set".into(),
+            ));
+        }
+        if self.http.listen == self.admin.listen {
+            return Err(Error::Config(
+                "http.listen and admin.listen must differ".into(),
+            ));
+        }
+        let endpoints = [
+            ("node.endpoint", self.node.as_ref().map(|n| &n.endpoint)),
+            (
+                "coordinator.endpoint",
+                self.coordinator.as_ref().map(|c| &c.endpoint),
+            ),
+        ];
+        for (field, endpoint) in endpoints {
+            if endpoint.is_some_and(|e| !e.starts_with("https://")) {
+                return Err(Error::Config(format!("{field} must start with https://")));
+            }
+        }
+        let l = &self.limits;
+        for (field, zero) in [
+            (
+                "limits.max_concurrent_requests",
+                l.max_concurrent_requests == 0,
+            ),
+            ("limits.max_body_bytes", l.max_body_bytes == 0),
+            ("limits.max_connections", l.max_connections == 0),
+            ("limits.requests_per_second", l.requests_per_second == 0),
+            ("limits.burst", l.burst == 0),
+            ("limits.request_timeout", l.request_timeout.is_zero()),
+        ] {
+            if zero {
+                return Err(Error::Config(format!("{field} must be more than 0")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_in_deploy_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gateway.example.toml");
+        let config = GatewayConfig::load(&path).unwrap();
+        assert!(config.node.is_some() && config.coordinator.is_some());
+        assert_eq!(config.limits, HttpLimits::default());
+    }
+
+    #[test]
+    fn a_gateway_in_front_of_nothing_is_refused_naming_the_sections() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/gateway.example.toml");
+        let mut config = GatewayConfig::load(&path).unwrap();
+        config.node = None;
+        config.coordinator = None;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("[node]") && err.contains("[coordinator]"),
+            "{err}"
+        );
+    }
+}

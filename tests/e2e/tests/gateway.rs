@@ -1,0 +1,401 @@
+//! The REST gateway end to end: in-process gateways beside the municipality's, the mental-health
+//! institution's, the housing corporation's, the care office's and the ZVH's nodes, in front of a
+//! real mesh over mutual TLS. Mandates and an escalation are made through REST, the participants'
+//! inboxes show the invitation, and the refusals (no token, another organisation's escalation,
+//! bad JSON, an unknown path) are problem answers after the same call succeeded for the right
+//! caller.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use doorzet_gateway::config::{CoordinatorLink, GatewayConfig, HttpLimits, NodeLink};
+use doorzet_mesh::config::{Listen, Telemetry};
+use doorzet_proto::v1::{self, node_admin_client::NodeAdminClient};
+use doorzet_testkit::mesh::{TestNode, channel_as, with_token};
+use doorzet_testkit::pki::TestOrg;
+use doorzet_testkit::{TestMesh, eventually};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+// Members of the local mesh, in MEMBERS order.
+const MUNICIPALITY: usize = 0;
+const GGZ: usize = 1;
+const CARE_OFFICE: usize = 2;
+const HOUSING: usize = 3;
+const ZVH: usize = 4;
+
+struct Gateway {
+    base: String,
+    org: TestOrg,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl Gateway {
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base)
+    }
+
+    fn token(&self, sub: &str, role: &str) -> String {
+        self.org.token(sub, role)
+    }
+}
+
+async fn gateway(mesh: &TestMesh, i: usize) -> Gateway {
+    let node = &mesh.nodes[i];
+    let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = GatewayConfig {
+        org: node.org.org,
+        tls: node.org.tls.clone(),
+        http: Listen { listen: loopback },
+        admin: Listen { listen: loopback },
+        node: Some(NodeLink {
+            endpoint: node.local_endpoint.clone(),
+        }),
+        coordinator: Some(CoordinatorLink {
+            endpoint: mesh.coordinator.endpoint.clone(),
+            org: mesh.coordinator.org.org,
+        }),
+        limits: HttpLimits::default(),
+        telemetry: Telemetry::default(),
+    };
+    let listeners = doorzet_gateway::Listeners {
+        http: tokio::net::TcpListener::bind(loopback).await.unwrap(),
+        admin: tokio::net::TcpListener::bind(loopback).await.unwrap(),
+    };
+    let base = format!("http://{}", listeners.http.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    tokio::spawn(doorzet_gateway::serve(listeners, config, stop.clone()));
+    Gateway {
+        base,
+        org: node.org.clone(),
+        _stop: stop.drop_guard(),
+    }
+}
+
+/// RFC 3339 in UTC, without pulling a date crate into the tests.
+fn rfc3339(at: SystemTime) -> String {
+    let secs = at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+fn new_mandate(role: &str, tiers: &[u32]) -> Value {
+    let now = SystemTime::now();
+    json!({
+        "role": role,
+        "tiers": tiers,
+        "domains": ["housing", "wmo_support"],
+        "decisionTypes": ["suspend_eviction", "provide_housing"],
+        "legalBasis": "Mandaatbesluit 2026 art. 4 (fictief)",
+        "validFrom": rfc3339(now - 30 * DAY),
+        "reviewDate": rfc3339(now + 300 * DAY),
+    })
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    key: &str,
+    body: &Value,
+) -> reqwest::Response {
+    client
+        .post(url)
+        .bearer_auth(token)
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("gateway answers")
+}
+
+async fn problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert!(response.headers().contains_key("api-version"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    body
+}
+
+/// The municipality's case at its node, with the facts of the eviction.
+async fn eviction_case(node: &TestNode) -> String {
+    let token = node.org.token("cm-7", "casemanager");
+    NodeAdminClient::new(channel_as(&node.org, &node.local_endpoint))
+        .create_case(with_token(
+            v1::CreateCaseRequest {
+                local_id: "zaak-2026-0147".into(),
+                bsn: String::new(),
+            },
+            &token,
+        ))
+        .await
+        .expect("case")
+        .into_inner()
+        .case_id
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_escalation_registered_and_followed_through_rest() {
+    let mesh = TestMesh::start(5).await;
+    let http = reqwest::Client::new();
+    let municipality = gateway(&mesh, MUNICIPALITY).await;
+    let ggz = gateway(&mesh, GGZ).await;
+    let housing = gateway(&mesh, HOUSING).await;
+    let care_office = gateway(&mesh, CARE_OFFICE).await;
+    let zvh = gateway(&mesh, ZVH).await;
+
+    // Mandates through each partner's own gateway; a retry with the same key makes no second one.
+    let ops = ggz.token("ops-1", "beheerder");
+    let created = post(
+        &http,
+        &ggz.url("/mandates"),
+        &ops,
+        "mandate-teamleider",
+        &new_mandate("teamleider", &[1]),
+    )
+    .await;
+    assert_eq!(created.status().as_u16(), 201);
+    assert!(
+        created.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("/mandates/mandate-teamleider")
+    );
+    let again = post(
+        &http,
+        &ggz.url("/mandates"),
+        &ops,
+        "mandate-teamleider",
+        &new_mandate("teamleider", &[1]),
+    )
+    .await;
+    assert!(
+        again.status().is_success(),
+        "{}",
+        again.text().await.unwrap()
+    );
+    let listed: Value = http
+        .get(ggz.url("/mandates"))
+        .bearer_auth(&ops)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{listed}");
+    assert_eq!(items[0]["role"], "teamleider");
+    assert_eq!(items[0]["isCurrent"], true);
+    let housing_ops = housing.token("ops-1", "beheerder");
+    let created = post(
+        &http,
+        &housing.url("/mandates"),
+        &housing_ops,
+        "mandate-woonconsulent",
+        &new_mandate("woonconsulent", &[1]),
+    )
+    .await;
+    assert_eq!(created.status().as_u16(), 201);
+
+    // The municipality registers its local case at tier 1.
+    let case_id = eviction_case(&mesh.nodes[MUNICIPALITY]).await;
+    let registration = json!({
+        "caseId": case_id,
+        "tier": 1,
+        "categories": ["eviction_date", "living_situation"],
+        "question": "Ontruiming opschorten tot er passende woonruimte met begeleiding is",
+    });
+    let cm = municipality.token("cm-7", "casemanager");
+    let response = post(
+        &http,
+        &municipality.url("/escalations"),
+        &cm,
+        "reg-1",
+        &registration,
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 201);
+    assert_eq!(response.headers()["api-version"], "1.0.0");
+    let escalation: Value = response.json().await.unwrap();
+    let id = escalation["escalationId"].as_str().unwrap().to_owned();
+    assert_eq!(escalation["tier"], 1);
+    assert!(escalation["deadline"].as_str().is_some(), "{escalation}");
+    assert!(!escalation["caseRef"].as_str().unwrap().is_empty());
+    let retried: Value = post(
+        &http,
+        &municipality.url("/escalations"),
+        &cm,
+        "reg-1",
+        &registration,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        retried["escalationId"],
+        id.as_str(),
+        "the same key is the same registration"
+    );
+
+    // Participants see the invitation in their inboxes, through their own gateways.
+    let ggz_cm = ggz.token("cm-1", "casemanager");
+    let invited = eventually(
+        Duration::from_secs(20),
+        "invitation in the GGZ inbox",
+        || async {
+            let page: Value = http
+                .get(ggz.url("/inbox"))
+                .bearer_auth(&ggz_cm)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            page["items"]
+                .as_array()?
+                .iter()
+                .find(|i| i["escalationId"] == id.as_str() && i["event"] == "invited")
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(invited["hasGrant"], true);
+    assert!(
+        invited.get("grant").is_none(),
+        "the grant stays at the node"
+    );
+
+    // The process director sees it on the region's list; the registrant reads it.
+    let director = zvh.token("pd-1", "procesregisseur");
+    let page: Value = http
+        .get(zvh.url("/escalations?state=participants_resolved&pageSize=10"))
+        .bearer_auth(&director)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["escalationId"] == id.as_str()),
+        "{page}"
+    );
+    let read = http
+        .get(municipality.url(&format!("/escalations/{id}")))
+        .bearer_auth(&cm)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status().as_u16(), 200);
+
+    // Refusals, each after the same call succeeded above.
+    let stranger = care_office.token("cm-2", "casemanager");
+    let hidden = http
+        .get(care_office.url(&format!("/escalations/{id}")))
+        .bearer_auth(&stranger)
+        .send()
+        .await
+        .unwrap();
+    let body = problem(hidden, 404).await;
+    assert_eq!(body["grpcStatus"], "NOT_FOUND");
+    let anonymous = http
+        .get(municipality.url(&format!("/escalations/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        anonymous.headers()["www-authenticate"],
+        "Bearer realm=\"doorzet\""
+    );
+    problem(anonymous, 401).await;
+    let forged = http
+        .get(municipality.url(&format!("/escalations/{id}")))
+        .bearer_auth(care_office.token("cm-2", "casemanager"))
+        .send()
+        .await
+        .unwrap();
+    // A token another organisation issued, presented through this organisation's gateway: the
+    // coordinator refuses it, as the issuer is not the organisation on the TLS connection.
+    let body = problem(forged, 403).await;
+    assert_eq!(body["grpcStatus"], "PERMISSION_DENIED", "{body}");
+    let bad = http
+        .post(municipality.url("/escalations"))
+        .bearer_auth(&cm)
+        .json(&json!({"caseId": case_id, "tier": "one", "question": "x"}))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(bad, 400).await;
+    assert!(body["detail"].as_str().unwrap().contains("tier"), "{body}");
+    let bad_key = http
+        .post(municipality.url("/escalations"))
+        .bearer_auth(&cm)
+        .header("Idempotency-Key", "no spaces allowed")
+        .json(&registration)
+        .send()
+        .await
+        .unwrap();
+    let body = problem(bad_key, 400).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Idempotency-Key"),
+        "{body}"
+    );
+    let nowhere = http
+        .get(format!("{}/v1/escalations", municipality.base))
+        .send()
+        .await
+        .unwrap();
+    problem(nowhere, 404).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_served_openapi_document_is_the_committed_one() {
+    let mesh = TestMesh::start(1).await;
+    let gw = gateway(&mesh, MUNICIPALITY).await;
+    let response = reqwest::get(gw.url("/openapi.json")).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let served: Value = response.json().await.unwrap();
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../gateway/openapi.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(served, committed);
+    assert!(served["paths"]["/escalations"]["post"].is_object());
+}
