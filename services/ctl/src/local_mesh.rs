@@ -120,6 +120,24 @@ pub struct MeshMember {
     pub log: PathBuf,
     /// Process id while running.
     pub pid: Option<u32>,
+    /// The REST gateway beside this node (nodes only).
+    #[serde(default)]
+    pub gateway: Option<GatewayProcess>,
+}
+
+/// A REST gateway of the local mesh.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewayProcess {
+    /// Its API, `http://127.0.0.1:port/api/v1`.
+    pub api: String,
+    /// Admin listener address (metrics, probes), `127.0.0.1:port`.
+    pub admin_addr: String,
+    /// Configuration file.
+    pub config: PathBuf,
+    /// Log file.
+    pub log: PathBuf,
+    /// Process id while running.
+    pub pid: Option<u32>,
 }
 
 impl MeshFile {
@@ -253,6 +271,7 @@ pub async fn up(options: &UpOptions) -> anyhow::Result<MeshFile> {
     }
     let node_bin = find_binary("doorzet-node", options.bin_dir.as_deref())?;
     let coordinator_bin = find_binary("doorzet-coordinator", options.bin_dir.as_deref())?;
+    let gateway_bin = find_binary("doorzet-gateway", options.bin_dir.as_deref())?;
     for sub in ["pki", "config", "data", "logs"] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
@@ -300,6 +319,19 @@ pub async fn up(options: &UpOptions) -> anyhow::Result<MeshFile> {
             config: dir.join("config").join(format!("{}.toml", org.slug)),
             log: dir.join("logs").join(format!("{}.log", org.slug)),
             pid: None,
+            gateway: if with_local {
+                Some(GatewayProcess {
+                    api: format!("http://127.0.0.1:{}/api/v1", ports.next()?),
+                    admin_addr: format!("127.0.0.1:{}", ports.next()?),
+                    config: dir
+                        .join("config")
+                        .join(format!("{}-gateway.toml", org.slug)),
+                    log: dir.join("logs").join(format!("{}-gateway.log", org.slug)),
+                    pid: None,
+                })
+            } else {
+                None
+            },
         })
     };
     let mut mesh = MeshFile {
@@ -320,6 +352,7 @@ pub async fn up(options: &UpOptions) -> anyhow::Result<MeshFile> {
     write_coordinator_config(&dir, &mesh.coordinator, &audit_key)?;
     for m in &mesh.members {
         write_node_config(&dir, m, &mesh.coordinator, options.refresh_interval)?;
+        write_gateway_config(m, &mesh.coordinator)?;
     }
 
     mesh.coordinator.pid = Some(spawn(&coordinator_bin, &mesh.coordinator)?);
@@ -346,6 +379,20 @@ pub async fn up(options: &UpOptions) -> anyhow::Result<MeshFile> {
                 let _ = down(&dir).await;
                 return Err(e);
             }
+        }
+    }
+    for m in &mut mesh.members {
+        if let Some(g) = m.gateway.as_mut() {
+            g.pid = Some(spawn_process(&gateway_bin, &g.config, &g.log)?);
+        }
+    }
+    mesh.write(&dir)?;
+    for m in &mesh.members {
+        if let Some(g) = &m.gateway
+            && let Err(e) = wait_gateway(g, options.wait).await
+        {
+            let _ = down(&dir).await;
+            return Err(e);
         }
     }
     Ok(mesh)
@@ -441,16 +488,81 @@ fn write_node_config(
     Ok(())
 }
 
+fn write_gateway_config(m: &MeshMember, c: &MeshMember) -> anyhow::Result<()> {
+    let Some(g) = &m.gateway else {
+        return Ok(());
+    };
+    let text = format!(
+        "# The REST gateway beside {}'s node.\norg = \"{}\"\n\n{}\n[http]\nlisten = \"{}\"\n\n[admin]\nlisten = \"{}\"\n\n[node]\nendpoint = \"{}\"\n\n[coordinator]\nendpoint = \"{}\"\norg = \"{}\"\n",
+        m.name,
+        m.org_id,
+        tls_section(&m.files),
+        g.api
+            .trim_start_matches("http://")
+            .trim_end_matches("/api/v1"),
+        g.admin_addr,
+        m.local_endpoint.as_deref().unwrap_or_default(),
+        c.mesh_endpoint,
+        c.org_id,
+    );
+    std::fs::write(&g.config, text)?;
+    Ok(())
+}
+
+/// Returns true when the gateway's admin listener says it is ready.
+pub async fn gateway_ready(g: &GatewayProcess) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(&g.admin_addr).await else {
+        return false;
+    };
+    let request = format!(
+        "GET /readyz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        g.admin_addr
+    );
+    let mut answer = String::new();
+    stream.write_all(request.as_bytes()).await.is_ok()
+        && stream.read_to_string(&mut answer).await.is_ok()
+        && answer.starts_with("HTTP/1.1 200")
+}
+
+/// Waits until the gateway is ready.
+async fn wait_gateway(g: &GatewayProcess, wait: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some(pid) = g.pid {
+            reap(pid);
+            if !is_alive(pid) {
+                bail!(
+                    "the gateway at {} exited while starting:\n{}",
+                    g.api,
+                    tail(&g.log)
+                );
+            }
+        }
+        if gateway_ready(g).await {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the gateway at {} did not become ready in {wait:?}", g.api);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn spawn(binary: &Path, member: &MeshMember) -> anyhow::Result<u32> {
+    spawn_process(binary, &member.config, &member.log)
+}
+
+fn spawn_process(binary: &Path, config: &Path, log_path: &Path) -> anyhow::Result<u32> {
     use std::os::unix::process::CommandExt;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(&member.log)
-        .with_context(|| format!("opening {}", member.log.display()))?;
+        .open(log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
     let child = std::process::Command::new(binary)
         .arg("--config")
-        .arg(&member.config)
+        .arg(config)
         .env("DOORZET_TELEMETRY__LOG_FILTER", "info")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -525,6 +637,16 @@ fn tail(log: &Path) -> String {
 pub async fn down(dir: &Path) -> anyhow::Result<Vec<String>> {
     let mut mesh = MeshFile::read(dir)?;
     let mut stopped = Vec::new();
+    let gateways = mesh
+        .members
+        .iter_mut()
+        .filter_map(|m| {
+            m.gateway
+                .as_mut()
+                .map(|g| (format!("{}-gateway", m.slug), &mut g.pid))
+        })
+        .collect();
+    stopped.extend(stop_pids(gateways).await);
     let nodes: Vec<&mut MeshMember> = mesh.members.iter_mut().collect();
     stopped.extend(stop_all(nodes).await);
     stopped.extend(stop_all(vec![&mut mesh.coordinator]).await);
@@ -533,15 +655,25 @@ pub async fn down(dir: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 async fn stop_all(members: Vec<&mut MeshMember>) -> Vec<String> {
+    stop_pids(
+        members
+            .into_iter()
+            .map(|m| (m.slug.clone(), &mut m.pid))
+            .collect(),
+    )
+    .await
+}
+
+async fn stop_pids(processes: Vec<(String, &mut Option<u32>)>) -> Vec<String> {
     use nix::sys::signal::{Signal, kill};
     let mut running = Vec::new();
-    for member in members {
-        let Some(pid) = member.pid.take() else {
+    for (name, pid) in processes {
+        let Some(pid) = pid.take() else {
             continue;
         };
         if is_alive(pid) {
             let _ = kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGTERM);
-            running.push((member.slug.clone(), pid));
+            running.push((name, pid));
         }
     }
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -602,6 +734,15 @@ pub async fn status(dir: &Path) -> anyhow::Result<Vec<StatusLine>> {
                 "down".to_owned()
             };
             listeners.push((endpoint, state));
+        }
+        if let Some(g) = &m.gateway {
+            let running = g.pid.is_some_and(is_alive);
+            let state = match (running, running && gateway_ready(g).await) {
+                (_, true) => "ready",
+                (true, false) => "not ready",
+                (false, _) => "down",
+            };
+            listeners.push((g.api.clone(), state.to_owned()));
         }
         lines.push(StatusLine {
             slug: m.slug.clone(),

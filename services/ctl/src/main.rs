@@ -449,6 +449,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "\n== 11. The audit log, downloaded and verified: {} entries recomputed, {} earlier checkpoints consistent, {} proofs checked",
                 report.size, report.checkpoints, report.proofs
             );
+            println!("\nREST API (OpenAPI document at .../openapi.json), each organisation's own:");
+            for m in &mesh.members {
+                if let Some(g) = &m.gateway {
+                    println!("   {:<13} {}", m.slug, g.api);
+                }
+            }
             println!(
                 "\nThe mesh is still running ({}); stop it with: doorzetctl mesh down --dir {}",
                 dir.join("mesh.json").display(),
@@ -564,11 +570,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             for m in mesh.all() {
                 println!(
-                    "  {:<13} {}  mesh {}  local {}",
+                    "  {:<13} {}  mesh {}  local {}  REST {}",
                     m.slug,
                     m.org_id,
                     m.mesh_endpoint,
-                    m.local_endpoint.as_deref().unwrap_or("-")
+                    m.local_endpoint.as_deref().unwrap_or("-"),
+                    m.gateway.as_ref().map_or("-", |g| g.api.as_str())
                 );
             }
             println!("described in {}", dir.join("mesh.json").display());

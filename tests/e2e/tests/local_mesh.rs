@@ -48,6 +48,20 @@ async fn mesh_up_serves_five_members_and_mesh_down_stops_them() {
             assert_eq!(status, 1, "{} at {endpoint} is not SERVING", m.slug);
         }
     }
+    // A REST gateway beside every node, ready.
+    for m in &mesh.members {
+        let g = m.gateway.as_ref().expect("a gateway beside every node");
+        assert!(
+            g.pid.is_some_and(is_alive),
+            "{}'s gateway is not running",
+            m.slug
+        );
+        assert!(
+            local_mesh::gateway_ready(g).await,
+            "{}'s gateway is not ready",
+            m.slug
+        );
+    }
 
     // The directory as another member sees it.
     let housing = mesh.member("housing").unwrap();
@@ -165,6 +179,13 @@ async fn mesh_up_serves_five_members_and_mesh_down_stops_them() {
             "{} still running after mesh down",
             m.slug
         );
+        if let Some(g) = &m.gateway {
+            assert!(
+                !is_alive(g.pid.unwrap()),
+                "{}'s gateway still running",
+                m.slug
+            );
+        }
     }
     let status = doorzetctl(&["mesh", "status", "--dir", dir_arg]);
     assert!(
