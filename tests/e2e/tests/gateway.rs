@@ -41,6 +41,10 @@ impl Gateway {
 }
 
 async fn gateway(mesh: &TestMesh, i: usize) -> Gateway {
+    gateway_with(mesh, i, HttpLimits::default()).await
+}
+
+async fn gateway_with(mesh: &TestMesh, i: usize, limits: HttpLimits) -> Gateway {
     let node = &mesh.nodes[i];
     let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let config = GatewayConfig {
@@ -55,7 +59,7 @@ async fn gateway(mesh: &TestMesh, i: usize) -> Gateway {
             endpoint: mesh.coordinator.endpoint.clone(),
             org: mesh.coordinator.org.org,
         }),
-        limits: HttpLimits::default(),
+        limits,
         telemetry: Telemetry::default(),
     };
     let listeners = doorzet_gateway::Listeners {
@@ -398,4 +402,59 @@ async fn the_served_openapi_document_is_the_committed_one() {
     .unwrap();
     assert_eq!(served, committed);
     assert!(served["paths"]["/escalations"]["post"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_bodies_and_floods_get_problem_answers_and_the_gateway_keeps_serving() {
+    let mesh = TestMesh::start(1).await;
+    let gw = gateway_with(
+        &mesh,
+        MUNICIPALITY,
+        HttpLimits {
+            max_body_bytes: 2048,
+            requests_per_second: 1,
+            burst: 3,
+            ..HttpLimits::default()
+        },
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let ops = gw.token("ops-1", "beheerder");
+    let small = new_mandate("teamleider", &[1]);
+    let created = post(&http, &gw.url("/mandates"), &ops, "m-small", &small).await;
+    assert_eq!(created.status().as_u16(), 201);
+    let mut big = small.clone();
+    big["legalBasis"] = Value::String("x".repeat(4096));
+    let refused = post(&http, &gw.url("/mandates"), &ops, "m-big", &big).await;
+    problem(refused, 413).await;
+
+    // The burst is spent; the next request from this address waits for the rate.
+    let flooded = eventually(Duration::from_secs(5), "a 429", || async {
+        let r = http
+            .get(gw.url("/mandates"))
+            .bearer_auth(&ops)
+            .send()
+            .await
+            .ok()?;
+        (r.status().as_u16() == 429).then_some(r)
+    })
+    .await;
+    assert_eq!(flooded.headers()["retry-after"], "1");
+    problem(flooded, 429).await;
+    let served = eventually(Duration::from_secs(5), "served again", || async {
+        let r = http
+            .get(gw.url("/mandates"))
+            .bearer_auth(&ops)
+            .send()
+            .await
+            .ok()?;
+        r.status().is_success().then_some(r)
+    })
+    .await;
+    let page: Value = served.json().await.unwrap();
+    assert_eq!(
+        page["items"].as_array().unwrap().len(),
+        1,
+        "the oversized mandate was not made"
+    );
 }
