@@ -31,16 +31,18 @@ pub(crate) fn opt_time_in(field: &str, value: Option<&str>) -> Result<Option<Tim
     value.map(|v| time_in(field, v)).transpose()
 }
 
-/// Defines a REST enum (lower-case words in JSON) mapped one to one to a protobuf enum; the
-/// protobuf's `UNSPECIFIED` becomes `None` on the way out and is never accepted on the way in.
+/// Defines a REST enum mapped one to one to the protobuf enum of the same variant names; in JSON
+/// (and in the OpenAPI document, which reads the same serde attribute) each variant is its name in
+/// snake_case. The protobuf's `UNSPECIFIED` becomes `None` on the way out and is never accepted on
+/// the way in.
 macro_rules! rest_enum {
-    ($(#[$doc:meta])* $name:ident => $proto:ty { $($variant:ident = $word:literal => $pv:ident),+ $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident => $proto:ty { $($variant:ident),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+        #[serde(rename_all = "snake_case")]
         pub enum $name {
             $(
                 #[allow(missing_docs)]
-                #[serde(rename = $word)]
                 $variant,
             )+
         }
@@ -49,7 +51,7 @@ macro_rules! rest_enum {
             /// From the protobuf value; `None` for unspecified or unknown values.
             pub fn from_proto(value: i32) -> Option<Self> {
                 match <$proto>::try_from(value).ok()? {
-                    $(<$proto>::$pv => Some(Self::$variant),)+
+                    $(<$proto>::$variant => Some(Self::$variant),)+
                     _ => None,
                 }
             }
@@ -57,7 +59,7 @@ macro_rules! rest_enum {
             /// To the protobuf value.
             pub fn to_proto(self) -> $proto {
                 match self {
-                    $(Self::$variant => <$proto>::$pv,)+
+                    $(Self::$variant => <$proto>::$variant,)+
                 }
             }
         }

@@ -22,42 +22,42 @@ use crate::upstream::{IdempotencyKey, Token};
 rest_enum!(
     /// Where an escalation is in its lifecycle.
     EscalationState => v1::EscalationState {
-        Registered = "registered" => Registered,
-        Accepted = "accepted" => Accepted,
-        Rejected = "rejected" => Rejected,
-        ParticipantsResolved = "participants_resolved" => ParticipantsResolved,
-        MeetingPlanned = "meeting_planned" => MeetingPlanned,
-        Decided = "decided" => Decided,
-        Monitoring = "monitoring" => Monitoring,
-        Closed = "closed" => Closed,
+        Registered,
+        Accepted,
+        Rejected,
+        ParticipantsResolved,
+        MeetingPlanned,
+        Decided,
+        Monitoring,
+        Closed,
     }
 );
 
 rest_enum!(
     /// How a table that was tried ended.
     TableOutcome => v1::TableOutcome {
-        NoSolution = "no_solution" => NoSolution,
-        NoMandate = "no_mandate" => NoMandate,
-        NotCarriedOut = "not_carried_out" => NotCarriedOut,
-        NoMeetingInTime = "no_meeting_in_time" => NoMeetingInTime,
+        NoSolution,
+        NoMandate,
+        NotCarriedOut,
+        NoMeetingInTime,
     }
 );
 
 rest_enum!(
     /// Why a participant is at the table.
     SeatKind => v1::SeatKind {
-        Required = "required" => Required,
-        CaseDependent = "case_dependent" => CaseDependent,
-        Registrant = "registrant" => Registrant,
+        Required,
+        CaseDependent,
+        Registrant,
     }
 );
 
 rest_enum!(
     /// Where a commitment stands.
     CommitmentState => v1::CommitmentState {
-        Open = "open" => Open,
-        Done = "done" => Done,
-        Overdue = "overdue" => Overdue,
+        Open,
+        Done,
+        Overdue,
     }
 );
 

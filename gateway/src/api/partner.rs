@@ -296,22 +296,22 @@ async fn end_mandate(
 rest_enum!(
     /// What happened to an escalation.
     EventType => v1::EscalationEventType {
-        Registered = "registered" => Registered,
-        Accepted = "accepted" => Accepted,
-        Rejected = "rejected" => Rejected,
-        Invited = "invited" => Invited,
-        ParticipantsResolved = "participants_resolved" => ParticipantsResolved,
-        MeetingPlanned = "meeting_planned" => MeetingPlanned,
-        Decided = "decided" => Decided,
-        Escalated = "escalated" => Escalated,
-        ScaledDown = "scaled_down" => ScaledDown,
-        DeadlinePassed = "deadline_passed" => DeadlinePassed,
-        CommitmentOverdue = "commitment_overdue" => CommitmentOverdue,
-        Closed = "closed" => Closed,
-        Reopened = "reopened" => Reopened,
-        Monitoring = "monitoring" => Monitoring,
-        FollowUpDue = "follow_up_due" => FollowUpDue,
-        CommitmentReported = "commitment_reported" => CommitmentReported,
+        Registered,
+        Accepted,
+        Rejected,
+        Invited,
+        ParticipantsResolved,
+        MeetingPlanned,
+        Decided,
+        Escalated,
+        ScaledDown,
+        DeadlinePassed,
+        CommitmentOverdue,
+        Closed,
+        Reopened,
+        Monitoring,
+        FollowUpDue,
+        CommitmentReported,
     }
 );
 
