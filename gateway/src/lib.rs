@@ -15,6 +15,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod idempotency;
 pub mod upstream;
 
 pub use config::GatewayConfig;
@@ -23,6 +24,9 @@ pub use error::{Error, Problem};
 use crate::api::AppState;
 use crate::http::{CappedListener, Guard, HttpMetrics};
 use crate::upstream::Upstreams;
+
+/// Answers to keyed POSTs kept for retries (each a few KiB at most).
+const REPLAYS_KEPT: usize = 10_000;
 
 /// The gateway's listeners, bound before anything else starts so a taken port fails at once.
 pub struct Listeners {
@@ -44,12 +48,15 @@ impl Listeners {
 
 /// The OpenAPI document of the API, as served at `/api/v1/openapi.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api::router().1
+    api::router(idempotency::Replays::new(0, 0)).1
 }
 
 /// The whole HTTP application: the API under `/api/v1`, its OpenAPI document, and the limits.
 pub fn app(upstreams: Upstreams, guard: Guard) -> Router {
-    let (api, doc) = api::router();
+    let (api, doc) = api::router(idempotency::Replays::new(
+        REPLAYS_KEPT,
+        guard.max_body_bytes(),
+    ));
     let doc = Arc::new(
         doc.to_pretty_json()
             .expect("the OpenAPI document serialises"),

@@ -9,7 +9,8 @@ use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
 use doorzet_mesh::ReloadingTls;
 use doorzet_proto::v1::{
-    coordinator_client::CoordinatorClient, node_admin_client::NodeAdminClient,
+    coordinator_client::CoordinatorClient, directory_client::DirectoryClient,
+    node_admin_client::NodeAdminClient,
 };
 use tonic::Code;
 use tonic::metadata::MetadataValue;
@@ -22,7 +23,7 @@ use crate::error::{Error, Problem};
 #[derive(Clone)]
 pub struct Upstreams {
     node: Option<NodeAdminClient<Channel>>,
-    coordinator: Option<CoordinatorClient<Channel>>,
+    coordinator: Option<Channel>,
 }
 
 impl Upstreams {
@@ -42,8 +43,7 @@ impl Upstreams {
             .coordinator
             .as_ref()
             .map(|c| doorzet_mesh::client::channel(tls.clone(), &c.endpoint, Some(c.org), timeout))
-            .transpose()?
-            .map(CoordinatorClient::new);
+            .transpose()?;
         Ok(Self { node, coordinator })
     }
 
@@ -59,6 +59,15 @@ impl Upstreams {
 
     /// The coordinator, or 501 when this gateway does not reach one.
     pub fn coordinator(&self) -> Result<CoordinatorClient<Channel>, Problem> {
+        self.coordinator_channel().map(CoordinatorClient::new)
+    }
+
+    /// The coordinator's directory, or 501 when this gateway does not reach one.
+    pub fn directory(&self) -> Result<DirectoryClient<Channel>, Problem> {
+        self.coordinator_channel().map(DirectoryClient::new)
+    }
+
+    fn coordinator_channel(&self) -> Result<Channel, Problem> {
         self.coordinator.clone().ok_or_else(|| {
             Problem::new(
                 Code::Unimplemented,

@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::convert::{opt_time_in, rest_enum, time_in, time_out};
-use super::{AppState, Body, Page, Params};
+use super::{AppState, Body, IdempotencyHeader, Page, Params, Refused};
 use crate::error::Problem;
 use crate::upstream::{IdempotencyKey, Token};
 
@@ -370,10 +370,10 @@ fn tables_in(tables: Vec<TableTried>) -> Result<Vec<v1::TableTried>, Problem> {
     path = "/escalations",
     tag = "escalations",
     request_body = RegisterEscalation,
-    params(("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key answers with the first result")),
+    params(IdempotencyHeader),
     responses(
         (status = 201, description = "Registered", body = Escalation),
-        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+        Refused,
     ),
     security(("bearer" = [])),
 )]
@@ -466,7 +466,7 @@ pub struct ListQuery {
     params(ListQuery),
     responses(
         (status = 200, description = "One page", body = Page<Escalation>),
-        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+        Refused,
     ),
     security(("bearer" = [])),
 )]
@@ -507,7 +507,7 @@ async fn list(
     params(("escalationId" = String, Path, description = "The escalation")),
     responses(
         (status = 200, description = "The escalation", body = Escalation),
-        (status = "4XX", description = "Refused or not found", body = Problem, content_type = "application/problem+json"),
+        Refused,
     ),
     security(("bearer" = [])),
 )]
@@ -544,11 +544,11 @@ pub struct PlanMeeting {
     request_body = PlanMeeting,
     params(
         ("escalationId" = String, Path, description = "The escalation"),
-        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key answers with the first result"),
+        IdempotencyHeader,
     ),
     responses(
         (status = 200, description = "The escalation with its meeting", body = Escalation),
-        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+        Refused,
     ),
     security(("bearer" = [])),
 )]
@@ -613,11 +613,11 @@ pub struct RecordDecision {
     request_body = RecordDecision,
     params(
         ("escalationId" = String, Path, description = "The escalation"),
-        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key answers with the first result"),
+        IdempotencyHeader,
     ),
     responses(
         (status = 200, description = "The escalation with its decision", body = Escalation),
-        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+        Refused,
     ),
     security(("bearer" = [])),
 )]
@@ -678,11 +678,11 @@ pub struct ReportCommitment {
     params(
         ("escalationId" = String, Path, description = "The escalation"),
         ("commitmentId" = String, Path, description = "The commitment"),
-        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key answers with the first result"),
+        IdempotencyHeader,
     ),
     responses(
         (status = 200, description = "The escalation", body = Escalation),
-        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+        Refused,
     ),
     security(("bearer" = [])),
 )]
@@ -727,11 +727,11 @@ pub struct ConfirmFollowUp {
     request_body = ConfirmFollowUp,
     params(
         ("escalationId" = String, Path, description = "The escalation"),
-        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key answers with the first result"),
+        IdempotencyHeader,
     ),
     responses(
         (status = 200, description = "The escalation", body = Escalation),
-        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+        Refused,
     ),
     security(("bearer" = [])),
 )]
@@ -774,11 +774,11 @@ pub struct EscalateTier {
     request_body = EscalateTier,
     params(
         ("escalationId" = String, Path, description = "The escalation"),
-        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key answers with the first result"),
+        IdempotencyHeader,
     ),
     responses(
         (status = 200, description = "The escalation at its new tier", body = Escalation),
-        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+        Refused,
     ),
     security(("bearer" = [])),
 )]
@@ -821,11 +821,11 @@ pub struct ScaleDown {
     request_body = ScaleDown,
     params(
         ("escalationId" = String, Path, description = "The escalation"),
-        ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key answers with the first result"),
+        IdempotencyHeader,
     ),
     responses(
         (status = 200, description = "The escalation", body = Escalation),
-        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+        Refused,
     ),
     security(("bearer" = [])),
 )]
@@ -877,7 +877,7 @@ pub struct Report {
             (Report = "application/json"),
             (String = "text/markdown"),
         )),
-        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+        Refused,
     ),
     security(("bearer" = [])),
 )]
@@ -961,7 +961,7 @@ pub struct Statistics {
     params(StatisticsQuery),
     responses(
         (status = 200, description = "The figures", body = Statistics),
-        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+        Refused,
     ),
     security(("bearer" = [])),
 )]

@@ -8,12 +8,14 @@ use axum::http::request::Parts;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::Problem;
+use crate::idempotency::Replays;
 use crate::upstream::Upstreams;
 
+pub mod cases;
 pub(crate) mod convert;
 pub mod escalations;
 pub mod partner;
@@ -47,6 +49,29 @@ impl<T> Page<T> {
             next_page_token: (!next.is_empty()).then_some(next),
         }
     }
+}
+
+/// The answers besides success every operation documents: problems (RFC 9457).
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum Refused {
+    /// Refused: the detail names the field or rule at fault.
+    #[response(status = "4XX", content_type = "application/problem+json")]
+    Refused(Problem),
+    /// The service behind the gateway is unavailable, too slow, or failed.
+    #[response(status = "5XX", content_type = "application/problem+json")]
+    Failed(Problem),
+}
+
+/// The `Idempotency-Key` header every POST takes.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct IdempotencyHeader {
+    /// A retry with the same key answers with the first result; the same key with another request
+    /// is refused (1 to 64 of A-Z a-z 0-9 . _ : -).
+    #[param(rename = "Idempotency-Key", pattern = r"^[A-Za-z0-9._:-]{1,64}$")]
+    idempotency_key: Option<String>,
 }
 
 #[derive(OpenApi)]
@@ -84,11 +109,18 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The API's routes (relative to `/api/v1`) and its OpenAPI document.
-pub fn router() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
+/// The API's routes (relative to `/api/v1`) and its OpenAPI document. `replays` keeps the
+/// answers to keyed POSTs whose gRPC call carries no request id of its own.
+pub fn router(replays: Replays) -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(escalations::routes())
         .merge(partner::routes())
+        .merge(
+            cases::routes().route_layer(axum::middleware::from_fn_with_state(
+                replays,
+                crate::idempotency::replay,
+            )),
+        )
         .split_for_parts()
 }
 

@@ -11,7 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::convert::{opt_time_in, rest_enum, time_in, time_out};
-use super::{AppState, Body, Page, Params};
+use super::{AppState, Body, IdempotencyHeader, Page, Params, Refused};
 use crate::error::Problem;
 use crate::upstream::{IdempotencyKey, Token};
 
@@ -131,7 +131,7 @@ pub struct MandateQuery {
     params(MandateQuery),
     responses(
         (status = 200, description = "The mandates (one page holds them all)", body = Page<Mandate>),
-        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+        Refused,
     ),
     security(("bearer" = [])),
 )]
@@ -168,10 +168,10 @@ async fn list_mandates(
     path = "/mandates",
     tag = "partner",
     request_body = NewMandate,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Becomes the mandate's id; a retry with the same key answers with the first result")),
+    params(IdempotencyHeader),
     responses(
         (status = 201, description = "Created", body = Mandate),
-        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+        Refused,
     ),
     security(("bearer" = [])),
 )]
@@ -266,11 +266,11 @@ pub struct EndMandate {
     request_body = EndMandate,
     params(
         ("mandateId" = String, Path, description = "The mandate"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Ending is idempotent: a repeat answers with the ended mandate"),
+        IdempotencyHeader,
     ),
     responses(
         (status = 200, description = "The ended mandate", body = Mandate),
-        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+        Refused,
     ),
     security(("bearer" = [])),
 )]
@@ -362,7 +362,7 @@ pub struct InboxQuery {
     params(InboxQuery),
     responses(
         (status = 200, description = "One page", body = Page<InboxItem>),
-        (status = "4XX", description = "Refused", body = Problem, content_type = "application/problem+json"),
+        Refused,
     ),
     security(("bearer" = [])),
 )]

@@ -458,3 +458,178 @@ async fn oversized_bodies_and_floods_get_problem_answers_and_the_gateway_keeps_s
         "the oversized mandate was not made"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_case_with_facts_and_a_consent_through_rest_seen_only_by_its_own_organisation() {
+    let mesh = TestMesh::start(5).await;
+    let http = reqwest::Client::new();
+    let municipality = gateway(&mesh, MUNICIPALITY).await;
+    let housing = gateway(&mesh, HOUSING).await;
+    let cm = municipality.token("cm-7", "casemanager");
+
+    let created = post(
+        &http,
+        &municipality.url("/cases"),
+        &cm,
+        "case-1",
+        &json!({"localId": "zaak-2026-0147"}),
+    )
+    .await;
+    assert_eq!(created.status().as_u16(), 201);
+    let case: Value = created.json().await.unwrap();
+    let case_id = case["caseId"].as_str().unwrap().to_owned();
+    assert_eq!(case["hasBsn"], false);
+    // A retry with the same key and body is the same case, replayed; another body is refused.
+    let retried = post(
+        &http,
+        &municipality.url("/cases"),
+        &cm,
+        "case-1",
+        &json!({"localId": "zaak-2026-0147"}),
+    )
+    .await;
+    assert_eq!(retried.status().as_u16(), 201);
+    assert_eq!(retried.headers()["idempotent-replayed"], "true");
+    let again: Value = retried.json().await.unwrap();
+    assert_eq!(again["caseId"], case_id.as_str());
+    let other = post(
+        &http,
+        &municipality.url("/cases"),
+        &cm,
+        "case-1",
+        &json!({"localId": "zaak-2026-0148"}),
+    )
+    .await;
+    let body = problem(other, 409).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("Idempotency-Key"),
+        "{body}"
+    );
+
+    for (key, category, value) in [
+        ("fact-1", "eviction_date", "2027-01-15"),
+        (
+            "fact-2",
+            "diagnosis_group",
+            "psychotische stoornis (fictief)",
+        ),
+    ] {
+        let fact = post(
+            &http,
+            &municipality.url(&format!("/cases/{case_id}/facts")),
+            &cm,
+            key,
+            &json!({"category": category, "value": value, "source": "zaaksysteem"}),
+        )
+        .await;
+        assert_eq!(fact.status().as_u16(), 201);
+    }
+    let consent = post(
+        &http,
+        &municipality.url(&format!("/cases/{case_id}/consents")),
+        &cm,
+        "consent-1",
+        &json!({
+            "givenBy": "person",
+            "categories": ["eviction_date"],
+            "recipients": {"kinds": ["mental_health_institution", "housing_corporation"]},
+            "purposes": ["escalation_meeting"],
+        }),
+    )
+    .await;
+    assert_eq!(consent.status().as_u16(), 201);
+    let consent: Value = consent.json().await.unwrap();
+    assert_eq!(consent["recipients"]["kinds"][1], "housing_corporation");
+
+    let url = municipality.url(&format!("/cases/{case_id}"));
+    let detail: Value = http
+        .get(&url)
+        .bearer_auth(&cm)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["facts"].as_array().unwrap().len(), 2, "{detail}");
+    assert_eq!(detail["consents"].as_array().unwrap().len(), 1);
+    let listed: Value = http
+        .get(municipality.url("/cases"))
+        .bearer_auth(&cm)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["caseId"] == case_id.as_str())
+    );
+
+    let withdrawn = post(
+        &http,
+        &municipality.url(&format!(
+            "/consents/{}/withdrawal",
+            consent["consentId"].as_str().unwrap()
+        )),
+        &cm,
+        "withdraw-1",
+        &json!({}),
+    )
+    .await;
+    assert_eq!(withdrawn.status().as_u16(), 200);
+    let withdrawn: Value = withdrawn.json().await.unwrap();
+    assert!(withdrawn["withdrawnAt"].is_string(), "{withdrawn}");
+
+    // The same read by a role the node does not allow for cases, and by another organisation at
+    // its own node: refused, and no fact content in either answer.
+    let ops = municipality.token("ops-1", "beheerder");
+    let refused = http.get(&url).bearer_auth(&ops).send().await.unwrap();
+    let body = problem(refused, 403).await;
+    assert!(!body.to_string().contains("psychotische"));
+    let elsewhere = http
+        .get(housing.url(&format!("/cases/{case_id}")))
+        .bearer_auth(housing.token("cm-2", "casemanager"))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(elsewhere, 404).await;
+    assert!(!body.to_string().contains("psychotische"));
+
+    // The node's status and the region's members.
+    let status: Value = http
+        .get(municipality.url("/node-status"))
+        .bearer_auth(&cm)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["orgId"], mesh.nodes[MUNICIPALITY].org.org.as_str());
+    assert_eq!(status["kind"], "municipality");
+    let members: Value = http
+        .get(municipality.url("/members"))
+        .bearer_auth(&cm)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(members["items"].as_array().unwrap().len(), 5, "{members}");
+    let anonymous = http
+        .get(municipality.url("/members"))
+        .bearer_auth("not-a-token")
+        .send()
+        .await
+        .unwrap();
+    problem(anonymous, 401).await;
+}
