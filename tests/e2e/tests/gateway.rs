@@ -5,17 +5,14 @@
 //! bad JSON, an unknown path) are problem answers after the same call succeeded for the right
 //! caller.
 
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use doorzet_gateway::config::{CoordinatorLink, GatewayConfig, HttpLimits, NodeLink};
-use doorzet_mesh::config::{Listen, Telemetry};
+use doorzet_gateway::config::HttpLimits;
 use doorzet_proto::v1::{self, node_admin_client::NodeAdminClient};
+use doorzet_testkit::gateway::TestGateway;
 use doorzet_testkit::mesh::{TestNode, channel_as, with_token};
-use doorzet_testkit::pki::TestOrg;
 use doorzet_testkit::{TestMesh, eventually};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 // Members of the local mesh, in MEMBERS order.
 const MUNICIPALITY: usize = 0;
@@ -24,56 +21,8 @@ const CARE_OFFICE: usize = 2;
 const HOUSING: usize = 3;
 const ZVH: usize = 4;
 
-struct Gateway {
-    base: String,
-    org: TestOrg,
-    _stop: tokio_util::sync::DropGuard,
-}
-
-impl Gateway {
-    fn url(&self, path: &str) -> String {
-        format!("{}/api/v1{path}", self.base)
-    }
-
-    fn token(&self, sub: &str, role: &str) -> String {
-        self.org.token(sub, role)
-    }
-}
-
-async fn gateway(mesh: &TestMesh, i: usize) -> Gateway {
-    gateway_with(mesh, i, HttpLimits::default()).await
-}
-
-async fn gateway_with(mesh: &TestMesh, i: usize, limits: HttpLimits) -> Gateway {
-    let node = &mesh.nodes[i];
-    let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let config = GatewayConfig {
-        org: node.org.org,
-        tls: node.org.tls.clone(),
-        http: Listen { listen: loopback },
-        admin: Listen { listen: loopback },
-        node: Some(NodeLink {
-            endpoint: node.local_endpoint.clone(),
-        }),
-        coordinator: Some(CoordinatorLink {
-            endpoint: mesh.coordinator.endpoint.clone(),
-            org: mesh.coordinator.org.org,
-        }),
-        limits,
-        telemetry: Telemetry::default(),
-    };
-    let listeners = doorzet_gateway::Listeners {
-        http: tokio::net::TcpListener::bind(loopback).await.unwrap(),
-        admin: tokio::net::TcpListener::bind(loopback).await.unwrap(),
-    };
-    let base = format!("http://{}", listeners.http.local_addr().unwrap());
-    let stop = CancellationToken::new();
-    tokio::spawn(doorzet_gateway::serve(listeners, config, stop.clone()));
-    Gateway {
-        base,
-        org: node.org.clone(),
-        _stop: stop.drop_guard(),
-    }
+async fn gateway(mesh: &TestMesh, i: usize) -> TestGateway {
+    TestGateway::start(mesh, i, HttpLimits::default()).await
 }
 
 /// RFC 3339 in UTC, without pulling a date crate into the tests.
@@ -407,7 +356,7 @@ async fn the_served_openapi_document_is_the_committed_one() {
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_bodies_and_floods_get_problem_answers_and_the_gateway_keeps_serving() {
     let mesh = TestMesh::start(1).await;
-    let gw = gateway_with(
+    let gw = TestGateway::start(
         &mesh,
         MUNICIPALITY,
         HttpLimits {

@@ -7,18 +7,16 @@
 //! schemathesis is installed into `target/tools/schemathesis` (a Python venv) on first use.
 //! `SCHEMATHESIS_SEED` replays a run; the default seed keeps CI reproducible.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use doorzet_gateway::config::{CoordinatorLink, GatewayConfig, HttpLimits, NodeLink};
-use doorzet_mesh::config::{Listen, Telemetry};
+use doorzet_gateway::config::HttpLimits;
 use doorzet_proto::v1::{self, node_admin_client::NodeAdminClient};
 use doorzet_testkit::TestMesh;
+use doorzet_testkit::gateway::TestGateway;
 use doorzet_testkit::mesh::{channel_as, with_token};
 use serde_json::{Value, json};
-use tokio_util::sync::CancellationToken;
 
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 
@@ -48,35 +46,18 @@ async fn the_api_holds_to_its_openapi_document_under_fuzzing() {
     let bin = tokio::task::spawn_blocking(schemathesis).await.unwrap();
     let mesh = TestMesh::start(5).await;
     let node = &mesh.nodes[0];
-    let loopback: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let listeners = doorzet_gateway::Listeners {
-        http: tokio::net::TcpListener::bind(loopback).await.unwrap(),
-        admin: tokio::net::TcpListener::bind(loopback).await.unwrap(),
-    };
-    let api = format!("http://{}/api/v1", listeners.http.local_addr().unwrap());
-    let config = GatewayConfig {
-        org: node.org.org,
-        tls: node.org.tls.clone(),
-        http: Listen { listen: loopback },
-        admin: Listen { listen: loopback },
-        node: Some(NodeLink {
-            endpoint: node.local_endpoint.clone(),
-        }),
-        coordinator: Some(CoordinatorLink {
-            endpoint: mesh.coordinator.endpoint.clone(),
-            org: mesh.coordinator.org.org,
-        }),
-        // The fuzzer is one address sending as fast as it can; the rate limit is tested elsewhere.
-        limits: HttpLimits {
+    // The fuzzer is one address sending as fast as it can; the rate limit is tested elsewhere.
+    let gateway = TestGateway::start(
+        &mesh,
+        0,
+        HttpLimits {
             requests_per_second: 100_000,
             burst: 100_000,
             ..HttpLimits::default()
         },
-        telemetry: Telemetry::default(),
-    };
-    let stop = CancellationToken::new();
-    let _stop = stop.clone().drop_guard();
-    tokio::spawn(doorzet_gateway::serve(listeners, config, stop));
+    )
+    .await;
+    let api = gateway.url("");
 
     // Something to find: a case registered at tier 1, and a mandate.
     let token = node.org.token("fuzz-1", "casemanager");

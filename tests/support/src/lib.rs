@@ -7,8 +7,10 @@
 //! - [`mesh`]: [`TestMesh`], clients and waiting helpers.
 //! - [`audit`]: disclosure records, appending them, and waiting on a node's audit checks.
 //! - [`process`]: a coordinator as a real process.
+//! - [`gateway`]: a REST gateway beside a node of the mesh.
 
 pub mod audit;
+pub mod gateway;
 pub mod measure;
 pub mod mesh;
 pub mod pki;

@@ -1,0 +1,64 @@
+//! A REST gateway in process, beside one node of a [`TestMesh`], on a real socket.
+
+use std::net::SocketAddr;
+
+use doorzet_gateway::config::{CoordinatorLink, GatewayConfig, HttpLimits, NodeLink};
+use doorzet_mesh::config::{Listen, Telemetry};
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use crate::TestMesh;
+use crate::pki::TestOrg;
+
+/// A running gateway; it stops when dropped.
+pub struct TestGateway {
+    /// `http://127.0.0.1:port`.
+    pub base: String,
+    /// The organisation it serves.
+    pub org: TestOrg,
+    _stop: DropGuard,
+}
+
+impl TestGateway {
+    /// Starts a gateway beside node `i` (its local listener and the coordinator) with `limits`.
+    pub async fn start(mesh: &TestMesh, i: usize, limits: HttpLimits) -> Self {
+        let node = &mesh.nodes[i];
+        let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback");
+        let config = GatewayConfig {
+            org: node.org.org,
+            tls: node.org.tls.clone(),
+            http: Listen { listen: loopback },
+            admin: Listen { listen: loopback },
+            node: Some(NodeLink {
+                endpoint: node.local_endpoint.clone(),
+            }),
+            coordinator: Some(CoordinatorLink {
+                endpoint: mesh.coordinator.endpoint.clone(),
+                org: mesh.coordinator.org.org,
+            }),
+            limits,
+            telemetry: Telemetry::default(),
+        };
+        let listeners = doorzet_gateway::Listeners {
+            http: tokio::net::TcpListener::bind(loopback).await.expect("bind"),
+            admin: tokio::net::TcpListener::bind(loopback).await.expect("bind"),
+        };
+        let base = format!("http://{}", listeners.http.local_addr().expect("addr"));
+        let stop = CancellationToken::new();
+        tokio::spawn(doorzet_gateway::serve(listeners, config, stop.clone()));
+        Self {
+            base,
+            org: node.org.clone(),
+            _stop: stop.drop_guard(),
+        }
+    }
+
+    /// The URL of `path` under `/api/v1`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base)
+    }
+
+    /// A token of the gateway's organisation.
+    pub fn token(&self, sub: &str, role: &str) -> String {
+        self.org.token(sub, role)
+    }
+}
