@@ -996,11 +996,107 @@ async fn statistics(
     }))
 }
 
+/// One event of an escalation's timeline, as the event stream sends it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TimelineEvent {
+    /// The escalation.
+    pub escalation_id: String,
+    /// Its number within the escalation (also the SSE `id`).
+    pub sequence: u64,
+    /// What happened (also the SSE `event`).
+    pub event: Option<super::partner::EventType>,
+    /// When (RFC 3339).
+    #[schema(format = DateTime)]
+    pub occurred_at: Option<String>,
+    /// The tier after it.
+    pub tier: u32,
+    /// The state after it.
+    pub state: Option<EscalationState>,
+    /// The organisation that acted.
+    pub actor_org: String,
+    /// The tier before it, when it moved.
+    pub from_tier: u32,
+}
+
+/// The escalation's events as server-sent events: first those stored, then each as it happens.
+/// `Last-Event-ID` (or `after`) resumes after that sequence number.
+#[utoipa::path(
+    get,
+    path = "/escalations/{escalationId}/events",
+    tag = "escalations",
+    params(
+        ("escalationId" = String, Path, description = "The escalation"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this sequence number"),
+    ),
+    responses(
+        (status = 200, description = "`text/event-stream`: `id` the sequence, `event` the event type, `data` a TimelineEvent", content_type = "text/event-stream", body = String),
+        Refused,
+    ),
+    security(("bearer" = [])),
+)]
+async fn events(
+    State(state): State<AppState>,
+    token: Token,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, Problem> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures_util::StreamExt;
+
+    let after = match headers.get("last-event-id") {
+        None => 0,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| Problem::invalid("Last-Event-ID", "must be a sequence number"))?,
+    };
+    let stream = state
+        .upstreams
+        .coordinator()?
+        .watch_escalation(token.request(v1::WatchEscalationRequest {
+            escalation_id: id,
+            after_sequence: after,
+        }))
+        .await?
+        .into_inner();
+    let events = stream
+        .take_while(|item| std::future::ready(item.is_ok()))
+        .filter_map(|item| {
+            std::future::ready(item.ok().map(|e| {
+                let body = TimelineEvent {
+                    escalation_id: e.escalation_id,
+                    sequence: e.sequence,
+                    event: super::partner::EventType::from_proto(e.r#type),
+                    occurred_at: time_out(e.occurred_at),
+                    tier: e.tier,
+                    state: EscalationState::from_proto(e.state),
+                    actor_org: e.actor_org,
+                    from_tier: e.from_tier,
+                };
+                let name = serde_json::to_value(body.event)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "event".into());
+                Event::default()
+                    .id(body.sequence.to_string())
+                    .event(name)
+                    .json_data(&body)
+                    .map_err(std::io::Error::other)
+            }))
+        });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
 /// The escalation routes and their documentation.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(register, list))
         .routes(routes!(get_one))
+        .routes(routes!(events))
         .routes(routes!(plan_meeting))
         .routes(routes!(record_decision))
         .routes(routes!(report_commitment))

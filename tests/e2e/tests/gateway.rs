@@ -25,6 +25,24 @@ async fn gateway(mesh: &TestMesh, i: usize) -> TestGateway {
     TestGateway::start(mesh, i, HttpLimits::default()).await
 }
 
+/// Reads an event stream until `marker` has arrived; returns what was read.
+async fn read_events(response: &mut reqwest::Response, marker: &str) -> String {
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !text.contains(marker) {
+            let chunk = response
+                .chunk()
+                .await
+                .unwrap()
+                .expect("the stream stays open");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no `{marker}` in: {text}"));
+    text
+}
+
 /// RFC 3339 in UTC, without pulling a date crate into the tests.
 fn rfc3339(at: SystemTime) -> String {
     let secs = at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
@@ -270,6 +288,27 @@ async fn an_escalation_registered_and_followed_through_rest() {
         .await
         .unwrap();
     assert_eq!(read.status().as_u16(), 200);
+
+    // The timeline as server-sent events, and resumed after the first.
+    let sse = |last: Option<&str>| {
+        let mut request = http
+            .get(municipality.url(&format!("/escalations/{id}/events")))
+            .bearer_auth(&cm);
+        if let Some(last) = last {
+            request = request.header("Last-Event-ID", last);
+        }
+        request.send()
+    };
+    let mut stream = sse(None).await.unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let text = read_events(&mut stream, "event: participants_resolved").await;
+    assert!(text.contains("id: 1\nevent: accepted\n"), "{text}");
+    let mut resumed = sse(Some("1")).await.unwrap();
+    let text = read_events(&mut resumed, "event: participants_resolved").await;
+    assert!(
+        !text.contains("event: accepted"),
+        "resumed after sequence 1: {text}"
+    );
 
     // Refusals, each after the same call succeeded above.
     let stranger = care_office.token("cm-2", "casemanager");
