@@ -1,6 +1,6 @@
 //! The gateway's configuration file (`gateway.toml`), with `DOORZET_*` environment overrides.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use doorzet_domain::Oin;
@@ -32,6 +32,9 @@ pub struct GatewayConfig {
     /// The coordinator, for escalations, reports, statistics, the directory and the audit log.
     #[serde(default)]
     pub coordinator: Option<CoordinatorLink>,
+    /// Webhooks for the organisation's systems; unset: no webhooks.
+    #[serde(default)]
+    pub webhooks: Option<WebhookConfig>,
     /// Request limits.
     #[serde(default)]
     pub limits: HttpLimits,
@@ -56,6 +59,59 @@ pub struct CoordinatorLink {
     pub endpoint: String,
     /// The organisation id its certificate must carry.
     pub org: Oin,
+}
+
+/// Webhooks: where they are kept, and how the gateway reads its node's inbox for them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where registrations and deliveries are kept: `sqlite:PATH` or `postgres://...`.
+    pub storage: String,
+    /// A token signing key of the organisation (PKCS#8 Ed25519 PEM, published in the directory),
+    /// with which the gateway mints its own short tokens to read the node's inbox.
+    pub signing_key: PathBuf,
+    /// The key's id (`kid`) as published.
+    pub key_id: String,
+    /// The role of those tokens; the node must allow it to read the inbox.
+    #[serde(default = "default_webhook_role")]
+    pub role: String,
+    /// The audience of those tokens (the region's mesh).
+    #[serde(default = "default_audience")]
+    pub audience: String,
+    /// Roles that may register webhooks.
+    #[serde(default = "default_webhook_admin_roles")]
+    pub admin_roles: Vec<String>,
+    /// How often the inbox is read.
+    #[serde(with = "humantime_serde", default = "default_poll_interval")]
+    pub poll_interval: Duration,
+    /// The longest wait between retries to an endpoint that is down.
+    #[serde(with = "humantime_serde", default = "default_max_retry_interval")]
+    pub max_retry_interval: Duration,
+    /// How long one delivery may take.
+    #[serde(with = "humantime_serde", default = "default_delivery_timeout")]
+    pub delivery_timeout: Duration,
+    /// Development only: also accept `http://` endpoints on loopback addresses.
+    #[serde(default)]
+    pub allow_plain_http_loopback: bool,
+}
+
+fn default_webhook_role() -> String {
+    "casemanager".into()
+}
+fn default_audience() -> String {
+    "doorzet".into()
+}
+fn default_webhook_admin_roles() -> Vec<String> {
+    vec!["beheerder".into()]
+}
+fn default_poll_interval() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_max_retry_interval() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_delivery_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// Limits that keep the gateway's callers from exhausting it or what it fronts.
@@ -134,6 +190,11 @@ impl GatewayConfig {
         if self.node.is_none() && self.coordinator.is_none() {
             return Err(Error::Config(
                 "at least one of [node] and [coordinator] must be set".into(),
+            ));
+        }
+        if self.webhooks.is_some() && self.node.is_none() {
+            return Err(Error::Config(
+                "[webhooks] needs [node]: the events come from the node's inbox".into(),
             ));
         }
         if self.http.listen == self.admin.listen {

@@ -17,6 +17,7 @@ pub mod error;
 pub mod http;
 pub mod idempotency;
 pub mod upstream;
+pub mod webhooks;
 
 pub use config::GatewayConfig;
 pub use error::{Error, Problem};
@@ -52,7 +53,11 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// The whole HTTP application: the API under `/api/v1`, its OpenAPI document, and the limits.
-pub fn app(upstreams: Upstreams, guard: Guard) -> Router {
+pub fn app(
+    upstreams: Upstreams,
+    webhooks: Option<Arc<webhooks::Webhooks>>,
+    guard: Guard,
+) -> Router {
     let (api, doc) = api::router(idempotency::Replays::new(
         REPLAYS_KEPT,
         guard.max_body_bytes(),
@@ -77,7 +82,10 @@ pub fn app(upstreams: Upstreams, guard: Guard) -> Router {
                 }
             }),
         )
-        .with_state(AppState { upstreams });
+        .with_state(AppState {
+            upstreams,
+            webhooks,
+        });
     Router::new()
         .nest("/api/v1", api)
         .fallback(|| async {
@@ -106,7 +114,8 @@ pub async fn serve(
     let http_metrics = HttpMetrics::register(&metrics);
     let guard = Guard::new(&config.limits, http_metrics.clone());
     http::spawn_rate_limiter_cleanup(&guard, shutdown.clone());
-    let app = app(upstreams, guard);
+    let webhooks = webhooks::Webhooks::start(&config, upstreams.clone(), shutdown.clone()).await?;
+    let app = app(upstreams, webhooks, guard);
     let addr = listeners.http.local_addr()?;
     tracing::info!(%addr, org = %config.org, "gateway serving");
     let listener = CappedListener::new(listeners.http, config.limits.max_connections, http_metrics);

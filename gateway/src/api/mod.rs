@@ -17,8 +17,10 @@ use crate::upstream::Upstreams;
 
 pub mod cases;
 pub(crate) mod convert;
+pub(crate) use convert::time_out;
 pub mod escalations;
 pub mod partner;
+pub mod webhooks;
 
 /// The API's version, in every response's `API-Version` header and in the OpenAPI document.
 pub const API_VERSION: &str = "1.0.0";
@@ -28,6 +30,8 @@ pub const API_VERSION: &str = "1.0.0";
 pub struct AppState {
     /// The services behind the gateway.
     pub upstreams: Upstreams,
+    /// Webhooks, when configured.
+    pub webhooks: Option<std::sync::Arc<crate::webhooks::Webhooks>>,
 }
 
 /// One page of a list.
@@ -87,7 +91,8 @@ pub struct IdempotencyHeader {
     modifiers(&BearerAuth),
     tags(
         (name = "escalations", description = "The escalation ladder, at the coordinator"),
-        (name = "partner", description = "This organisation's mandates and inbox, at its node"),
+        (name = "partner", description = "This organisation's mandates, cases and inbox, at its node"),
+        (name = "webhooks", description = "This organisation's escalation events, pushed to its systems"),
     ),
 )]
 struct ApiDoc;
@@ -115,6 +120,7 @@ pub fn router(replays: Replays) -> (axum::Router<AppState>, utoipa::openapi::Ope
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(escalations::routes())
         .merge(partner::routes())
+        .merge(webhooks::routes())
         .merge(
             cases::routes().route_layer(axum::middleware::from_fn_with_state(
                 replays,

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use doorzet_gateway::config::HttpLimits;
+use doorzet_gateway::config::{HttpLimits, WebhookConfig};
 use doorzet_proto::v1::{self, node_admin_client::NodeAdminClient};
 use doorzet_testkit::TestMesh;
 use doorzet_testkit::gateway::TestGateway;
@@ -47,7 +47,10 @@ async fn the_api_holds_to_its_openapi_document_under_fuzzing() {
     let mesh = TestMesh::start(5).await;
     let node = &mesh.nodes[0];
     // The fuzzer is one address sending as fast as it can; the rate limit is tested elsewhere.
-    let gateway = TestGateway::start(
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("gateway-token.key");
+    std::fs::write(&key, &node.org.token_key.private_pem).unwrap();
+    let gateway = TestGateway::start_with(
         &mesh,
         0,
         HttpLimits {
@@ -55,6 +58,18 @@ async fn the_api_holds_to_its_openapi_document_under_fuzzing() {
             burst: 100_000,
             ..HttpLimits::default()
         },
+        Some(WebhookConfig {
+            storage: format!("sqlite:{}", dir.path().join("gateway.db").display()),
+            signing_key: key,
+            key_id: node.org.token_key.jwk.kid.clone(),
+            role: "casemanager".into(),
+            audience: "doorzet".into(),
+            admin_roles: vec!["beheerder".into()],
+            poll_interval: Duration::from_millis(200),
+            max_retry_interval: Duration::from_secs(5),
+            delivery_timeout: Duration::from_secs(2),
+            allow_plain_http_loopback: false,
+        }),
     )
     .await;
     let api = gateway.url("");
@@ -103,7 +118,6 @@ async fn the_api_holds_to_its_openapi_document_under_fuzzing() {
         .unwrap_or("mandate-none")
         .to_owned();
 
-    let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("schemathesis.toml");
     std::fs::write(
         &config,

@@ -2,7 +2,9 @@
 
 use std::net::SocketAddr;
 
-use doorzet_gateway::config::{CoordinatorLink, GatewayConfig, HttpLimits, NodeLink};
+use doorzet_gateway::config::{
+    CoordinatorLink, GatewayConfig, HttpLimits, NodeLink, WebhookConfig,
+};
 use doorzet_mesh::config::{Listen, Telemetry};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -21,6 +23,16 @@ pub struct TestGateway {
 impl TestGateway {
     /// Starts a gateway beside node `i` (its local listener and the coordinator) with `limits`.
     pub async fn start(mesh: &TestMesh, i: usize, limits: HttpLimits) -> Self {
+        Self::start_with(mesh, i, limits, None).await
+    }
+
+    /// As [`TestGateway::start`], with webhooks.
+    pub async fn start_with(
+        mesh: &TestMesh,
+        i: usize,
+        limits: HttpLimits,
+        webhooks: Option<WebhookConfig>,
+    ) -> Self {
         let node = &mesh.nodes[i];
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback");
         let config = GatewayConfig {
@@ -35,6 +47,7 @@ impl TestGateway {
                 endpoint: mesh.coordinator.endpoint.clone(),
                 org: mesh.coordinator.org.org,
             }),
+            webhooks,
             limits,
             telemetry: Telemetry::default(),
         };
