@@ -352,7 +352,7 @@ pub async fn up(options: &UpOptions) -> anyhow::Result<MeshFile> {
     write_coordinator_config(&dir, &mesh.coordinator, &audit_key)?;
     for m in &mesh.members {
         write_node_config(&dir, m, &mesh.coordinator, options.refresh_interval)?;
-        write_gateway_config(m, &mesh.coordinator)?;
+        write_gateway_config(&dir, m, &mesh.coordinator)?;
     }
 
     mesh.coordinator.pid = Some(spawn(&coordinator_bin, &mesh.coordinator)?);
@@ -488,11 +488,11 @@ fn write_node_config(
     Ok(())
 }
 
-fn write_gateway_config(m: &MeshMember, c: &MeshMember) -> anyhow::Result<()> {
+fn write_gateway_config(dir: &Path, m: &MeshMember, c: &MeshMember) -> anyhow::Result<()> {
     let Some(g) = &m.gateway else {
         return Ok(());
     };
-    let text = format!(
+    let mut text = format!(
         "# The REST gateway beside {}'s node.\norg = \"{}\"\n\n{}\n[http]\nlisten = \"{}\"\n\n[admin]\nlisten = \"{}\"\n\n[node]\nendpoint = \"{}\"\n\n[coordinator]\nendpoint = \"{}\"\norg = \"{}\"\n",
         m.name,
         m.org_id,
@@ -505,6 +505,14 @@ fn write_gateway_config(m: &MeshMember, c: &MeshMember) -> anyhow::Result<()> {
         c.mesh_endpoint,
         c.org_id,
     );
+    // Webhooks read the node's inbox with tokens minted with the member's development key; plain
+    // http endpoints on loopback are allowed here only.
+    text.push_str(&format!(
+        "\n[webhooks]\nstorage = \"sqlite:{}\"\nsigning_key = {}\nkey_id = \"{}\"\nallow_plain_http_loopback = true\n",
+        dir.join("data").join(format!("{}-gateway.db", m.slug)).display(),
+        toml_str(&m.files.signing_key),
+        m.files.read_jwk()?.kid,
+    ));
     std::fs::write(&g.config, text)?;
     Ok(())
 }

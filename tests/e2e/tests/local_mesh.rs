@@ -62,6 +62,29 @@ async fn mesh_up_serves_five_members_and_mesh_down_stops_them() {
             m.slug
         );
     }
+    // The municipality's gateway takes webhooks.
+    let municipality = mesh.member("municipality").unwrap();
+    let token = doorzet_ctl::token::mint(
+        &std::fs::read(&municipality.files.signing_key).unwrap(),
+        &municipality.files.read_jwk().unwrap().kid,
+        &doorzet_ctl::token::TokenRequest {
+            org: municipality.oin().unwrap(),
+            subject: "ops-1".into(),
+            role: "beheerder".into(),
+            audience: mesh.audience.clone(),
+            issued_at: std::time::SystemTime::now(),
+            ttl: Duration::from_secs(300),
+        },
+    )
+    .unwrap();
+    let api = &municipality.gateway.as_ref().unwrap().api;
+    let hooks = reqwest::Client::new()
+        .get(format!("{api}/webhooks"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hooks.status().as_u16(), 200, "{:?}", hooks.text().await);
 
     // The directory as another member sees it.
     let housing = mesh.member("housing").unwrap();
