@@ -56,15 +56,18 @@ pub fn sign(secret: &[u8], at: SystemTime, body: &[u8]) -> String {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    format!("t={t},v1={}", hex::encode(mac(secret, t, body)))
+    format!(
+        "t={t},v1={}",
+        hex::encode(mac(secret, t, body).finalize().into_bytes())
+    )
 }
 
-fn mac(secret: &[u8], t: u64, body: &[u8]) -> Vec<u8> {
+fn mac(secret: &[u8], t: u64, body: &[u8]) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(t.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    mac.finalize().into_bytes().to_vec()
+    mac
 }
 
 /// Checks a delivery as a receiver should: the signature over the body with the endpoint's secret,
@@ -105,7 +108,7 @@ pub fn verify(
 }
 
 /// What a webhook delivers: one event of one of the organisation's escalations.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookEvent {
     /// The event's id: the same on every retry, so a receiver can drop a repeat.

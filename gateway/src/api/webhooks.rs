@@ -31,8 +31,11 @@ fn storage(e: sqlx::Error) -> Problem {
         .with_status(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-/// The webhooks, after checking that the caller may manage them.
-async fn authorised(state: &AppState, token: &Token) -> Result<Arc<Webhooks>, Problem> {
+/// The webhooks and who is asking, after checking that the caller may manage them.
+async fn authorised(
+    state: &AppState,
+    token: &Token,
+) -> Result<(Arc<Webhooks>, v1::WhoAmIResponse), Problem> {
     let hooks = state.webhooks.clone().ok_or_else(|| {
         Problem::new(
             Code::Unimplemented,
@@ -51,7 +54,7 @@ async fn authorised(state: &AppState, token: &Token) -> Result<Arc<Webhooks>, Pr
             format!("role `{}` may not manage webhooks", me.role),
         ));
     }
-    Ok(hooks)
+    Ok((hooks, me))
 }
 
 /// A webhook to register.
@@ -111,7 +114,7 @@ async fn register(
     token: Token,
     Body(body): Body<NewWebhook>,
 ) -> Result<Response, Problem> {
-    let hooks = authorised(&state, &token).await?;
+    let (hooks, me) = authorised(&state, &token).await?;
     let url: http::Uri = body
         .url
         .parse()
@@ -134,12 +137,6 @@ async fn register(
         .filter_map(|e| serde_json::to_value(e).ok()?.as_str().map(str::to_owned))
         .collect::<Vec<_>>()
         .join(",");
-    let me = state
-        .upstreams
-        .node()?
-        .who_am_i(token.request(v1::WhoAmIRequest {}))
-        .await?
-        .into_inner();
     let id = format!("webhook-{}", random_hex(8));
     let secret = format!("whsec-{}", random_hex(24));
     let now = SystemTime::now();
@@ -177,7 +174,7 @@ async fn register(
     responses((status = 200, description = "Every webhook (one page)", body = Page<Webhook>), Refused),
     security(("bearer" = [])))]
 async fn list(State(state): State<AppState>, token: Token) -> Result<Json<Page<Webhook>>, Problem> {
-    let hooks = authorised(&state, &token).await?;
+    let (hooks, _) = authorised(&state, &token).await?;
     let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
         "SELECT webhook_id, url, events, created_by, created_at FROM webhooks ORDER BY created_at",
     )
@@ -230,16 +227,7 @@ async fn deliveries(
     token: Token,
     Path(id): Path<String>,
 ) -> Result<Json<Page<Delivery>>, Problem> {
-    let hooks = authorised(&state, &token).await?;
-    type Row = (String, String, i64, String, i64, Option<i64>, String);
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT event_id, state, attempts, last_error, next_attempt_at, delivered_at, payload \
-         FROM deliveries WHERE webhook_id = $1 ORDER BY created_at, event_id LIMIT 500",
-    )
-    .bind(&id)
-    .fetch_all(hooks.db.pool())
-    .await
-    .map_err(storage)?;
+    let (hooks, _) = authorised(&state, &token).await?;
     let known: Option<(String,)> =
         sqlx::query_as("SELECT webhook_id FROM webhooks WHERE webhook_id = $1")
             .bind(&id)
@@ -249,27 +237,27 @@ async fn deliveries(
     if known.is_none() {
         return Err(Problem::new(Code::NotFound, format!("webhook {id}")));
     }
+    type Row = (String, String, i64, String, i64, Option<i64>, String);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT event_id, state, attempts, last_error, next_attempt_at, delivered_at, payload \
+         FROM deliveries WHERE webhook_id = $1 ORDER BY created_at, event_id LIMIT 500",
+    )
+    .bind(&id)
+    .fetch_all(hooks.db.pool())
+    .await
+    .map_err(storage)?;
     let items = rows
         .into_iter()
         .filter_map(
             |(event_id, state, attempts, last_error, next, delivered, payload)| {
-                let event = serde_json::from_str::<serde_json::Value>(&payload).ok()?;
                 Some(Delivery {
+                    event: serde_json::from_str(&payload).ok()?,
                     event_id,
                     next_attempt_at: (state == "pending").then(|| time(Some(next))).flatten(),
                     state,
                     attempts,
                     last_error,
                     delivered_at: time(delivered),
-                    event: crate::webhooks::WebhookEvent {
-                        event_id: event["eventId"].as_str()?.to_owned(),
-                        escalation_id: event["escalationId"].as_str()?.to_owned(),
-                        event: serde_json::from_value(event["event"].clone()).ok(),
-                        sequence: event["sequence"].as_u64()?,
-                        case_ref: event["caseRef"].as_str()?.to_owned(),
-                        tier: event["tier"].as_u64()? as u32,
-                        occurred_at: event["occurredAt"].as_str().map(str::to_owned),
-                    },
                 })
             },
         )

@@ -219,6 +219,15 @@ async fn an_endpoint_that_was_down_receives_every_event_once_signed() {
         assert!(r.refused.is_empty(), "{:?}", r.refused);
     }
 
+    // Another webhook id than the one whose deliveries were just read: 404.
+    let unknown = http
+        .get(gateway.url("/webhooks/webhook-unknown/deliveries"))
+        .bearer_auth(&ops)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+
     // A forged and a replayed delivery are refused by the receiver.
     let body = json!({"eventId": "forged"}).to_string();
     let hook_url = format!("http://127.0.0.1:{port}/hook");
