@@ -489,49 +489,20 @@ pub async fn run(dir: &std::path::Path) -> anyhow::Result<()> {
 
     if let Some(gateway) = &demo.member("municipality")?.gateway {
         let path = format!("/escalations/{id}");
-        let (status, body) = rest_get(gateway, &path, &cm).await?;
+        let (status, body) =
+            crate::local_mesh::http_get(gateway.authority(), &format!("/api/v1{path}"), Some(&cm))
+                .await?;
         let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         println!(
             "\n== The same escalation through the municipality's REST gateway\n   GET {}{path}  ->  {status}, state {}, tier {}",
             gateway.api, json["state"], json["tier"]
         );
-        let (status, _) = rest_get(gateway, &path, "").await?;
+        let (status, _) =
+            crate::local_mesh::http_get(gateway.authority(), &format!("/api/v1{path}"), None)
+                .await?;
         println!("   the same without a token  ->  {status} (application/problem+json)");
     }
     Ok(())
-}
-
-/// A GET to a gateway of the local mesh with a bearer token; returns the status line and body.
-async fn rest_get(
-    gateway: &crate::local_mesh::GatewayProcess,
-    path: &str,
-    token: &str,
-) -> anyhow::Result<(String, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let authority = gateway
-        .api
-        .trim_start_matches("http://")
-        .trim_end_matches("/api/v1");
-    let mut stream = tokio::net::TcpStream::connect(authority).await?;
-    let auth = if token.is_empty() {
-        String::new()
-    } else {
-        format!("Authorization: Bearer {token}\r\n")
-    };
-    let request = format!(
-        "GET /api/v1{path} HTTP/1.1\r\nHost: {authority}\r\n{auth}Connection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await?;
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    let status = head
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim_start_matches("HTTP/1.1 ")
-        .to_owned();
-    Ok((status, body.to_owned()))
 }
 
 fn print_escalation(e: &v1::Escalation) {

@@ -497,9 +497,7 @@ fn write_gateway_config(dir: &Path, m: &MeshMember, c: &MeshMember) -> anyhow::R
         m.name,
         m.org_id,
         tls_section(&m.files),
-        g.api
-            .trim_start_matches("http://")
-            .trim_end_matches("/api/v1"),
+        g.authority(),
         g.admin_addr,
         m.local_endpoint.as_deref().unwrap_or_default(),
         c.mesh_endpoint,
@@ -517,20 +515,45 @@ fn write_gateway_config(dir: &Path, m: &MeshMember, c: &MeshMember) -> anyhow::R
     Ok(())
 }
 
+/// A plain HTTP/1.1 GET to `authority` (`host:port`) with an optional bearer token; returns the
+/// status line after the version (`200 OK`) and the body. For the local mesh's gateways only.
+pub async fn http_get(
+    authority: &str,
+    path: &str,
+    token: Option<&str>,
+) -> std::io::Result<(String, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(authority).await?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\n{auth}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("HTTP/1.1 ")
+        .to_owned();
+    Ok((status, body.to_owned()))
+}
+
+impl GatewayProcess {
+    /// `host:port` of the REST listener.
+    pub fn authority(&self) -> &str {
+        self.api
+            .trim_start_matches("http://")
+            .trim_end_matches("/api/v1")
+    }
+}
+
 /// Returns true when the gateway's admin listener says it is ready.
 pub async fn gateway_ready(g: &GatewayProcess) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut stream) = tokio::net::TcpStream::connect(&g.admin_addr).await else {
-        return false;
-    };
-    let request = format!(
-        "GET /readyz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        g.admin_addr
-    );
-    let mut answer = String::new();
-    stream.write_all(request.as_bytes()).await.is_ok()
-        && stream.read_to_string(&mut answer).await.is_ok()
-        && answer.starts_with("HTTP/1.1 200")
+    http_get(&g.admin_addr, "/readyz", None)
+        .await
+        .is_ok_and(|(status, _)| status.starts_with("200"))
 }
 
 /// Waits until the gateway is ready.

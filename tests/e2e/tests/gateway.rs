@@ -371,6 +371,18 @@ async fn an_escalation_registered_and_followed_through_rest() {
         .await
         .unwrap();
     problem(nowhere, 404).await;
+
+    // Metrics name the route template, never an escalation id or another raw path.
+    let metrics = doorzet_testkit::mesh::http_get(municipality.admin, "/metrics").await;
+    assert!(
+        metrics.contains(r#"route="/api/v1/escalations/{escalationId}",status="200""#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"route="unmatched""#), "{metrics}");
+    assert!(
+        !metrics.contains(&id),
+        "a raw path in the metrics: {metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -17,6 +17,8 @@ pub struct TestGateway {
     pub base: String,
     /// The organisation it serves.
     pub org: TestOrg,
+    /// Its admin listener (metrics, probes).
+    pub admin: std::net::SocketAddr,
     _stop: DropGuard,
 }
 
@@ -56,11 +58,13 @@ impl TestGateway {
             admin: tokio::net::TcpListener::bind(loopback).await.expect("bind"),
         };
         let base = format!("http://{}", listeners.http.local_addr().expect("addr"));
+        let admin = listeners.admin.local_addr().expect("addr");
         let stop = CancellationToken::new();
         tokio::spawn(doorzet_gateway::serve(listeners, config, stop.clone()));
         Self {
             base,
             org: node.org.clone(),
+            admin,
             _stop: stop.drop_guard(),
         }
     }
