@@ -35,6 +35,9 @@ pub struct GatewayConfig {
     /// Webhooks for the organisation's systems; unset: no webhooks.
     #[serde(default)]
     pub webhooks: Option<WebhookConfig>,
+    /// The web console for people, under `/console`.
+    #[serde(default)]
+    pub console: ConsoleConfig,
     /// Request limits.
     #[serde(default)]
     pub limits: HttpLimits,
@@ -59,6 +62,36 @@ pub struct CoordinatorLink {
     pub endpoint: String,
     /// The organisation id its certificate must carry.
     pub org: Oin,
+}
+
+/// The web console: how people sign in.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve the console under `/console`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Development only: sign in by pasting a token from `doorzetctl token issue`.
+    #[serde(default)]
+    pub dev_sign_in: bool,
+    /// Mark the session cookie `Secure` (the console is reached over https, as it must be in
+    /// production). Off only for the local mesh on loopback.
+    #[serde(default = "yes")]
+    pub secure_cookie: bool,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dev_sign_in: false,
+            secure_cookie: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Webhooks: where they are kept, and how the gateway reads its node's inbox for them.

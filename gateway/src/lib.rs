@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod api;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod http;
 pub mod idempotency;
@@ -56,6 +57,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn app(
     upstreams: Upstreams,
     webhooks: Option<Arc<webhooks::Webhooks>>,
+    console: config::ConsoleConfig,
     guard: Guard,
 ) -> Router {
     let (api, doc) = api::router(idempotency::Replays::new(
@@ -82,12 +84,22 @@ pub fn app(
                 }
             }),
         )
-        .with_state(AppState {
-            upstreams,
-            webhooks,
-        });
-    Router::new()
-        .nest("/api/v1", api)
+        ;
+    let state = AppState {
+        upstreams,
+        webhooks,
+        console: Arc::new(console),
+    };
+    let mut router = Router::new().nest("/api/v1", api.with_state(state.clone()));
+    if state.console.enabled {
+        router = router
+            .nest("/console", console::router().with_state(state))
+            .route(
+                "/",
+                axum::routing::get(|| async { axum::response::Redirect::to("/console") }),
+            );
+    }
+    router
         .fallback(|| async {
             Problem::new(
                 tonic::Code::NotFound,
@@ -115,7 +127,7 @@ pub async fn serve(
     let guard = Guard::new(&config.limits, http_metrics.clone());
     http::spawn_rate_limiter_cleanup(&guard, shutdown.clone());
     let webhooks = webhooks::Webhooks::start(&config, upstreams.clone(), shutdown.clone()).await?;
-    let app = app(upstreams, webhooks, guard);
+    let app = app(upstreams, webhooks, config.console.clone(), guard);
     let addr = listeners.http.local_addr()?;
     tracing::info!(%addr, org = %config.org, "gateway serving");
     let listener = CappedListener::new(listeners.http, config.limits.max_connections, http_metrics);

@@ -88,6 +88,13 @@ impl std::fmt::Debug for Token {
 }
 
 impl Token {
+    /// A token given without its `Bearer ` prefix (the console's session cookie).
+    pub fn bearer(token: &str) -> Result<Self, Problem> {
+        MetadataValue::try_from(format!("Bearer {}", token.trim()))
+            .map(Token)
+            .map_err(|_| Problem::unauthenticated("the token is not valid ASCII"))
+    }
+
     /// Wraps `message` in a gRPC request that carries the token.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);

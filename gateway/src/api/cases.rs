@@ -363,7 +363,7 @@ pub struct CaseQuery {
     params(IdempotencyHeader),
     responses((status = 201, description = "Created", body = Case), Refused),
     security(("bearer" = [])))]
-async fn create_case(
+pub(crate) async fn create_case(
     State(state): State<AppState>,
     token: Token,
     Body(body): Body<NewCase>,
@@ -387,7 +387,7 @@ async fn create_case(
 #[utoipa::path(get, path = "/cases", tag = "partner", params(CaseQuery),
     responses((status = 200, description = "One page", body = Page<Case>), Refused),
     security(("bearer" = [])))]
-async fn list_cases(
+pub(crate) async fn list_cases(
     State(state): State<AppState>,
     token: Token,
     Params(q): Params<CaseQuery>,
@@ -419,7 +419,7 @@ async fn list_cases(
     params(("caseId" = String, Path, description = "The case")),
     responses((status = 200, description = "The case", body = CaseDetail), Refused),
     security(("bearer" = [])))]
-async fn get_case(
+pub(crate) async fn get_case(
     State(state): State<AppState>,
     token: Token,
     Path(case_id): Path<String>,
@@ -444,7 +444,7 @@ async fn get_case(
     params(("caseId" = String, Path, description = "The case"), IdempotencyHeader),
     responses((status = 201, description = "Recorded", body = Fact), Refused),
     security(("bearer" = [])))]
-async fn add_fact(
+pub(crate) async fn add_fact(
     State(state): State<AppState>,
     token: Token,
     Path(case_id): Path<String>,
@@ -475,7 +475,7 @@ async fn add_fact(
     params(("caseId" = String, Path, description = "The case"), IdempotencyHeader),
     responses((status = 201, description = "Recorded", body = Consent), Refused),
     security(("bearer" = [])))]
-async fn record_consent(
+pub(crate) async fn record_consent(
     State(state): State<AppState>,
     token: Token,
     Path(case_id): Path<String>,
@@ -509,7 +509,7 @@ async fn record_consent(
     params(("caseId" = String, Path, description = "The case"), IdempotencyHeader),
     responses((status = 201, description = "Recorded", body = LegalBasis), Refused),
     security(("bearer" = [])))]
-async fn record_legal_basis(
+pub(crate) async fn record_legal_basis(
     State(state): State<AppState>,
     token: Token,
     Path(case_id): Path<String>,
@@ -544,7 +544,7 @@ async fn record_legal_basis(
     params(("consentId" = String, Path, description = "The consent"), IdempotencyHeader),
     responses((status = 200, description = "The withdrawn consent", body = Consent), Refused),
     security(("bearer" = [])))]
-async fn withdraw_consent(
+pub(crate) async fn withdraw_consent(
     State(state): State<AppState>,
     token: Token,
     Path(consent_id): Path<String>,
@@ -563,7 +563,7 @@ async fn withdraw_consent(
     params(("caseId" = String, Path, description = "The case"), IdempotencyHeader),
     responses((status = 201, description = "Linked", body = CaseLink), Refused),
     security(("bearer" = [])))]
-async fn link_case(
+pub(crate) async fn link_case(
     State(state): State<AppState>,
     token: Token,
     Path(case_id): Path<String>,
@@ -645,7 +645,7 @@ pub struct DisclosureQuery {
 #[utoipa::path(get, path = "/disclosures", tag = "partner", params(DisclosureQuery),
     responses((status = 200, description = "The log, newest first (one page)", body = Page<Disclosure>), Refused),
     security(("bearer" = [])))]
-async fn disclosures(
+pub(crate) async fn disclosures(
     State(state): State<AppState>,
     token: Token,
     Params(q): Params<DisclosureQuery>,
@@ -713,7 +713,7 @@ pub struct NodeStatus {
 #[utoipa::path(get, path = "/node-status", tag = "partner",
     responses((status = 200, description = "The status", body = NodeStatus), Refused),
     security(("bearer" = [])))]
-async fn node_status(
+pub(crate) async fn node_status(
     State(state): State<AppState>,
     token: Token,
 ) -> Result<Json<NodeStatus>, Problem> {
@@ -756,7 +756,7 @@ pub struct Member {
 #[utoipa::path(get, path = "/members", tag = "partner",
     responses((status = 200, description = "Every member (one page)", body = Page<Member>), Refused),
     security(("bearer" = [])))]
-async fn members(
+pub(crate) async fn members(
     State(state): State<AppState>,
     token: Token,
 ) -> Result<Json<Page<Member>>, Problem> {

@@ -377,7 +377,7 @@ fn tables_in(tables: Vec<TableTried>) -> Result<Vec<v1::TableTried>, Problem> {
     ),
     security(("bearer" = [])),
 )]
-async fn register(
+pub(crate) async fn register(
     State(state): State<AppState>,
     token: Token,
     IdempotencyKey(key): IdempotencyKey,
@@ -470,7 +470,7 @@ pub struct ListQuery {
     ),
     security(("bearer" = [])),
 )]
-async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     token: Token,
     Params(q): Params<ListQuery>,
@@ -511,7 +511,7 @@ async fn list(
     ),
     security(("bearer" = [])),
 )]
-async fn get_one(
+pub(crate) async fn get_one(
     State(state): State<AppState>,
     token: Token,
     Path(id): Path<String>,
@@ -552,7 +552,7 @@ pub struct PlanMeeting {
     ),
     security(("bearer" = [])),
 )]
-async fn plan_meeting(
+pub(crate) async fn plan_meeting(
     State(state): State<AppState>,
     token: Token,
     IdempotencyKey(key): IdempotencyKey,
@@ -621,7 +621,7 @@ pub struct RecordDecision {
     ),
     security(("bearer" = [])),
 )]
-async fn record_decision(
+pub(crate) async fn record_decision(
     State(state): State<AppState>,
     token: Token,
     IdempotencyKey(key): IdempotencyKey,
@@ -686,7 +686,7 @@ pub struct ReportCommitment {
     ),
     security(("bearer" = [])),
 )]
-async fn report_commitment(
+pub(crate) async fn report_commitment(
     State(state): State<AppState>,
     token: Token,
     IdempotencyKey(key): IdempotencyKey,
@@ -735,7 +735,7 @@ pub struct ConfirmFollowUp {
     ),
     security(("bearer" = [])),
 )]
-async fn confirm_follow_up(
+pub(crate) async fn confirm_follow_up(
     State(state): State<AppState>,
     token: Token,
     IdempotencyKey(key): IdempotencyKey,
@@ -782,7 +782,7 @@ pub struct EscalateTier {
     ),
     security(("bearer" = [])),
 )]
-async fn escalate_tier(
+pub(crate) async fn escalate_tier(
     State(state): State<AppState>,
     token: Token,
     IdempotencyKey(key): IdempotencyKey,
@@ -829,7 +829,7 @@ pub struct ScaleDown {
     ),
     security(("bearer" = [])),
 )]
-async fn scale_down(
+pub(crate) async fn scale_down(
     State(state): State<AppState>,
     token: Token,
     IdempotencyKey(key): IdempotencyKey,
@@ -881,7 +881,7 @@ pub struct Report {
     ),
     security(("bearer" = [])),
 )]
-async fn report(
+pub(crate) async fn report(
     State(state): State<AppState>,
     token: Token,
     Path(id): Path<String>,
@@ -965,7 +965,7 @@ pub struct Statistics {
     ),
     security(("bearer" = [])),
 )]
-async fn statistics(
+pub(crate) async fn statistics(
     State(state): State<AppState>,
     token: Token,
     Params(q): Params<StatisticsQuery>,
@@ -1035,7 +1035,7 @@ pub struct TimelineEvent {
     ),
     security(("bearer" = [])),
 )]
-async fn events(
+pub(crate) async fn events(
     State(state): State<AppState>,
     token: Token,
     Path(id): Path<String>,
@@ -1052,6 +1052,34 @@ async fn events(
             .and_then(|v| v.trim().parse().ok())
             .ok_or_else(|| Problem::invalid("Last-Event-ID", "must be a sequence number"))?,
     };
+    let events = timeline(&state, &token, id, after)
+        .await?
+        .map(|body| {
+            let name = serde_json::to_value(body.event)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_else(|| "event".into());
+            Event::default()
+                .id(body.sequence.to_string())
+                .event(name)
+                .json_data(&body)
+                .map_err(std::io::Error::other)
+        });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// The escalation's events after sequence `after`: those stored, then each as it happens, until
+/// the coordinator ends the stream.
+pub(crate) async fn timeline(
+    state: &AppState,
+    token: &Token,
+    id: String,
+    after: u64,
+) -> Result<impl futures_util::Stream<Item = TimelineEvent> + use<>, Problem> {
+    use futures_util::StreamExt;
+
     let stream = state
         .upstreams
         .coordinator()?
@@ -1061,34 +1089,20 @@ async fn events(
         }))
         .await?
         .into_inner();
-    let events = stream
+    Ok(stream
         .take_while(|item| std::future::ready(item.is_ok()))
         .filter_map(|item| {
-            std::future::ready(item.ok().map(|e| {
-                let body = TimelineEvent {
-                    escalation_id: e.escalation_id,
-                    sequence: e.sequence,
-                    event: super::partner::EventType::from_proto(e.r#type),
-                    occurred_at: time_out(e.occurred_at),
-                    tier: e.tier,
-                    state: EscalationState::from_proto(e.state),
-                    actor_org: e.actor_org,
-                    from_tier: e.from_tier,
-                };
-                let name = serde_json::to_value(body.event)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_else(|| "event".into());
-                Event::default()
-                    .id(body.sequence.to_string())
-                    .event(name)
-                    .json_data(&body)
-                    .map_err(std::io::Error::other)
+            std::future::ready(item.ok().map(|e| TimelineEvent {
+                escalation_id: e.escalation_id,
+                sequence: e.sequence,
+                event: super::partner::EventType::from_proto(e.r#type),
+                occurred_at: time_out(e.occurred_at),
+                tier: e.tier,
+                state: EscalationState::from_proto(e.state),
+                actor_org: e.actor_org,
+                from_tier: e.from_tier,
             }))
-        });
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::default())
-        .into_response())
+        }))
 }
 
 /// The escalation routes and their documentation.

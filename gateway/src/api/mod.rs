@@ -32,6 +32,8 @@ pub struct AppState {
     pub upstreams: Upstreams,
     /// Webhooks, when configured.
     pub webhooks: Option<std::sync::Arc<crate::webhooks::Webhooks>>,
+    /// How people sign in to the console.
+    pub console: std::sync::Arc<crate::config::ConsoleConfig>,
 }
 
 /// One page of a list.

@@ -135,7 +135,7 @@ pub struct MandateQuery {
     ),
     security(("bearer" = [])),
 )]
-async fn list_mandates(
+pub(crate) async fn list_mandates(
     State(state): State<AppState>,
     token: Token,
     Params(q): Params<MandateQuery>,
@@ -175,7 +175,7 @@ async fn list_mandates(
     ),
     security(("bearer" = [])),
 )]
-async fn create_mandate(
+pub(crate) async fn create_mandate(
     State(state): State<AppState>,
     token: Token,
     key: Option<IdempotencyKey>,
@@ -274,7 +274,7 @@ pub struct EndMandate {
     ),
     security(("bearer" = [])),
 )]
-async fn end_mandate(
+pub(crate) async fn end_mandate(
     State(state): State<AppState>,
     token: Token,
     _key: IdempotencyKey,
@@ -366,7 +366,7 @@ pub struct InboxQuery {
     ),
     security(("bearer" = [])),
 )]
-async fn inbox(
+pub(crate) async fn inbox(
     State(state): State<AppState>,
     token: Token,
     Params(q): Params<InboxQuery>,

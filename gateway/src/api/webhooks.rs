@@ -32,7 +32,7 @@ fn storage(e: sqlx::Error) -> Problem {
 }
 
 /// The webhooks and who is asking, after checking that the caller may manage them.
-async fn authorised(
+pub(crate) async fn authorised(
     state: &AppState,
     token: &Token,
 ) -> Result<(Arc<Webhooks>, v1::WhoAmIResponse), Problem> {
@@ -109,7 +109,7 @@ fn random_hex(bytes: usize) -> String {
     params(IdempotencyHeader),
     responses((status = 201, description = "Registered", body = Webhook), Refused),
     security(("bearer" = [])))]
-async fn register(
+pub(crate) async fn register(
     State(state): State<AppState>,
     token: Token,
     Body(body): Body<NewWebhook>,
@@ -173,7 +173,7 @@ async fn register(
 #[utoipa::path(get, path = "/webhooks", tag = "webhooks",
     responses((status = 200, description = "Every webhook (one page)", body = Page<Webhook>), Refused),
     security(("bearer" = [])))]
-async fn list(State(state): State<AppState>, token: Token) -> Result<Json<Page<Webhook>>, Problem> {
+pub(crate) async fn list(State(state): State<AppState>, token: Token) -> Result<Json<Page<Webhook>>, Problem> {
     let (hooks, _) = authorised(&state, &token).await?;
     let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
         "SELECT webhook_id, url, events, created_by, created_at FROM webhooks ORDER BY created_at",
@@ -222,7 +222,7 @@ pub struct Delivery {
     params(("webhookId" = String, Path, description = "The webhook")),
     responses((status = 200, description = "The deliveries (one page)", body = Page<Delivery>), Refused),
     security(("bearer" = [])))]
-async fn deliveries(
+pub(crate) async fn deliveries(
     State(state): State<AppState>,
     token: Token,
     Path(id): Path<String>,

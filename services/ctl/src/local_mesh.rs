@@ -511,6 +511,8 @@ fn write_gateway_config(dir: &Path, m: &MeshMember, c: &MeshMember) -> anyhow::R
         toml_str(&m.files.signing_key),
         m.files.read_jwk()?.kid,
     ));
+    // The console on loopback: sign in with a `doorzetctl token issue` token, over plain http.
+    text.push_str("\n[console]\ndev_sign_in = true\nsecure_cookie = false\n");
     std::fs::write(&g.config, text)?;
     Ok(())
 }

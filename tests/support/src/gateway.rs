@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use doorzet_gateway::config::{
-    CoordinatorLink, GatewayConfig, HttpLimits, NodeLink, WebhookConfig,
+    ConsoleConfig, CoordinatorLink, GatewayConfig, HttpLimits, NodeLink, WebhookConfig,
 };
 use doorzet_mesh::config::{Listen, Telemetry};
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -50,6 +50,11 @@ impl TestGateway {
                 org: mesh.coordinator.org.org,
             }),
             webhooks,
+            console: ConsoleConfig {
+                enabled: true,
+                dev_sign_in: true,
+                secure_cookie: false,
+            },
             limits,
             telemetry: Telemetry::default(),
         };
