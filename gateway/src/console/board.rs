@@ -344,6 +344,11 @@ impl EscalationPage {
             .find(|e| e.field == field)
             .map(|e| e.message.as_str())
     }
+
+    /// The error of field `what` in commitment row `i`.
+    fn row_error(&self, what: &str, i: &usize) -> Option<&str> {
+        self.error_for(&format!("{what}{i}"))
+    }
 }
 
 /// The query of an escalation's page: which form just succeeded.
@@ -529,10 +534,7 @@ async fn escalation_page(
                     | EscalationState::MeetingPlanned
             )
         ),
-        can_decide: matches!(
-            e.state,
-            Some(EscalationState::ParticipantsResolved | EscalationState::MeetingPlanned)
-        ),
+        can_decide: matches!(e.state, Some(EscalationState::MeetingPlanned)),
         show_report: e.tier >= 3 && e.decision.is_some(),
         f,
         errors,
@@ -682,18 +684,21 @@ async fn after_post(
     }
 }
 
-fn required(
-    errors: &mut Vec<FieldError>,
-    t: &Texts,
-    field: &str,
-    value: &str,
-) {
+/// A field that must be filled in; the message names it, so the summary at the top reads alone.
+fn required(errors: &mut Vec<FieldError>, t: &Texts, field: &str, label: &str, value: &str) {
     if value.trim().is_empty() {
         errors.push(FieldError {
             field: field.to_owned(),
-            message: t.required_field.to_owned(),
+            message: format!("{label}: {}", t.required_field),
         });
     }
+}
+
+fn invalid_time(errors: &mut Vec<FieldError>, t: &Texts, field: &str, label: &str) {
+    errors.push(FieldError {
+        field: field.to_owned(),
+        message: format!("{label}: {}", t.invalid_time),
+    });
 }
 
 fn field(form: &HashMap<String, String>, name: &str) -> String {
@@ -715,13 +720,10 @@ pub(super) async fn plan_meeting(
         ..Forms::default()
     };
     let mut errors = Vec::new();
-    required(&mut errors, t, "location", &forms.location);
+    required(&mut errors, t, "location", t.location, &forms.location);
     let at = from_local_input(&forms.at);
     if at.is_none() {
-        errors.push(FieldError {
-            field: "at".into(),
-            message: t.invalid_time.into(),
-        });
+        invalid_time(&mut errors, t, "at", t.when);
     }
     if forms.meeting_key.is_empty() {
         errors.push(FieldError {
@@ -780,20 +782,35 @@ pub(super) async fn record_decision(
         ..Forms::default()
     };
     let mut errors = Vec::new();
-    required(&mut errors, t, "summary", &forms.summary);
+    required(&mut errors, t, "summary", t.summary, &forms.summary);
     let mut commitments = Vec::new();
     for (i, (seat, action, due)) in forms.rows.iter().enumerate() {
         if seat.is_empty() && action.trim().is_empty() && due.is_empty() {
             continue;
         }
-        required(&mut errors, t, &format!("seat{i}"), seat);
-        required(&mut errors, t, &format!("action{i}"), action);
+        let n = i + 1;
+        required(
+            &mut errors,
+            t,
+            &format!("seat{i}"),
+            &format!("{} {n}, {}", t.commitment_n, t.organisation),
+            seat,
+        );
+        required(
+            &mut errors,
+            t,
+            &format!("action{i}"),
+            &format!("{} {n}, {}", t.commitment_n, t.action),
+            action,
+        );
         let due_at = from_date_input(due);
         if due_at.is_none() {
-            errors.push(FieldError {
-                field: format!("due{i}"),
-                message: t.invalid_time.into(),
-            });
+            invalid_time(
+                &mut errors,
+                t,
+                &format!("due{i}"),
+                &format!("{} {n}, {}", t.commitment_n, t.due),
+            );
         }
         if let (Some((org, mandate)), Some(due)) = (seat.split_once('|'), due_at) {
             commitments.push(CommitmentInput {
