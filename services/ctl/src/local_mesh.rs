@@ -130,6 +130,9 @@ pub struct MeshMember {
 pub struct GatewayProcess {
     /// Its API, `http://127.0.0.1:port/api/v1`.
     pub api: String,
+    /// Its web console, `http://127.0.0.1:port/console` (the ZVH's is the process director's).
+    #[serde(default)]
+    pub console: String,
     /// Admin listener address (metrics, probes), `127.0.0.1:port`.
     pub admin_addr: String,
     /// Configuration file.
@@ -320,8 +323,10 @@ pub async fn up(options: &UpOptions) -> anyhow::Result<MeshFile> {
             log: dir.join("logs").join(format!("{}.log", org.slug)),
             pid: None,
             gateway: if with_local {
+                let http = ports.next()?;
                 Some(GatewayProcess {
-                    api: format!("http://127.0.0.1:{}/api/v1", ports.next()?),
+                    api: format!("http://127.0.0.1:{http}/api/v1"),
+                    console: format!("http://127.0.0.1:{http}/console"),
                     admin_addr: format!("127.0.0.1:{}", ports.next()?),
                     config: dir
                         .join("config")

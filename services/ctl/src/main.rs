@@ -456,6 +456,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             println!(
+                "\nWeb console, each organisation's own (the ZVH's is the process director's board):"
+            );
+            for m in &mesh.members {
+                if let Some(g) = &m.gateway {
+                    println!("   {:<13} {}", m.slug, g.console);
+                }
+            }
+            if let Ok(zvh) = mesh.member("zvh") {
+                println!(
+                    "   sign in with a development token, e.g. the process director's:\n   doorzetctl token issue --org {} --sub pd-1 --role procesregisseur --pki {}",
+                    zvh.org_id,
+                    dir.join("pki").display()
+                );
+            }
+            println!(
                 "\nThe mesh is still running ({}); stop it with: doorzetctl mesh down --dir {}",
                 dir.join("mesh.json").display(),
                 dir.display()
