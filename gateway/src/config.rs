@@ -78,6 +78,9 @@ pub struct ConsoleConfig {
     /// production). Off only for the local mesh on loopback.
     #[serde(default = "yes")]
     pub secure_cookie: bool,
+    /// Sign-in through the organisation's own identity provider (OpenID Connect).
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
 }
 
 impl Default for ConsoleConfig {
@@ -86,8 +89,56 @@ impl Default for ConsoleConfig {
             enabled: true,
             dev_sign_in: false,
             secure_cookie: true,
+            oidc: None,
         }
     }
+}
+
+/// Sign-in through the organisation's identity provider: the authorization code flow with PKCE.
+/// After the provider signed a person in, the gateway checks the ID token and mints the
+/// person's doorzet token with the organisation's own signing key (published in the directory),
+/// in the role the ID token names.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL (its discovery document is at
+    /// `ISSUER/.well-known/openid-configuration`). `https://`; `http://` only on loopback.
+    pub issuer: String,
+    /// The console's client id at the provider.
+    pub client_id: String,
+    /// A file holding the client secret (a confidential client); unset for a public client.
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// The console's callback as registered at the provider: `https://HOST/console/oidc/callback`.
+    pub redirect_url: String,
+    /// Scopes asked for.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// The ID token claim with the person's doorzet role (a string or a list of strings).
+    #[serde(default = "default_role_claim")]
+    pub role_claim: String,
+    /// Roles that may sign in to the console; the first of the person's that is listed is used.
+    pub roles: Vec<String>,
+    /// The organisation's token signing key (PKCS#8 Ed25519 PEM, published in the directory).
+    pub signing_key: PathBuf,
+    /// The key's id (`kid`) as published.
+    pub key_id: String,
+    /// The audience of the minted tokens (the region's mesh).
+    #[serde(default = "default_audience")]
+    pub audience: String,
+    /// How long a console session lasts before the person signs in again.
+    #[serde(with = "humantime_serde", default = "default_session_ttl")]
+    pub session_ttl: Duration,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "profile".into()]
+}
+fn default_role_claim() -> String {
+    "doorzet_role".into()
+}
+fn default_session_ttl() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn yes() -> bool {
@@ -277,6 +328,12 @@ mod tests {
         let config = GatewayConfig::load(&path).unwrap();
         assert!(config.node.is_some() && config.coordinator.is_some());
         assert_eq!(config.limits, HttpLimits::default());
+        let oidc = config
+            .console
+            .oidc
+            .expect("the example shows the identity provider");
+        assert_eq!(oidc.session_ttl, Duration::from_secs(3600));
+        assert!(!config.console.dev_sign_in && config.console.secure_cookie);
     }
 
     #[test]

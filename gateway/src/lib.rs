@@ -17,6 +17,7 @@ pub mod console;
 pub mod error;
 pub mod http;
 pub mod idempotency;
+pub mod minting;
 pub mod upstream;
 pub mod webhooks;
 
@@ -54,12 +55,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// The whole HTTP application: the API under `/api/v1`, its OpenAPI document, and the limits.
-pub fn app(
-    upstreams: Upstreams,
-    webhooks: Option<Arc<webhooks::Webhooks>>,
-    console: config::ConsoleConfig,
-    guard: Guard,
-) -> Router {
+pub fn app(state: AppState, guard: Guard) -> Router {
     let (api, doc) = api::router(idempotency::Replays::new(
         REPLAYS_KEPT,
         guard.max_body_bytes(),
@@ -68,28 +64,21 @@ pub fn app(
         doc.to_pretty_json()
             .expect("the OpenAPI document serialises"),
     );
-    let api = api
-        .route(
-            "/openapi.json",
-            axum::routing::get(move || {
-                let doc = doc.clone();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            HeaderValue::from_static("application/json"),
-                        )],
-                        doc.as_str().to_owned(),
-                    )
-                }
-            }),
-        )
-        ;
-    let state = AppState {
-        upstreams,
-        webhooks,
-        console: Arc::new(console),
-    };
+    let api = api.route(
+        "/openapi.json",
+        axum::routing::get(move || {
+            let doc = doc.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    )],
+                    doc.as_str().to_owned(),
+                )
+            }
+        }),
+    );
     let mut router = Router::new().nest("/api/v1", api.with_state(state.clone()));
     if state.console.enabled {
         router = router
@@ -127,7 +116,13 @@ pub async fn serve(
     let guard = Guard::new(&config.limits, http_metrics.clone());
     http::spawn_rate_limiter_cleanup(&guard, shutdown.clone());
     let webhooks = webhooks::Webhooks::start(&config, upstreams.clone(), shutdown.clone()).await?;
-    let app = app(upstreams, webhooks, config.console.clone(), guard);
+    let state = AppState {
+        upstreams,
+        webhooks,
+        console: Arc::new(config.console.clone()),
+        oidc: console::oidc::Oidc::load(&config)?,
+    };
+    let app = app(state, guard);
     let addr = listeners.http.local_addr()?;
     tracing::info!(%addr, org = %config.org, "gateway serving");
     let listener = CappedListener::new(listeners.http, config.limits.max_connections, http_metrics);

@@ -54,6 +54,10 @@ async fn main() -> ExitCode {
         Err(e) => return bad_config(BINARY, format!("{}: {e}", args.config.display())),
     };
     if args.check {
+        // The identity provider's settings and files, as the console will read them.
+        if let Err(e) = doorzet_gateway::console::oidc::Oidc::load(&config) {
+            return bad_config(BINARY, format!("{}: {e}", args.config.display()));
+        }
         return ExitCode::SUCCESS;
     }
     let telemetry = config.telemetry.clone();

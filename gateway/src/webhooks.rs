@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{GatewayConfig, WebhookConfig};
 use crate::error::Error;
+use crate::minting::OrgKey;
 use crate::upstream::Upstreams;
 
 static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -149,13 +150,17 @@ impl Webhooks {
         let db = Database::connect(&settings.storage, &[&MIGRATIONS])
             .await
             .map_err(|e| Error::Config(format!("webhooks.storage: {e}")))?;
-        let key = std::fs::read(&settings.signing_key).map_err(|e| {
-            Error::Config(format!(
-                "webhooks.signing_key: {}: {e}",
-                settings.signing_key.display()
-            ))
-        })?;
-        let minter = Minter::new(&key, &settings, config.org)?;
+        let minter = Minter {
+            key: OrgKey::load(
+                &settings.signing_key,
+                &settings.key_id,
+                config.org,
+                &settings.audience,
+                "webhooks.signing_key",
+            )?,
+            role: settings.role.clone(),
+            cached: std::sync::Mutex::new(None),
+        };
         let this = Arc::new(Self {
             db,
             config: settings,
@@ -389,39 +394,14 @@ impl Webhooks {
     }
 }
 
-/// Mints the gateway's own short tokens for reading the inbox.
+/// Mints the gateway's own short tokens for reading the inbox, reusing one for four minutes.
 struct Minter {
-    key: jsonwebtoken::EncodingKey,
-    kid: String,
-    org: doorzet_domain::Oin,
+    key: OrgKey,
     role: String,
-    audience: String,
     cached: std::sync::Mutex<Option<(String, SystemTime)>>,
 }
 
-#[derive(Serialize)]
-struct Claims<'a> {
-    iss: &'a str,
-    sub: &'a str,
-    role: &'a str,
-    aud: &'a str,
-    iat: u64,
-    exp: u64,
-}
-
 impl Minter {
-    fn new(pem: &[u8], settings: &WebhookConfig, org: doorzet_domain::Oin) -> Result<Self, Error> {
-        Ok(Self {
-            key: jsonwebtoken::EncodingKey::from_ed_pem(pem)
-                .map_err(|e| Error::Config(format!("webhooks.signing_key: {e}")))?,
-            kid: settings.key_id.clone(),
-            org,
-            role: settings.role.clone(),
-            audience: settings.audience.clone(),
-            cached: std::sync::Mutex::new(None),
-        })
-    }
-
     fn token(&self) -> Result<String, jsonwebtoken::errors::Error> {
         let now = SystemTime::now();
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
@@ -430,24 +410,9 @@ impl Minter {
         {
             return Ok(token.clone());
         }
-        let iat = now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        let token = jsonwebtoken::encode(
-            &header,
-            &Claims {
-                iss: self.org.as_str(),
-                sub: "doorzet-gateway",
-                role: &self.role,
-                aud: &self.audience,
-                iat,
-                exp: iat + 300,
-            },
-            &self.key,
-        )?;
+        let token = self
+            .key
+            .mint("doorzet-gateway", &self.role, Duration::from_secs(300))?;
         *cached = Some((token.clone(), now + Duration::from_secs(240)));
         Ok(token)
     }

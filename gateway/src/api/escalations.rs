@@ -1052,19 +1052,17 @@ pub(crate) async fn events(
             .and_then(|v| v.trim().parse().ok())
             .ok_or_else(|| Problem::invalid("Last-Event-ID", "must be a sequence number"))?,
     };
-    let events = timeline(&state, &token, id, after)
-        .await?
-        .map(|body| {
-            let name = serde_json::to_value(body.event)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_else(|| "event".into());
-            Event::default()
-                .id(body.sequence.to_string())
-                .event(name)
-                .json_data(&body)
-                .map_err(std::io::Error::other)
-        });
+    let events = timeline(&state, &token, id, after).await?.map(|body| {
+        let name = serde_json::to_value(body.event)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "event".into());
+        Event::default()
+            .id(body.sequence.to_string())
+            .event(name)
+            .json_data(&body)
+            .map_err(std::io::Error::other)
+    });
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())

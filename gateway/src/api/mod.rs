@@ -34,6 +34,8 @@ pub struct AppState {
     pub webhooks: Option<std::sync::Arc<crate::webhooks::Webhooks>>,
     /// How people sign in to the console.
     pub console: std::sync::Arc<crate::config::ConsoleConfig>,
+    /// The organisation's identity provider, when the console signs in through it.
+    pub oidc: Option<std::sync::Arc<crate::console::oidc::Oidc>>,
 }
 
 /// One page of a list.

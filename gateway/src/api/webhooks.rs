@@ -173,7 +173,10 @@ pub(crate) async fn register(
 #[utoipa::path(get, path = "/webhooks", tag = "webhooks",
     responses((status = 200, description = "Every webhook (one page)", body = Page<Webhook>), Refused),
     security(("bearer" = [])))]
-pub(crate) async fn list(State(state): State<AppState>, token: Token) -> Result<Json<Page<Webhook>>, Problem> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    token: Token,
+) -> Result<Json<Page<Webhook>>, Problem> {
     let (hooks, _) = authorised(&state, &token).await?;
     let rows: Vec<(String, String, String, String, i64)> = sqlx::query_as(
         "SELECT webhook_id, url, events, created_by, created_at FROM webhooks ORDER BY created_at",

@@ -202,7 +202,9 @@ fn board_page(c: Chrome, list: Vec<Escalation>, names: &HashMap<String, String>)
             id: e.escalation_id.clone(),
             case_ref: e.case_ref.clone(),
             tier: e.tier,
-            state: t.label(&e.state.map(|s| name_of(&s)).unwrap_or_default()).to_owned(),
+            state: t
+                .label(&e.state.map(|s| name_of(&s)).unwrap_or_default())
+                .to_owned(),
             deadline: e.deadline.clone().unwrap_or_default(),
             deadline_text: e.deadline.as_deref().map(|d| t.time(d)).unwrap_or_default(),
             flag: flag.map(|f| match f {
@@ -393,7 +395,12 @@ async fn escalation_page(
     status: StatusCode,
 ) -> Response {
     let t = session.lang.texts();
-    let mut chrome = Chrome::new(session, state, "board", format!("/console/escalations/{id}"));
+    let mut chrome = Chrome::new(
+        session,
+        state,
+        "board",
+        format!("/console/escalations/{id}"),
+    );
     chrome.flash = flash;
     let e = match escalations::get_one(State(state.clone()), session.token.clone(), Path(id)).await
     {
@@ -568,7 +575,11 @@ async fn stored_events(
                     .label(&ev.event.map(|k| name_of(&k)).unwrap_or_default())
                     .to_owned(),
                 at: ev.occurred_at.clone().unwrap_or_default(),
-                at_text: ev.occurred_at.as_deref().map(|a| t.time(a)).unwrap_or_default(),
+                at_text: ev
+                    .occurred_at
+                    .as_deref()
+                    .map(|a| t.time(a))
+                    .unwrap_or_default(),
                 tier: ev.tier,
                 actor: name(names, &ev.actor_org),
             });
@@ -613,7 +624,11 @@ fn labels_json(t: &Texts) -> String {
 fn local_input(instant: &str) -> String {
     instant
         .parse::<Timestamp>()
-        .map(|at| at.to_zoned(amsterdam()).strftime("%Y-%m-%dT%H:%M").to_string())
+        .map(|at| {
+            at.to_zoned(amsterdam())
+                .strftime("%Y-%m-%dT%H:%M")
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
@@ -678,7 +693,12 @@ async fn after_post(
         }
         Err(p) => Failure::new(
             p,
-            Chrome::new(session, state, "board", format!("/console/escalations/{id}")),
+            Chrome::new(
+                session,
+                state,
+                "board",
+                format!("/console/escalations/{id}"),
+            ),
         )
         .into_response(),
     }
@@ -907,7 +927,10 @@ pub(super) async fn report_markdown(
     match get_report(&state, &session.token, &id).await {
         Ok(r) => (
             [
-                (header::CONTENT_TYPE, "text/markdown; charset=utf-8".to_owned()),
+                (
+                    header::CONTENT_TYPE,
+                    "text/markdown; charset=utf-8".to_owned(),
+                ),
                 (
                     header::CONTENT_DISPOSITION,
                     format!(

@@ -23,6 +23,7 @@ use crate::upstream::Token;
 
 mod board;
 pub mod i18n;
+pub mod oidc;
 mod partner;
 mod sign_in;
 
@@ -35,11 +36,10 @@ const LANG_COOKIE: &str = "doorzet_lang";
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/console/escalations") }))
-        .route(
-            "/sign-in",
-            get(sign_in::page).post(sign_in::dev_sign_in),
-        )
+        .route("/sign-in", get(sign_in::page).post(sign_in::dev_sign_in))
         .route("/sign-out", post(sign_in::sign_out))
+        .route("/oidc/start", get(sign_in::oidc_start))
+        .route("/oidc/callback", get(sign_in::oidc_callback))
         .route("/language", get(sign_in::language))
         .route("/escalations", get(board::board))
         .route("/escalations/{id}", get(board::escalation))
@@ -95,7 +95,8 @@ fn same_origin(headers: &HeaderMap) -> bool {
     if let Some(site) = headers.get("sec-fetch-site") {
         return site == "same-origin";
     }
-    let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST)) else {
+    let (Some(origin), Some(host)) = (headers.get(header::ORIGIN), headers.get(header::HOST))
+    else {
         return false;
     };
     let (Ok(origin), Ok(host)) = (origin.to_str(), host.to_str()) else {
@@ -365,7 +366,11 @@ pub struct FieldError {
 pub fn form_key() -> String {
     use rand::Rng;
     let mut rng = rand::thread_rng();
-    format!("console-{:016x}{:016x}", rng.r#gen::<u64>(), rng.r#gen::<u64>())
+    format!(
+        "console-{:016x}{:016x}",
+        rng.r#gen::<u64>(),
+        rng.r#gen::<u64>()
+    )
 }
 
 /// The snake-case name a REST enum value serialises to.
@@ -418,7 +423,10 @@ mod tests {
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .encode(br#"{"sub":"pd-1","role":"procesregisseur","exp":4102444800}"#);
         let who = Who::read(&format!("e30.{payload}.sig")).unwrap();
-        assert_eq!((who.sub.as_str(), who.role.as_str()), ("pd-1", "procesregisseur"));
+        assert_eq!(
+            (who.sub.as_str(), who.role.as_str()),
+            ("pd-1", "procesregisseur")
+        );
         assert!(Who::read("not-a-jwt").is_none());
     }
 }

@@ -126,10 +126,20 @@ pub(super) async fn mandates(
                 legal_basis: m.legal_basis,
                 valid: format!(
                     "{} – {}",
-                    m.valid_from.as_deref().map(|v| t.time(v)).unwrap_or_default(),
-                    m.valid_until.as_deref().map(|v| t.time(v)).unwrap_or_default()
+                    m.valid_from
+                        .as_deref()
+                        .map(|v| t.time(v))
+                        .unwrap_or_default(),
+                    m.valid_until
+                        .as_deref()
+                        .map(|v| t.time(v))
+                        .unwrap_or_default()
                 ),
-                review: m.review_date.as_deref().map(|v| t.time(v)).unwrap_or_default(),
+                review: m
+                    .review_date
+                    .as_deref()
+                    .map(|v| t.time(v))
+                    .unwrap_or_default(),
                 flags,
             }
         })
@@ -179,8 +189,7 @@ pub(super) async fn inbox(
     Query(q): Query<InboxPaging>,
 ) -> Response {
     let t = session.lang.texts();
-    let chrome =
-        Chrome::new(&session, &state, "inbox", "/console/inbox".into()).titled(t.inbox);
+    let chrome = Chrome::new(&session, &state, "inbox", "/console/inbox".into()).titled(t.inbox);
     let page = match partner::inbox(
         State(state.clone()),
         session.token.clone(),
@@ -205,8 +214,16 @@ pub(super) async fn inbox(
                 .to_owned(),
             sequence: i.sequence,
             tier: i.tier,
-            at: i.occurred_at.as_deref().map(|v| t.time(v)).unwrap_or_default(),
-            received: i.received_at.as_deref().map(|v| t.time(v)).unwrap_or_default(),
+            at: i
+                .occurred_at
+                .as_deref()
+                .map(|v| t.time(v))
+                .unwrap_or_default(),
+            received: i
+                .received_at
+                .as_deref()
+                .map(|v| t.time(v))
+                .unwrap_or_default(),
             has_grant: i.has_grant,
         })
         .collect();
@@ -242,8 +259,7 @@ pub(super) async fn cases(
     Query(q): Query<CasePaging>,
 ) -> Response {
     let t = session.lang.texts();
-    let chrome =
-        Chrome::new(&session, &state, "cases", "/console/cases".into()).titled(t.cases);
+    let chrome = Chrome::new(&session, &state, "cases", "/console/cases".into()).titled(t.cases);
     match cases::list_cases(
         State(state.clone()),
         session.token.clone(),
@@ -263,7 +279,10 @@ pub(super) async fn cases(
                     (
                         c.case_id,
                         c.local_id,
-                        c.created_at.as_deref().map(|v| t.time(v)).unwrap_or_default(),
+                        c.created_at
+                            .as_deref()
+                            .map(|v| t.time(v))
+                            .unwrap_or_default(),
                     )
                 })
                 .collect();
@@ -403,7 +422,11 @@ pub(super) async fn case(
         };
         links.push(LinkRow {
             case_ref: l.case_ref.clone(),
-            linked: l.linked_at.as_deref().map(|v| t.time(v)).unwrap_or_default(),
+            linked: l
+                .linked_at
+                .as_deref()
+                .map(|v| t.time(v))
+                .unwrap_or_default(),
             disclosures,
         });
     }
@@ -417,7 +440,11 @@ pub(super) async fn case(
                 category: t.label(&f.category).to_owned(),
                 value: f.value.clone(),
                 source: f.source.clone(),
-                recorded: f.recorded_at.as_deref().map(|v| t.time(v)).unwrap_or_default(),
+                recorded: f
+                    .recorded_at
+                    .as_deref()
+                    .map(|v| t.time(v))
+                    .unwrap_or_default(),
             })
             .collect(),
         consents: d
@@ -432,7 +459,11 @@ pub(super) async fn case(
                 recipients: recipients(&c.recipients),
                 purposes: labels(&c.purposes),
                 valid: period(&c.valid_from, &c.valid_until),
-                withdrawn: c.withdrawn_at.as_deref().map(|v| t.time(v)).unwrap_or_default(),
+                withdrawn: c
+                    .withdrawn_at
+                    .as_deref()
+                    .map(|v| t.time(v))
+                    .unwrap_or_default(),
             })
             .collect(),
         legal_bases: d

@@ -54,7 +54,21 @@ struct SignInPage {
     next: String,
     notice: Option<&'static str>,
     dev: bool,
+    oidc: bool,
     errors: Vec<FieldError>,
+}
+
+impl SignInPage {
+    fn token_error(&self) -> Option<&str> {
+        self.errors
+            .iter()
+            .find(|e| e.field == "token")
+            .map(|e| e.message.as_str())
+    }
+
+    fn oidc_href(&self) -> String {
+        format!("/console/oidc/start?next={}", urlencode(&self.next))
+    }
 }
 
 /// The sign-in page's query.
@@ -90,6 +104,7 @@ pub(super) async fn page(
         next: safe_next(&q.next).to_owned(),
         notice: q.ended.map(|_| lang.texts().session_ended),
         dev: state.console.dev_sign_in,
+        oidc: state.oidc.is_some(),
         errors: Vec::new(),
     };
     render(StatusCode::OK, &page)
@@ -117,6 +132,7 @@ pub(super) async fn dev_sign_in(
             next: safe_next(&form.next).to_owned(),
             notice: None,
             dev: state.console.dev_sign_in,
+            oidc: state.oidc.is_some(),
             errors: vec![FieldError {
                 field: "token".into(),
                 message: message.to_owned(),
@@ -142,23 +158,28 @@ pub(super) async fn dev_sign_in(
         Err(p) if p.status().is_client_error() => return refuse(t.token_refused),
         Err(p) => return refuse(&format!("{} ({})", t.unavailable, p.detail)),
     }
-    let secure = if state.console.secure_cookie {
+    signed_in(&state, jwt, who.exp.saturating_sub(now_secs()), &form.next)
+        .unwrap_or_else(|| refuse(t.token_refused))
+}
+
+fn secure(state: &AppState) -> &'static str {
+    if state.console.secure_cookie {
         "; Secure"
     } else {
         ""
-    };
-    let cookie = format!(
-        "{SESSION_COOKIE}={jwt}; Path=/console; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
-        who.exp.saturating_sub(now_secs())
-    );
-    let mut response = Redirect::to(safe_next(&form.next)).into_response();
-    match HeaderValue::try_from(cookie) {
-        Ok(v) => {
-            response.headers_mut().insert(header::SET_COOKIE, v);
-            response
-        }
-        Err(_) => refuse(t.token_refused),
     }
+}
+
+/// The session cookie holding `jwt` for `max_age` seconds, and on to `next`.
+fn signed_in(state: &AppState, jwt: &str, max_age: u64, next: &str) -> Option<Response> {
+    let cookie = HeaderValue::try_from(format!(
+        "{SESSION_COOKIE}={jwt}; Path=/console; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+        secure(state)
+    ))
+    .ok()?;
+    let mut response = Redirect::to(safe_next(next)).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    Some(response)
 }
 
 /// The services accept the token: the node's `WhoAmI`, or beside the coordinator a one-item list.
@@ -176,6 +197,109 @@ async fn accepted(state: &AppState, token: &Token) -> Result<(), Problem> {
             .await?;
     }
     Ok(())
+}
+
+const OIDC_COOKIE: &str = "doorzet_oidc";
+
+/// Where the provider's sign-in should come back to.
+#[derive(Debug, Deserialize)]
+pub(super) struct OidcStart {
+    #[serde(default)]
+    next: String,
+}
+
+/// Sends the browser to the organisation's identity provider.
+pub(super) async fn oidc_start(
+    State(state): State<AppState>,
+    Language(lang): Language,
+    Query(q): Query<OidcStart>,
+) -> Response {
+    let Some(oidc) = state.oidc.clone() else {
+        return (StatusCode::NOT_FOUND, "no identity provider is configured").into_response();
+    };
+    match oidc.start(safe_next(&q.next)).await {
+        Ok(started) => {
+            // Lax: the provider sends the browser back with a top-level GET from its own site.
+            let cookie = HeaderValue::try_from(format!(
+                "{OIDC_COOKIE}={}; Path=/console/oidc; Max-Age=600; HttpOnly; SameSite=Lax{}",
+                started.cookie,
+                secure(&state)
+            ));
+            let mut response = Redirect::to(&started.location).into_response();
+            if let Ok(cookie) = cookie {
+                response.headers_mut().insert(header::SET_COOKIE, cookie);
+            }
+            response
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "console sign-in could not start");
+            oidc_failed(&state, lang, &q.next, StatusCode::BAD_GATEWAY)
+        }
+    }
+}
+
+/// The provider's answer.
+#[derive(Debug, Deserialize)]
+pub(super) struct OidcCallback {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// Completes the sign-in the provider sends the browser back with.
+pub(super) async fn oidc_callback(
+    State(state): State<AppState>,
+    Language(lang): Language,
+    Query(q): Query<OidcCallback>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let Some(oidc) = state.oidc.clone() else {
+        return (StatusCode::NOT_FOUND, "no identity provider is configured").into_response();
+    };
+    let flow = super::cookie(&headers, OIDC_COOKIE).unwrap_or_default();
+    let result = match &q.error {
+        Some(error) => Err(super::oidc::OidcError::Refused(format!(
+            "the provider answered `{}`",
+            error.chars().take(64).collect::<String>()
+        ))),
+        None => oidc.finish(flow, &q.state, &q.code).await,
+    };
+    let mut response = match result {
+        Ok(done) => signed_in(&state, &done.token, done.ttl.as_secs(), &done.next)
+            .unwrap_or_else(|| oidc_failed(&state, lang, "", StatusCode::BAD_GATEWAY)),
+        Err(e) => {
+            tracing::warn!(error = %e, "console sign-in through the identity provider failed");
+            let status = match e {
+                super::oidc::OidcError::Refused(_) => StatusCode::FORBIDDEN,
+                super::oidc::OidcError::Provider(_) => StatusCode::BAD_GATEWAY,
+            };
+            oidc_failed(&state, lang, "", status)
+        }
+    };
+    // One answer per sign-in.
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static("doorzet_oidc=; Path=/console/oidc; Max-Age=0; HttpOnly"),
+    );
+    response
+}
+
+fn oidc_failed(state: &AppState, lang: super::Lang, next: &str, status: StatusCode) -> Response {
+    let page = SignInPage {
+        c: chrome(state, lang, next),
+        next: safe_next(next).to_owned(),
+        notice: None,
+        dev: state.console.dev_sign_in,
+        oidc: state.oidc.is_some(),
+        errors: vec![FieldError {
+            field: "oidc".into(),
+            message: lang.texts().oidc_failed.to_owned(),
+        }],
+    };
+    render(status, &page)
 }
 
 /// Signs out: the cookie is cleared.
@@ -214,7 +338,12 @@ mod tests {
     #[test]
     fn only_console_paths_are_places_to_come_back_to() {
         assert_eq!(safe_next("/console/cases/c-1"), "/console/cases/c-1");
-        for bad in ["https://evil.example", "//evil.example", "/api/v1/x", "/console/sign-in"] {
+        for bad in [
+            "https://evil.example",
+            "//evil.example",
+            "/api/v1/x",
+            "/console/sign-in",
+        ] {
             assert_eq!(safe_next(bad), "/console/escalations", "{bad}");
         }
     }

@@ -65,7 +65,10 @@ async fn the_console_in_a_browser_takes_a_case_from_board_to_decision_accessibly
         .arg(browser.join("install.sh"))
         .output()
         .expect("run install.sh");
-    ok("installing chromium, playwright-core and axe-core", &install);
+    ok(
+        "installing chromium, playwright-core and axe-core",
+        &install,
+    );
     let chromium = String::from_utf8_lossy(&install.stdout)
         .lines()
         .last()
@@ -131,8 +134,16 @@ async fn the_console_in_a_browser_takes_a_case_from_board_to_decision_accessibly
     let said = String::from_utf8_lossy(&out.stdout);
     println!("{said}");
     for page in [
-        "sign-in", "board", "escalation", "inbox", "mandates", "cases", "case", "not-found",
-        "report", "board-en",
+        "sign-in",
+        "board",
+        "escalation",
+        "inbox",
+        "mandates",
+        "cases",
+        "case",
+        "not-found",
+        "report",
+        "board-en",
     ] {
         assert!(said.contains(page), "page {page} was not scanned: {said}");
     }

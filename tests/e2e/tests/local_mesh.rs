@@ -88,11 +88,14 @@ async fn mesh_up_serves_five_members_and_mesh_down_stops_them() {
     // The process director's console, with the development sign-in of the local mesh.
     let zvh = mesh.member("zvh").unwrap().gateway.as_ref().unwrap();
     assert!(zvh.console.ends_with("/console"), "{}", zvh.console);
-    let (status, page) = local_mesh::http_get(&zvh.authority(), "/console/sign-in", None)
+    let (status, page) = local_mesh::http_get(zvh.authority(), "/console/sign-in", None)
         .await
         .unwrap();
     assert_eq!(status, "200 OK");
-    assert!(page.contains("id=\"token\""), "no development sign-in: {page}");
+    assert!(
+        page.contains("id=\"token\""),
+        "no development sign-in: {page}"
+    );
 
     // The directory as another member sees it.
     let housing = mesh.member("housing").unwrap();

@@ -35,8 +35,32 @@ impl TestGateway {
         limits: HttpLimits,
         webhooks: Option<WebhookConfig>,
     ) -> Self {
+        let console = ConsoleConfig {
+            enabled: true,
+            dev_sign_in: true,
+            secure_cookie: false,
+            oidc: None,
+        };
+        Self::start_with_console(mesh, i, limits, webhooks, |_| console).await
+    }
+
+    /// As [`TestGateway::start_with`], with the console's sign-in made from the gateway's base URL
+    /// (for a callback address).
+    pub async fn start_with_console(
+        mesh: &TestMesh,
+        i: usize,
+        limits: HttpLimits,
+        webhooks: Option<WebhookConfig>,
+        console: impl FnOnce(&str) -> ConsoleConfig,
+    ) -> Self {
         let node = &mesh.nodes[i];
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback");
+        let listeners = doorzet_gateway::Listeners {
+            http: tokio::net::TcpListener::bind(loopback).await.expect("bind"),
+            admin: tokio::net::TcpListener::bind(loopback).await.expect("bind"),
+        };
+        let base = format!("http://{}", listeners.http.local_addr().expect("addr"));
+        let admin = listeners.admin.local_addr().expect("addr");
         let config = GatewayConfig {
             org: node.org.org,
             tls: node.org.tls.clone(),
@@ -50,20 +74,10 @@ impl TestGateway {
                 org: mesh.coordinator.org.org,
             }),
             webhooks,
-            console: ConsoleConfig {
-                enabled: true,
-                dev_sign_in: true,
-                secure_cookie: false,
-            },
+            console: console(&base),
             limits,
             telemetry: Telemetry::default(),
         };
-        let listeners = doorzet_gateway::Listeners {
-            http: tokio::net::TcpListener::bind(loopback).await.expect("bind"),
-            admin: tokio::net::TcpListener::bind(loopback).await.expect("bind"),
-        };
-        let base = format!("http://{}", listeners.http.local_addr().expect("addr"));
-        let admin = listeners.admin.local_addr().expect("addr");
         let stop = CancellationToken::new();
         tokio::spawn(doorzet_gateway::serve(listeners, config, stop.clone()));
         Self {
