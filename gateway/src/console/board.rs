@@ -680,16 +680,7 @@ async fn after_post(
                 field: field.to_owned(),
                 message: p.detail,
             }];
-            escalation_page(
-                state,
-                session,
-                id,
-                None,
-                forms,
-                errors,
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await
+            refused_form(state, session, id, forms, errors).await
         }
         Err(p) => Failure::new(
             p,
@@ -702,6 +693,18 @@ async fn after_post(
         )
         .into_response(),
     }
+}
+
+/// The page again with the form as entered and what is wrong with it.
+async fn refused_form(
+    state: &AppState,
+    session: &Session,
+    id: String,
+    forms: Forms,
+    errors: Vec<FieldError>,
+) -> Response {
+    let status = StatusCode::UNPROCESSABLE_ENTITY;
+    escalation_page(state, session, id, None, forms, errors, status).await
 }
 
 /// A field that must be filled in; the message names it, so the summary at the top reads alone.
@@ -752,16 +755,7 @@ pub(super) async fn plan_meeting(
         });
     }
     if !errors.is_empty() {
-        return escalation_page(
-            &state,
-            &session,
-            id,
-            None,
-            forms,
-            errors,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
+        return refused_form(&state, &session, id, forms, errors).await;
     }
     let result = escalations::plan_meeting(
         State(state.clone()),
@@ -842,16 +836,7 @@ pub(super) async fn record_decision(
         }
     }
     if !errors.is_empty() {
-        return escalation_page(
-            &state,
-            &session,
-            id,
-            None,
-            forms,
-            errors,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
+        return refused_form(&state, &session, id, forms, errors).await;
     }
     let result = escalations::record_decision(
         State(state.clone()),
