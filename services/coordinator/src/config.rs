@@ -62,6 +62,12 @@ pub struct EscalationsConfig {
     /// in time leaves its seat marked missing.
     #[serde(with = "humantime_serde", default = "default_lookup_timeout")]
     pub participant_lookup_timeout: Duration,
+    /// How long a member's answer to `ListMandates` is reused for participant lookups and
+    /// commitment checks. Nodes say at once when their mandates change, so this only bounds how
+    /// late a change is seen when that message is lost; mandates that expire meanwhile are never
+    /// served. `0s`: ask the node every time.
+    #[serde(with = "humantime_serde", default = "default_mandate_cache_ttl")]
+    pub mandate_cache_ttl: Duration,
     /// How long one `Notify` may take before it counts as failed and is retried.
     #[serde(with = "humantime_serde", default = "default_notify_timeout")]
     pub notify_timeout: Duration,
@@ -75,6 +81,9 @@ fn default_grant_validity() -> Duration {
 }
 fn default_lookup_timeout() -> Duration {
     Duration::from_secs(2)
+}
+fn default_mandate_cache_ttl() -> Duration {
+    Duration::from_secs(30)
 }
 fn default_notify_timeout() -> Duration {
     Duration::from_secs(5)

@@ -180,6 +180,7 @@ pub async fn serve_with_clock(
                 audit.clone(),
                 settings.participant_lookup_timeout,
                 settings.notify_timeout,
+                settings.mandate_cache_ttl,
             );
             tracing::info!(region = %ladder.region.id, tiers = ladder.top(), "escalation ladder loaded");
             let engine = escalations::Engine::new(

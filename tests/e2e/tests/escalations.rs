@@ -1070,3 +1070,66 @@ async fn only_the_right_organisation_and_person_may_act_on_an_escalation() {
             .await;
     assert_eq!(code(by_participant), Code::PermissionDenied);
 }
+
+/// The GGZ's seat at the tier-1 table of a fresh registration: the mandate it fills it with, or
+/// `None` when it is missing.
+async fn ggz_seat(mesh: &TestMesh, case_id: &str, key: &str) -> Option<String> {
+    let municipality = &mesh.nodes[MUNICIPALITY];
+    let mut request = escalate_request(case_id, key, 1, true);
+    request.tables_tried.clear();
+    let e = admin(municipality)
+        .escalate(with_token(
+            request,
+            &municipality.org.token("cm-7", "casemanager"),
+        ))
+        .await
+        .expect("registered")
+        .into_inner()
+        .escalation
+        .expect("escalation");
+    let seat = e
+        .participants
+        .iter()
+        .find(|p| p.seat.as_ref().is_some_and(|s| s.role == "teamleider"))
+        .expect("the ladder's GGZ seat at tier 1");
+    (!seat.missing).then(|| seat.mandate_id.clone())
+}
+
+/// The coordinator reuses members' `ListMandates` answers (30 s here), and a node's mandate change
+/// reaches it before the change's call returns: an ended mandate is not used for the next table,
+/// a new one is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_mandate_is_seen_by_the_next_registration_despite_the_cache() {
+    let mesh = TestMesh::start(5).await;
+    let ggz = &mesh.nodes[GGZ];
+    let first = mandate(ggz, "teamleider", &[1]).await;
+    let case_id = eviction_case(&mesh).await;
+    assert_eq!(
+        ggz_seat(&mesh, &case_id, "cache-1").await,
+        Some(first.clone())
+    );
+    // Cached now: a second table within the TTL is filled the same way.
+    assert_eq!(
+        ggz_seat(&mesh, &case_id, "cache-2").await,
+        Some(first.clone())
+    );
+
+    admin(ggz)
+        .end_mandate(with_token(
+            v1::EndMandateRequest {
+                mandate_id: first.clone(),
+                ended_at: None,
+            },
+            &ggz.org.token("ops-1", "beheerder"),
+        ))
+        .await
+        .expect("ended");
+    assert_eq!(
+        ggz_seat(&mesh, &case_id, "cache-3").await,
+        None,
+        "an ended mandate still filled the seat"
+    );
+
+    let second = mandate(ggz, "teamleider", &[1]).await;
+    assert_eq!(ggz_seat(&mesh, &case_id, "cache-4").await, Some(second));
+}

@@ -243,6 +243,7 @@ impl TestMesh {
                 grant_key_id: coordinator_org.jwk().kid.clone(),
                 grant_validity: Duration::from_secs(7 * 24 * 3600),
                 participant_lookup_timeout: Duration::from_secs(2),
+                mandate_cache_ttl: Duration::from_secs(30),
                 notify_timeout: Duration::from_secs(2),
                 max_retry_interval: Duration::from_secs(2),
             }),

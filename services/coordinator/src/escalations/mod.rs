@@ -1048,6 +1048,12 @@ impl Engine {
         .map_err(Error::FailedPrecondition)
     }
 
+    /// `org`'s node says its mandates changed.
+    pub fn mandates_changed(&self, org: Oin) {
+        tracing::debug!(%org, "mandates changed");
+        self.inner.peers.mandates_changed(org);
+    }
+
     /// Statistics of the escalations registered in a period (any member; small counts suppressed).
     pub async fn statistics(
         &self,

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use doorzet_domain::ladder::Seat;
 use doorzet_domain::{Oin, OrgKind};
@@ -27,6 +27,68 @@ pub struct Peers {
     /// The longest any call may take (the channel's limit).
     call_timeout: Duration,
     channels: Arc<Mutex<HashMap<Oin, (String, Channel)>>>,
+    mandates: Arc<MandateCache>,
+}
+
+/// Members' `ListMandates` answers, reused for `ttl` unless the member says its mandates changed.
+#[derive(Debug, Default)]
+struct MandateCache {
+    ttl: Duration,
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct CacheInner {
+    /// Per member, bumped by each change it announces: an answer asked for before a change is
+    /// not kept after it.
+    generation: HashMap<Oin, u64>,
+    answers: HashMap<(Oin, u32, String), (Instant, Vec<v1::Mandate>)>,
+}
+
+/// Whether a mandate that was current when its member answered still is at `at`: not ended, not
+/// expired, not past its review date. (One that became valid since is found at the next ask.)
+fn still_current(m: &v1::Mandate, at: SystemTime) -> bool {
+    let passed = |t: &Option<prost_types::Timestamp>| {
+        t.as_ref()
+            .and_then(|t| SystemTime::try_from(*t).ok())
+            .is_some_and(|t| t <= at)
+    };
+    m.is_current && !passed(&m.valid_until) && !passed(&m.review_date) && !passed(&m.ended_at)
+}
+
+impl MandateCache {
+    fn get(&self, key: &(Oin, u32, String), at: SystemTime) -> Option<Vec<v1::Mandate>> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (fetched, mandates) = inner.answers.get(key)?;
+        (fetched.elapsed() < self.ttl).then(|| {
+            mandates
+                .iter()
+                .filter(|m| still_current(m, at))
+                .cloned()
+                .collect()
+        })
+    }
+
+    fn generation(&self, org: Oin) -> u64 {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.generation.get(&org).copied().unwrap_or(0)
+    }
+
+    fn put(&self, key: (Oin, u32, String), generation: u64, mandates: Vec<v1::Mandate>) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if inner.generation.get(&key.0).copied().unwrap_or(0) == generation {
+            inner.answers.insert(key, (Instant::now(), mandates));
+        }
+    }
+
+    fn forget(&self, org: Oin) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        *inner.generation.entry(org).or_default() += 1;
+        inner.answers.retain(|(o, _, _), _| *o != org);
+    }
 }
 
 impl Peers {
@@ -37,6 +99,7 @@ impl Peers {
         audit: doorzet_audit::log::AuditLog,
         timeout: Duration,
         call_timeout: Duration,
+        mandate_cache_ttl: Duration,
     ) -> Self {
         Self {
             tls,
@@ -45,7 +108,16 @@ impl Peers {
             timeout,
             call_timeout: call_timeout.max(timeout),
             channels: Arc::default(),
+            mandates: Arc::new(MandateCache {
+                ttl: mandate_cache_ttl,
+                inner: Mutex::default(),
+            }),
         }
+    }
+
+    /// `org` said its mandates changed: its cached answers are dropped.
+    pub fn mandates_changed(&self, org: Oin) {
+        self.mandates.forget(org);
     }
 
     /// The directory in force.
@@ -91,8 +163,26 @@ impl Peers {
         request
     }
 
-    /// `org`'s current mandates for `role` at `tier`.
+    /// `org`'s current mandates for `role` at `tier`: a recent answer of its node (see
+    /// [`MandateCache`]), or the node's answer now.
     pub async fn mandates(
+        &self,
+        org: Oin,
+        tier: u32,
+        role: &str,
+        at: SystemTime,
+    ) -> Result<Vec<v1::Mandate>, String> {
+        let key = (org, tier, role.to_owned());
+        if let Some(hit) = self.mandates.get(&key, at) {
+            return Ok(hit);
+        }
+        let generation = self.mandates.generation(org);
+        let answer = self.ask_mandates(org, tier, role, at).await?;
+        self.mandates.put(key, generation, answer.clone());
+        Ok(answer)
+    }
+
+    async fn ask_mandates(
         &self,
         org: Oin,
         tier: u32,
@@ -200,5 +290,81 @@ impl Peers {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    fn org() -> Oin {
+        "00000001999000002002".parse().unwrap()
+    }
+
+    fn current(id: &str, until: Option<SystemTime>) -> v1::Mandate {
+        v1::Mandate {
+            mandate_id: id.into(),
+            is_current: true,
+            valid_until: until.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    fn cache(ttl: Duration) -> MandateCache {
+        MandateCache {
+            ttl,
+            inner: Mutex::default(),
+        }
+    }
+
+    #[test]
+    fn a_cached_mandate_that_expired_since_is_not_served() {
+        let now = SystemTime::now();
+        let c = cache(Duration::from_secs(30));
+        let key = (org(), 1, "teamleider".to_owned());
+        let g = c.generation(org());
+        c.put(
+            key.clone(),
+            g,
+            vec![
+                current("m-1", None),
+                current("m-2", Some(now + Duration::from_secs(60))),
+            ],
+        );
+        let ids = |v: Vec<v1::Mandate>| v.into_iter().map(|m| m.mandate_id).collect::<Vec<_>>();
+        assert_eq!(ids(c.get(&key, now).unwrap()), ["m-1", "m-2"]);
+        assert_eq!(
+            ids(c.get(&key, now + Duration::from_secs(61)).unwrap()),
+            ["m-1"]
+        );
+    }
+
+    #[test]
+    fn an_answer_asked_for_before_a_change_is_not_kept_after_it() {
+        let c = cache(Duration::from_secs(30));
+        let key = (org(), 1, "teamleider".to_owned());
+        let before = c.generation(org());
+        c.forget(org());
+        c.put(key.clone(), before, vec![current("stale", None)]);
+        assert!(c.get(&key, SystemTime::now()).is_none());
+        c.put(
+            key.clone(),
+            c.generation(org()),
+            vec![current("fresh", None)],
+        );
+        assert!(c.get(&key, SystemTime::now()).is_some());
+        c.forget(org());
+        assert!(
+            c.get(&key, SystemTime::now()).is_none(),
+            "a change drops it"
+        );
+    }
+
+    #[test]
+    fn a_zero_ttl_keeps_nothing() {
+        let c = cache(Duration::ZERO);
+        let key = (org(), 1, "teamleider".to_owned());
+        c.put(key.clone(), 0, vec![current("m-1", None)]);
+        assert!(c.get(&key, SystemTime::now()).is_none());
     }
 }

@@ -209,6 +209,15 @@ impl coordinator_server::Coordinator for CoordinatorService {
         Ok(Response::new(self.engine()?.report(&caller, &id).await?))
     }
 
+    async fn mandates_changed(
+        &self,
+        request: Request<v1::MandatesChangedRequest>,
+    ) -> Result<Response<v1::MandatesChangedResponse>, Status> {
+        let caller = caller(&request)?;
+        self.engine()?.mandates_changed(caller.org);
+        Ok(Response::new(v1::MandatesChangedResponse {}))
+    }
+
     async fn get_statistics(
         &self,
         request: Request<v1::GetStatisticsRequest>,

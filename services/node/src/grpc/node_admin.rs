@@ -312,7 +312,27 @@ impl NodeAdminService {
             mandates::get(&self.db, &stored.mandate_id).await?;
         }
         mandates::save(&self.db, &stored, &person.subject, create, now).await?;
+        self.announce_mandates_changed().await;
         Ok(stored.to_pb(self.org, now))
+    }
+
+    /// Tells the coordinator this organisation's mandates changed, so it drops its cached answers
+    /// before the admin's call returns. A failure only delays the change there, by at most its
+    /// `mandate_cache_ttl`.
+    async fn announce_mandates_changed(&self) {
+        let mut call = Request::new(v1::MandatesChangedRequest {});
+        call.set_timeout(std::time::Duration::from_secs(2));
+        crate::gossip::attach(&self.audit, &mut call);
+        if let Err(status) =
+            v1::coordinator_client::CoordinatorClient::new(self.coordinator.clone())
+                .mandates_changed(call)
+                .await
+        {
+            tracing::warn!(
+                code = ?status.code(),
+                "could not tell the coordinator that the mandates changed; it sees the change within its mandate_cache_ttl"
+            );
+        }
     }
 }
 
@@ -431,6 +451,7 @@ impl node_admin_server::NodeAdmin for NodeAdminService {
             .unwrap_or(now);
         stored.terms.ended_at = Some(stored.terms.ended_at.map_or(at, |e| e.min(at)));
         mandates::save(&self.db, &stored, &person.subject, false, now).await?;
+        self.announce_mandates_changed().await;
         Ok(Response::new(stored.to_pb(self.org, now)))
     }
 
