@@ -5,7 +5,8 @@
 //! escalations as the other nodes' organisations for `ESC_SECONDS` (default 10); halfway the
 //! coordinator is killed with SIGKILL and restarted, and callers retry with the same idempotency
 //! key. After the load, an open-loop phase submits `ESC_PACED_RATE` (default 50) escalations a
-//! second for five seconds. Reported: submissions per second, submit latency, the time from
+//! second for five seconds. `ESC_MANDATE_CACHE_TTL` (default `30s`; `0s` asks the nodes every
+//! time) is the coordinator's mandate cache. Reported: submissions per second, submit latency, the time from
 //! registration to the last participant's `Notify` acknowledged (stored durably at the node), under
 //! the load and in the open-loop phase, notifications delivered per
 //! second, how long the audit entries wait for the log after the load, and, from every node's
@@ -116,7 +117,7 @@ fn coordinator_config(dir: &Path, org: &TestOrg, mesh: SocketAddr, admin: Socket
     std::fs::write(
         &config,
         format!(
-            "org = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n[mesh]\nlisten = \"{mesh}\"\n[admin]\nlisten = \"{admin}\"\n[directory]\nfile = \"{}\"\n[audit]\nsigning_key = \"{}\"\norigin = \"bench.example/audit\"\n[storage]\nurl = \"sqlite:{}\"\n[limits]\nmax_concurrent_requests = 4096\n[escalations]\nladder = \"{}\"\ngrant_signing_key = \"{}\"\ngrant_key_id = \"{}\"\nmax_retry_interval = \"2s\"\n",
+            "org = \"{}\"\n[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n[mesh]\nlisten = \"{mesh}\"\n[admin]\nlisten = \"{admin}\"\n[directory]\nfile = \"{}\"\n[audit]\nsigning_key = \"{}\"\norigin = \"bench.example/audit\"\n[storage]\nurl = \"sqlite:{}\"\n[limits]\nmax_concurrent_requests = 4096\n[escalations]\nladder = \"{}\"\ngrant_signing_key = \"{}\"\ngrant_key_id = \"{}\"\nmax_retry_interval = \"2s\"\nmandate_cache_ttl = \"{}\"\n",
             org.org,
             org.tls.cert.display(),
             org.tls.key.display(),
@@ -127,6 +128,7 @@ fn coordinator_config(dir: &Path, org: &TestOrg, mesh: SocketAddr, admin: Socket
             dir.join("ladder.toml").display(),
             grant_key.display(),
             org.jwk().kid,
+            std::env::var("ESC_MANDATE_CACHE_TTL").unwrap_or_else(|_| "30s".into()),
         ),
     )
     .expect("config");
