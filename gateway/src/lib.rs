@@ -1,7 +1,7 @@
-//! The doorzet gateway: a REST/JSON API in front of an organisation's node and the region's
-//! coordinator, for systems that do not speak gRPC. It holds no data: each request becomes a
-//! gRPC call carrying the caller's own token, so every access decision stays with the node and
-//! the coordinator.
+//! The doorzet gateway: a REST/JSON API and a web console in front of an organisation's node and
+//! the region's coordinator, for systems that do not speak gRPC and for people. It holds no data:
+//! each request becomes a gRPC call carrying the caller's own token, so every access decision
+//! stays with the node and the coordinator.
 
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -54,7 +54,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api::router(idempotency::Replays::new(0, 0)).1
 }
 
-/// The whole HTTP application: the API under `/api/v1`, its OpenAPI document, and the limits.
+/// The whole HTTP application: the API under `/api/v1` with its OpenAPI document, the console
+/// under `/console` (when enabled), and the limits.
 pub fn app(state: AppState, guard: Guard) -> Router {
     let (api, doc) = api::router(idempotency::Replays::new(
         REPLAYS_KEPT,
