@@ -18,7 +18,7 @@ use jiff::{Timestamp, ToSpan};
 use serde::Deserialize;
 
 use super::i18n::amsterdam;
-use super::{Chrome, Failure, FieldError, Session, Texts, form_key, name_of, render};
+use super::{Chrome, Failure, FieldError, Session, Texts, form_key, name_of, names, render};
 use crate::api::escalations::{
     self, CommitmentInput, Escalation, EscalationState, PlanMeeting, RecordDecision,
 };
@@ -132,19 +132,6 @@ impl BoardPage {
             && self.ending.is_empty()
             && self.incomplete.is_empty()
             && self.commitments.is_empty())
-    }
-}
-
-/// The organisations' names by OIN, from the directory (empty when it cannot be read).
-async fn names(state: &AppState, token: &Token) -> HashMap<String, String> {
-    match crate::api::cases::members(State(state.clone()), token.clone()).await {
-        Ok(page) => page
-            .0
-            .items
-            .into_iter()
-            .map(|m| (m.org_id, m.name))
-            .collect(),
-        Err(_) => HashMap::new(),
     }
 }
 

@@ -362,6 +362,22 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// The organisations' names by OIN, from the directory (empty when it cannot be read).
+pub(crate) async fn names(
+    state: &AppState,
+    token: &Token,
+) -> std::collections::HashMap<String, String> {
+    match crate::api::cases::members(axum::extract::State(state.clone()), token.clone()).await {
+        Ok(page) => page
+            .0
+            .items
+            .into_iter()
+            .map(|m| (m.org_id, m.name))
+            .collect(),
+        Err(_) => std::collections::HashMap::new(),
+    }
+}
+
 /// A fresh idempotency key for a form, so a double submit is one request.
 pub fn form_key() -> String {
     use rand::Rng;

@@ -4,7 +4,7 @@
 //! organisation's own node with the person's token; nothing here reaches another organisation's
 //! data.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
@@ -355,16 +355,7 @@ pub(super) async fn case(
         Ok(d) => d.0,
         Err(p) => return Failure::new(p, chrome).into_response(),
     };
-    let names: HashMap<String, String> =
-        match cases::members(State(state.clone()), session.token.clone()).await {
-            Ok(page) => page
-                .0
-                .items
-                .into_iter()
-                .map(|m| (m.org_id, m.name))
-                .collect(),
-            Err(_) => HashMap::new(),
-        };
+    let names = super::names(&state, &session.token).await;
     let org = |o: &str| names.get(o).cloned().unwrap_or_else(|| o.to_owned());
     let labels = |v: &[String]| {
         if v.is_empty() {
