@@ -73,19 +73,25 @@ fn term_flag(e: &Escalation, now: Timestamp) -> Option<TermFlag> {
     }
 }
 
+/// A commitment not done by its due date (the coordinator marks it when its check runs; the page
+/// does not wait for that).
+fn commitment_overdue(c: &escalations::Commitment, now: Timestamp) -> bool {
+    match c.state {
+        Some(escalations::CommitmentState::Overdue) => true,
+        Some(escalations::CommitmentState::Done) => false,
+        _ => c
+            .due
+            .as_deref()
+            .and_then(|d| d.parse::<Timestamp>().ok())
+            .is_some_and(|d| d < now),
+    }
+}
+
 fn overdue_commitments(e: &Escalation, now: Timestamp) -> usize {
     e.decision.as_ref().map_or(0, |d| {
         d.commitments
             .iter()
-            .filter(|c| match c.state {
-                Some(escalations::CommitmentState::Overdue) => true,
-                Some(escalations::CommitmentState::Done) => false,
-                _ => c
-                    .due
-                    .as_deref()
-                    .and_then(|d| d.parse::<Timestamp>().ok())
-                    .is_some_and(|d| d < now),
-            })
+            .filter(|c| commitment_overdue(c, now))
             .count()
     })
 }
@@ -491,12 +497,7 @@ async fn escalation_page(
                     .state
                     .map(|s| t.label(&name_of(&s)).to_owned())
                     .unwrap_or_default(),
-                overdue: matches!(c.state, Some(escalations::CommitmentState::Overdue))
-                    || (!matches!(c.state, Some(escalations::CommitmentState::Done))
-                        && c.due
-                            .as_deref()
-                            .and_then(|d| d.parse::<Timestamp>().ok())
-                            .is_some_and(|d| d < now)),
+                overdue: commitment_overdue(c, now),
                 progress: c.progress.clone(),
             })
             .collect(),

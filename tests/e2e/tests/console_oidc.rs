@@ -265,6 +265,24 @@ async fn the_console_signs_in_through_the_organisations_identity_provider() {
         .unwrap();
     assert_eq!(listed.status().as_u16(), 200);
 
+    // A form post from another site is refused; the same post from the console's origin works.
+    let sign_out = |origin: &str| {
+        http.post(format!("{}/console/sign-out", gateway.base))
+            .header("cookie", &session)
+            .header("origin", origin.to_owned())
+            .send()
+    };
+    let foreign = sign_out("https://elders.example").await.unwrap();
+    assert_eq!(foreign.status().as_u16(), 403);
+    assert!(set_cookie(&foreign, "doorzet_session").is_none());
+    let own = sign_out(&gateway.base).await.unwrap();
+    assert_eq!(own.status().as_u16(), 303);
+    assert_eq!(
+        set_cookie(&own, "doorzet_session").as_deref(),
+        Some("doorzet_session="),
+        "signing out clears the session"
+    );
+
     // The same code again: the provider refuses it, and no session is set.
     let replay = http
         .get(callback)
