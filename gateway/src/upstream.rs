@@ -1,16 +1,19 @@
 //! The gateway's way to the services it fronts: a channel to the organisation's node and one to
-//! the coordinator, both over TLS with the organisation's certificate, and the caller's token and
-//! idempotency key taken from the HTTP request and put on the gRPC call.
+//! the coordinator, both over TLS with the organisation's certificate, channels to other members'
+//! nodes for what any member may ask (their mandates), and the caller's token and idempotency key
+//! taken from the HTTP request and put on the gRPC call.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
+use doorzet_domain::Oin;
 use doorzet_mesh::ReloadingTls;
 use doorzet_proto::v1::{
     coordinator_client::CoordinatorClient, directory_client::DirectoryClient,
-    node_admin_client::NodeAdminClient,
+    node_admin_client::NodeAdminClient, partner_node_client::PartnerNodeClient,
 };
 use tonic::Code;
 use tonic::metadata::MetadataValue;
@@ -24,6 +27,10 @@ use crate::error::{Error, Problem};
 pub struct Upstreams {
     node: Option<NodeAdminClient<Channel>>,
     coordinator: Option<Channel>,
+    tls: Arc<ReloadingTls>,
+    timeout: Duration,
+    /// Other members' mesh listeners, by organisation, with the endpoint each channel was made for.
+    members: Arc<Mutex<HashMap<Oin, (String, Channel)>>>,
 }
 
 impl Upstreams {
@@ -44,7 +51,29 @@ impl Upstreams {
             .as_ref()
             .map(|c| doorzet_mesh::client::channel(tls.clone(), &c.endpoint, Some(c.org), timeout))
             .transpose()?;
-        Ok(Self { node, coordinator })
+        Ok(Self {
+            node,
+            coordinator,
+            tls,
+            timeout,
+            members: Arc::default(),
+        })
+    }
+
+    /// Member `org`'s node at its mesh `endpoint` (as the directory lists it), reached with this
+    /// organisation's certificate; a server with another organisation's certificate is refused.
+    pub fn member(&self, org: Oin, endpoint: &str) -> Result<PartnerNodeClient<Channel>, Problem> {
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((known, channel)) = members.get(&org)
+            && known == endpoint
+        {
+            return Ok(PartnerNodeClient::new(channel.clone()));
+        }
+        let channel =
+            doorzet_mesh::client::channel(self.tls.clone(), endpoint, Some(org), self.timeout)
+                .map_err(|e| Problem::new(Code::Unavailable, e.to_string()))?;
+        members.insert(org, (endpoint.to_owned(), channel.clone()));
+        Ok(PartnerNodeClient::new(channel))
     }
 
     /// The node's local API, or 501 when this gateway does not front a node.

@@ -752,7 +752,7 @@ pub struct Member {
 }
 
 /// The region's members, as the coordinator's directory lists them (the caller's token is checked
-/// at the node first).
+/// first).
 #[utoipa::path(get, path = "/members", tag = "partner",
     responses((status = 200, description = "Every member (one page)", body = Page<Member>), Refused),
     security(("bearer" = [])))]
@@ -762,11 +762,7 @@ pub(crate) async fn members(
 ) -> Result<Json<Page<Member>>, Problem> {
     // The directory is served to the organisation's certificate; the token is what says a person
     // of the organisation is asking.
-    state
-        .upstreams
-        .node()?
-        .who_am_i(token.request(v1::WhoAmIRequest {}))
-        .await?;
+    super::authenticate(&state, &token).await?;
     let items = state
         .upstreams
         .directory()?

@@ -13,13 +13,14 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::Problem;
 use crate::idempotency::Replays;
-use crate::upstream::Upstreams;
+use crate::upstream::{Token, Upstreams};
 
 pub mod cases;
 pub(crate) mod convert;
 pub(crate) use convert::time_out;
 pub mod escalations;
 pub mod partner;
+pub mod region;
 pub mod webhooks;
 
 /// The API's version, in every response's `API-Version` header and in the OpenAPI document.
@@ -124,6 +125,7 @@ pub fn router(replays: Replays) -> (axum::Router<AppState>, utoipa::openapi::Ope
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(escalations::routes())
         .merge(partner::routes())
+        .merge(region::routes())
         .merge(webhooks::routes())
         .merge(
             cases::routes().route_layer(axum::middleware::from_fn_with_state(
@@ -132,6 +134,26 @@ pub fn router(replays: Replays) -> (axum::Router<AppState>, utoipa::openapi::Ope
             )),
         )
         .split_for_parts()
+}
+
+/// Checks that `token` is one a person of this organisation holds, for answers that come from
+/// the organisation's certificate alone (the directory, other members' mandates): the node checks
+/// it, or, on a gateway beside the coordinator only, the coordinator.
+pub(crate) async fn authenticate(state: &AppState, token: &Token) -> Result<(), Problem> {
+    use doorzet_proto::v1;
+    if let Ok(mut node) = state.upstreams.node() {
+        node.who_am_i(token.request(v1::WhoAmIRequest {})).await?;
+    } else {
+        state
+            .upstreams
+            .coordinator()?
+            .list_escalations(token.request(v1::ListEscalationsRequest {
+                page_size: 1,
+                ..Default::default()
+            }))
+            .await?;
+    }
+    Ok(())
 }
 
 /// A JSON body whose rejections are problem answers: 400 naming the field, 413, 415.

@@ -1,9 +1,10 @@
 //! The web console for people, under `/console`: the process director's board and an
-//! escalation's page, and a partner's mandates, inbox and cases. Pages are rendered on the server
-//! from the same API handlers the REST API serves, with the person's own token, so the node and
-//! the coordinator decide what each person sees; forms work without JavaScript, which only adds
-//! the live timeline. The token lives in an `HttpOnly`, `SameSite=Strict` cookie that scripts
-//! cannot read; every form post must come from the console's own origin.
+//! escalation's page, a partner's mandates, inbox and cases, and the region's "who decides what".
+//! Pages are rendered on the server from the same API handlers the REST API serves, with the
+//! person's own token, so the node and the coordinator decide what each person sees; forms work
+//! without JavaScript, which only adds the live timeline. The token lives in an `HttpOnly`,
+//! `SameSite=Strict` cookie that scripts cannot read; every form post must come from the console's
+//! own origin.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -25,6 +26,7 @@ mod board;
 pub mod i18n;
 pub mod oidc;
 mod partner;
+mod region;
 mod sign_in;
 
 pub use i18n::{Lang, Texts};
@@ -49,6 +51,7 @@ pub fn router() -> Router<AppState> {
         .route("/escalations/{id}/report.md", get(board::report_markdown))
         .route("/escalations/{id}/events", get(board::events))
         .route("/mandates", get(partner::mandates))
+        .route("/region", get(region::region))
         .route("/inbox", get(partner::inbox))
         .route("/cases", get(partner::cases))
         .route("/cases/{id}", get(partner::case))
@@ -197,9 +200,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
             .await
             .unwrap_or(Language(Lang::Nl));
         let to_sign_in = |ended: bool| {
+            // Nested under `/console`, the request's own URI has lost that prefix.
             let next = parts
-                .uri
-                .path_and_query()
+                .extensions
+                .get::<axum::extract::OriginalUri>()
+                .and_then(|u| u.0.path_and_query())
                 .map(|p| p.as_str())
                 .unwrap_or("/console");
             sign_in::redirect(next, ended)

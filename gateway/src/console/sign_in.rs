@@ -7,14 +7,12 @@ use axum::Form;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use doorzet_proto::v1;
 use serde::Deserialize;
 
 use super::{
     Chrome, FieldError, LANG_COOKIE, Language, SESSION_COOKIE, Who, now_secs, render, urlencode,
 };
 use crate::api::AppState;
-use crate::error::Problem;
 use crate::upstream::Token;
 
 /// The address of the sign-in page that comes back to `next` afterwards.
@@ -153,7 +151,7 @@ pub(super) async fn dev_sign_in(
     let Ok(token) = Token::bearer(jwt) else {
         return refuse(t.token_refused);
     };
-    match accepted(&state, &token).await {
+    match crate::api::authenticate(&state, &token).await {
         Ok(()) => {}
         Err(p) if p.status().is_client_error() => return refuse(t.token_refused),
         Err(p) => return refuse(&format!("{} ({})", t.unavailable, p.detail)),
@@ -180,23 +178,6 @@ fn signed_in(state: &AppState, jwt: &str, max_age: u64, next: &str) -> Option<Re
     let mut response = Redirect::to(safe_next(next)).into_response();
     response.headers_mut().insert(header::SET_COOKIE, cookie);
     Some(response)
-}
-
-/// The services accept the token: the node's `WhoAmI`, or beside the coordinator a one-item list.
-async fn accepted(state: &AppState, token: &Token) -> Result<(), Problem> {
-    if let Ok(mut node) = state.upstreams.node() {
-        node.who_am_i(token.request(v1::WhoAmIRequest {})).await?;
-    } else {
-        state
-            .upstreams
-            .coordinator()?
-            .list_escalations(token.request(v1::ListEscalationsRequest {
-                page_size: 1,
-                ..Default::default()
-            }))
-            .await?;
-    }
-    Ok(())
 }
 
 const OIDC_COOKIE: &str = "doorzet_oidc";

@@ -225,6 +225,17 @@ async function until(what, seconds, attempt) {
     if (text.includes(esc.caseRef) || text.includes("2027-03-01")) fail("the refusal shows the case");
     await scan(care, "not-found");
 
+    // Who decides what in the region, for the process director: every node answered, searchable.
+    await pd.goto(`${env.ZVH}/console/region`);
+    await pd.getByRole("heading", { level: 1, name: "Wie beslist wat in de regio" }).waitFor();
+    if ((await pd.locator("tbody tr").count()) === 0) fail("the region's overview lists no mandate");
+    if ((await pd.getByText("Niet bereikbaar").count()) > 0) fail("a node of the local mesh did not answer");
+    await scan(pd, "region");
+    await pd.selectOption("#domain", "housing");
+    await pd.getByRole("button", { name: "Zoeken" }).click();
+    await pd.waitForURL(/domain=housing/);
+    await scan(pd, "region-by-domain");
+
     // The tier-3 report, and the board in English.
     await pd.goto(`${env.ZVH}/console/escalations/${env.REPORT_ID}/report`);
     await pd.getByRole("heading", { level: 1, name: "Verslag trede 3" }).waitFor();

@@ -3,14 +3,17 @@
 //! real mesh over mutual TLS. Mandates and an escalation are made through REST, the participants'
 //! inboxes show the invitation, and the refusals (no token, another organisation's escalation,
 //! bad JSON, an unknown path) are problem answers after the same call succeeded for the right
-//! caller.
+//! caller. The region's "who decides what" is asked of every member's node, and names a node that
+//! is down; a console session that ended goes back to sign-in.
 
 use std::time::{Duration, SystemTime};
 
+use doorzet_ctl::local_mesh::MEMBERS;
 use doorzet_gateway::config::HttpLimits;
 use doorzet_proto::v1::{self, node_admin_client::NodeAdminClient};
 use doorzet_testkit::gateway::TestGateway;
 use doorzet_testkit::mesh::{TestNode, channel_as, with_token};
+use doorzet_testkit::pki::TestClaims;
 use doorzet_testkit::{TestMesh, eventually};
 use serde_json::{Value, json};
 
@@ -632,4 +635,194 @@ async fn a_case_with_facts_and_a_consent_through_rest_seen_only_by_its_own_organ
         .await
         .unwrap();
     problem(anonymous, 401).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_regions_who_decides_what_comes_from_every_members_node_and_names_a_silent_one() {
+    let mut mesh = TestMesh::start(5).await;
+    let http = reqwest::Client::new();
+    let municipality = gateway(&mesh, MUNICIPALITY).await;
+    let ggz = gateway(&mesh, GGZ).await;
+    let housing = gateway(&mesh, HOUSING).await;
+    let ggz_ops = ggz.token("ops-1", "beheerder");
+    let housing_ops = housing.token("ops-1", "beheerder");
+    for (gw, token, key, body) in [
+        (
+            &ggz,
+            &ggz_ops,
+            "m-teamleider",
+            new_mandate("teamleider", &[1]),
+        ),
+        (
+            &housing,
+            &housing_ops,
+            "m-woonconsulent",
+            new_mandate("woonconsulent", &[1, 2]),
+        ),
+        (
+            &housing,
+            &housing_ops,
+            "m-directeur",
+            new_mandate("directeur", &[3]),
+        ),
+    ] {
+        let created = post(&http, &gw.url("/mandates"), token, key, &body).await;
+        assert_eq!(created.status().as_u16(), 201);
+    }
+    let ended = post(
+        &http,
+        &housing.url("/mandates/m-directeur/end"),
+        &housing_ops,
+        "end-directeur",
+        &json!({}),
+    )
+    .await;
+    assert!(ended.status().is_success());
+
+    // A case manager at the municipality sees the other partners' mandates in force, named.
+    let reader = municipality.token("cm-7", "casemanager");
+    let region = |query: &'static str| {
+        let (http, url, reader) = (http.clone(), municipality.url("/region/mandates"), &reader);
+        async move {
+            http.get(format!("{url}{query}"))
+                .bearer_auth(reader)
+                .send()
+                .await
+                .expect("gateway answers")
+        }
+    };
+    let all: Value = region("").await.json().await.unwrap();
+    let roles: Vec<(&str, &str)> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["orgName"].as_str().unwrap(), m["role"].as_str().unwrap()))
+        .collect();
+    let ggz_name = MEMBERS[GGZ].name;
+    let housing_name = MEMBERS[HOUSING].name;
+    assert!(roles.contains(&(ggz_name, "teamleider")), "{all}");
+    assert!(roles.contains(&(housing_name, "woonconsulent")), "{all}");
+    assert!(
+        !roles.iter().any(|(_, role)| *role == "directeur"),
+        "an ended mandate is not served: {all}"
+    );
+    assert_eq!(all["unanswered"], json!([]));
+    let at_tier_2: Value = region("?tier=2").await.json().await.unwrap();
+    assert_eq!(
+        at_tier_2["items"].as_array().unwrap().len(),
+        1,
+        "{at_tier_2}"
+    );
+    assert_eq!(at_tier_2["items"][0]["role"], "woonconsulent");
+    let other_domain: Value = region("?domain=debts").await.json().await.unwrap();
+    assert_eq!(other_domain["items"], json!([]), "{other_domain}");
+
+    // The same page in the console, searched by domain.
+    let page = http
+        .get(format!(
+            "{}/console/region?domain=housing",
+            municipality.base
+        ))
+        .header("cookie", format!("doorzet_session={reader}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("teamleider") && html.contains(housing_name),
+        "{html}"
+    );
+
+    // Refusals: no token, a filter no node accepts.
+    problem(
+        http.get(municipality.url("/region/mandates"))
+            .send()
+            .await
+            .unwrap(),
+        401,
+    )
+    .await;
+    let bad = problem(region("?domain=Not%20A%20Term").await, 400).await;
+    assert!(bad["detail"].as_str().unwrap().contains("domain"), "{bad}");
+
+    // A node that is down is named, and the rest of the region is still listed.
+    mesh.stop_node(HOUSING).await;
+    let partial: Value = region("").await.json().await.unwrap();
+    assert_eq!(
+        partial["unanswered"][0]["orgName"], housing_name,
+        "{partial}"
+    );
+    let roles: Vec<&str> = partial["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert!(roles.contains(&"teamleider") && !roles.contains(&"woonconsulent"));
+    let page = http
+        .get(format!("{}/console/region", municipality.base))
+        .header("cookie", format!("doorzet_session={reader}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(housing_name) && page.contains("Niet bereikbaar"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ended_or_refused_console_session_goes_back_to_sign_in_and_says_so() {
+    let mesh = TestMesh::start(1).await;
+    let gw = gateway(&mesh, MUNICIPALITY).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = |jwt: String| {
+        let (http, url) = (http.clone(), format!("{}/console/mandates", gw.base));
+        async move {
+            http.get(url)
+                .header("cookie", format!("doorzet_session={jwt}"))
+                .send()
+                .await
+                .expect("gateway answers")
+        }
+    };
+    let org = &mesh.nodes[MUNICIPALITY].org;
+    assert_eq!(page(org.token("ops-1", "beheerder")).await.status(), 200);
+
+    let mut expired = TestClaims::new(org.org, "ops-1", "beheerder");
+    expired.iat -= 3600;
+    expired.nbf -= 3600;
+    expired.exp = expired.iat + 600;
+    let mut wrong_audience = TestClaims::new(org.org, "ops-1", "beheerder");
+    wrong_audience.aud = "elsewhere".into();
+    // The first ends at the gateway (its expiry is plain to read), the second at the node.
+    for refused in [org.sign(&expired), org.sign(&wrong_audience)] {
+        let answer = page(refused).await;
+        assert_eq!(answer.status(), 303);
+        assert_eq!(
+            answer.headers()["location"],
+            "/console/sign-in?next=/console/mandates&ended=1"
+        );
+        let cleared = answer.headers()["set-cookie"].to_str().unwrap();
+        assert!(
+            cleared.starts_with("doorzet_session=;") && cleared.contains("Max-Age=0"),
+            "{cleared}"
+        );
+    }
+    let sign_in = http
+        .get(format!(
+            "{}/console/sign-in?next=/console/mandates&ended=1",
+            gw.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(sign_in.contains("Uw sessie is verlopen"), "{sign_in}");
 }
