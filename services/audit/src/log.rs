@@ -730,6 +730,7 @@ async fn commit(
         root: frontier.root(),
     };
     let note = shared.signer.sign(&checkpoint);
+    let turn = shared.db.write_turn().await;
     let written = store::write_batch(
         conn,
         &store::Batch {
@@ -743,6 +744,7 @@ async fn commit(
         },
     )
     .await;
+    drop(turn);
     if let Err(e) = written {
         return recover(shared, &checkpoint, index_ranges, e.into()).await;
     }

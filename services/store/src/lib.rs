@@ -66,7 +66,12 @@ pub struct Migrations {
 pub struct Database {
     pool: AnyPool,
     backend: Backend,
+    writers: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
+
+/// A turn to write (see [`Database::write_turn`]); the next writer goes when it is dropped.
+#[derive(Debug)]
+pub struct WriteTurn(#[allow(dead_code)] Option<tokio::sync::OwnedMutexGuard<()>>);
 
 impl Database {
     /// Connects to `url` and applies every set of `migrations` (their versions must not overlap:
@@ -120,7 +125,11 @@ impl Database {
             .collect();
         all.sort_by_key(|m| m.version);
         Migrator::with_migrations(all).run(&pool).await?;
-        let db = Self { pool, backend };
+        let db = Self {
+            pool,
+            backend,
+            writers: std::sync::Arc::default(),
+        };
         let durability = db.durability().await?;
         if !durability.is_durable() {
             // A crash could then lose what was acknowledged; the server's owner must know.
@@ -158,6 +167,19 @@ impl Database {
                 }
             }
         })
+    }
+
+    /// Waits for this process's turn to write. SQLite lets one connection write at a time, and a
+    /// writer that finds the file locked sleeps in SQLite's busy handler (1, 2, 5, 10, ... up to
+    /// 100 ms a round) however soon the lock is free again; writers that queue here instead go,
+    /// in order, the moment the previous one is done. Take it just before a write transaction
+    /// (or a lone writing statement) and hold it until that commits, never across other awaits.
+    /// PostgreSQL locks rows, so there every writer goes at once.
+    pub async fn write_turn(&self) -> WriteTurn {
+        match self.backend {
+            Backend::Sqlite => WriteTurn(Some(self.writers.clone().lock_owned().await)),
+            Backend::Postgres => WriteTurn(None),
+        }
     }
 
     /// Returns the pool.

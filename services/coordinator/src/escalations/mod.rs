@@ -8,6 +8,7 @@
 //! organisation.
 
 pub mod audit_drain;
+mod committer;
 pub mod outbox;
 pub mod peers;
 pub mod report;
@@ -46,6 +47,7 @@ pub struct Engine {
 #[derive(Debug)]
 struct Inner {
     db: Database,
+    committer: committer::Committer,
     ladder: RegionLadder,
     org: Oin,
     peers: Peers,
@@ -216,6 +218,7 @@ impl Engine {
         let (events, _) = broadcast::channel(1024);
         Self {
             inner: Arc::new(Inner {
+                committer: committer::Committer::spawn(db.clone()),
                 db,
                 ladder,
                 org,
@@ -600,11 +603,28 @@ impl Engine {
         request: Option<(String, String, String)>,
         edit: impl Fn(&mut v1::Escalation),
     ) -> Result<v1::Escalation, Error> {
+        self.transition_from(None, id, actor, step, request, edit)
+            .await
+    }
+
+    /// As [`Engine::transition`], from `known`, the escalation as just read, on the first try.
+    async fn transition_from(
+        &self,
+        mut known: Option<v1::Escalation>,
+        id: &str,
+        actor: Option<(&Caller, &Person)>,
+        step: Step,
+        request: Option<(String, String, String)>,
+        edit: impl Fn(&mut v1::Escalation),
+    ) -> Result<v1::Escalation, Error> {
         for _ in 0..3 {
             let now = self.inner.clock.now();
-            let stored = store::get(&self.inner.db, id)
-                .await?
-                .ok_or_else(|| Error::NotFound(format!("escalation {id}")))?;
+            let stored = match known.take() {
+                Some(e) => e,
+                None => store::get(&self.inner.db, id)
+                    .await?
+                    .ok_or_else(|| Error::NotFound(format!("escalation {id}")))?,
+            };
             let before = lifecycle_of(&stored)?;
             let mut escalation = stored.clone();
             let (record, alert, new_tier) = match &step {
@@ -751,13 +771,14 @@ impl Engine {
             write.events.push(event);
         }
         write.escalation = e.clone();
-        if !store::commit(&self.inner.db, &write, now).await? {
+        let events = write.events.clone();
+        if !self.inner.committer.commit(write, now).await? {
             return Err(Error::Conflict);
         }
         self.inner.audit_wake.notify_one();
         self.inner.outbox_wake.notify_one();
         self.inner.scheduler_wake.notify_one();
-        for event in write.events {
+        for event in events {
             let _ = self.inner.events.send(event);
         }
         Ok(e)
@@ -1162,7 +1183,7 @@ impl Engine {
             Step::Lifecycle(Event::FollowUpDue)
         };
         let result = self
-            .transition(id, None, step, None, |e| {
+            .transition_from(Some(esc.clone()), id, None, step, None, |e| {
                 if let Some(cid) = &overdue
                     && let Some(c) = e
                         .decision

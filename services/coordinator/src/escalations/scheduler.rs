@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 use super::{Engine, store};
 
 /// Escalations fired per round.
-const BATCH: u32 = 64;
-/// Firings in flight at once.
-const PARALLEL: usize = 16;
+const BATCH: u32 = 128;
+/// Firings in flight at once: their transitions are committed together (see `committer`).
+const PARALLEL: usize = 64;
 
 pub(super) fn spawn(engine: Engine, shutdown: CancellationToken) {
     tokio::spawn(async move {

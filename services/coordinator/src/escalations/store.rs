@@ -1,8 +1,8 @@
 //! Escalations in the database: the escalation (its contract form, with the columns queries need),
 //! its events, idempotency keys, the notification outbox and the audit entries waiting for the log.
-//! A transition is one [`Write`], committed in one transaction; two coordinators on one database
-//! cannot both commit a transition from the same state, because the update names the sequence
-//! number it expects.
+//! A transition is one [`Write`], committed in one transaction with the others that queued beside
+//! it; two coordinators on one database cannot both commit a transition from the same state,
+//! because the update names the sequence number it expects.
 
 use std::time::{Duration, SystemTime};
 
@@ -18,7 +18,7 @@ fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M, Error> {
 }
 
 /// Most rows in one INSERT.
-const ROWS_PER_INSERT: usize = 32;
+const ROWS_PER_INSERT: usize = 64;
 
 /// `(($1, $2), ($3, $4), ...)` for `rows` rows of `columns` parameters.
 fn placeholders(rows: usize, columns: usize) -> String {
@@ -66,19 +66,67 @@ pub struct Write {
     pub request: Option<(String, String, String)>,
 }
 
-/// Commits `write`; `false` when another transition got there first (the sequence moved on).
-pub async fn commit(db: &Database, write: &Write, now: SystemTime) -> Result<bool, Error> {
+/// Commits `writes` (each with its instant) in one transaction, so a burst of transitions costs
+/// one sync of the database's log rather than one each, and their rows (members, events, audit
+/// entries, notifications) go in a few multi-row statements. Each write keeps its own outcome:
+/// `Ok(false)` when another transition got there first (the sequence moved on), an error when its
+/// idempotency key is being used by a concurrent request; either way nothing of it is stored and
+/// the others are. `Err` only when the transaction itself failed: then none is in.
+pub async fn commit_all(
+    db: &Database,
+    writes: &[(&Write, SystemTime)],
+) -> Result<Vec<Result<bool, Error>>, Error> {
     use sqlx::Connection;
+    let _turn = db.write_turn().await;
+    let mut conn = db.pool().acquire().await?;
+    let mut tx = conn.begin().await?;
+    let mut outcomes = Vec::with_capacity(writes.len());
+    let mut stored: Vec<(&Write, SystemTime)> = Vec::with_capacity(writes.len());
+    for &(write, now) in writes {
+        let outcome = claim(&mut tx, write, now).await?;
+        if matches!(outcome, Ok(true)) {
+            stored.push((write, now));
+        }
+        outcomes.push(outcome);
+    }
+    insert_rows(db.backend(), &mut tx, &stored).await?;
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// The statements of `write` that can find the ground taken: its idempotency key, and the
+/// escalation's row at the sequence it expects. Nothing of it stays when either is taken.
+async fn claim(
+    tx: &mut sqlx::AnyConnection,
+    write: &Write,
+    now: SystemTime,
+) -> Result<Result<bool, Error>, Error> {
     let e = &write.escalation;
+    if let Some((org, request_id, hash)) = &write.request {
+        let kept = sqlx::query(
+            "INSERT INTO escalation_requests (org, request_id, request_hash, response, at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (org, request_id) DO NOTHING",
+        )
+        .bind(org)
+        .bind(request_id)
+        .bind(hash)
+        .bind(e.escalation_id.as_bytes())
+        .bind(millis(now))
+        .execute(&mut *tx)
+        .await?;
+        if kept.rows_affected() != 1 {
+            return Ok(Err(Error::Unavailable(
+                "request_id: a request with this id is being handled; try again".into(),
+            )));
+        }
+    }
     let body = e.encode_to_vec();
     let deadline = e
         .deadline
         .and_then(|t| SystemTime::try_from(t).ok())
         .map(millis);
     let next_due = write.next_due.map(millis);
-    let mut conn = db.pool().acquire().await?;
-    let mut tx = conn.begin().await?;
-    match write.expected_sequence {
+    let written = match write.expected_sequence {
         None => {
             sqlx::query(
                 "INSERT INTO escalations (escalation_id, case_ref, state, tier, registrant_org, \
@@ -97,10 +145,10 @@ pub async fn commit(db: &Database, write: &Write, now: SystemTime) -> Result<boo
             .bind(e.sequence as i64)
             .bind(body)
             .execute(&mut *tx)
-            .await?;
+            .await?
         }
         Some(expected) => {
-            let updated = sqlx::query(
+            sqlx::query(
                 "UPDATE escalations SET state = $1, tier = $2, updated_at = $3, deadline = $4, \
                  next_due = $5, sequence = $6, body = $7 WHERE escalation_id = $8 AND sequence = $9",
             )
@@ -114,18 +162,40 @@ pub async fn commit(db: &Database, write: &Write, now: SystemTime) -> Result<boo
             .bind(&e.escalation_id)
             .bind(expected as i64)
             .execute(&mut *tx)
-            .await?;
-            if updated.rows_affected() != 1 {
-                tx.rollback().await?;
-                return Ok(false);
-            }
+            .await?
         }
+    };
+    if written.rows_affected() == 1 {
+        return Ok(Ok(true));
     }
-    // Several rows per statement: a transition writes a dozen or more, and each statement is a
-    // round trip to the database's worker.
-    for chunk in write.members.chunks(ROWS_PER_INSERT) {
+    if let Some((org, request_id, _)) = &write.request {
+        sqlx::query("DELETE FROM escalation_requests WHERE org = $1 AND request_id = $2")
+            .bind(org)
+            .bind(request_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(Ok(false))
+}
+
+/// The rows of the writes that were claimed, a few statements for all of them: none of these can
+/// collide (events and notifications are numbered by the sequence just claimed).
+async fn insert_rows(
+    backend: Backend,
+    tx: &mut sqlx::AnyConnection,
+    writes: &[(&Write, SystemTime)],
+) -> Result<(), Error> {
+    let members: Vec<(&str, &str)> = writes
+        .iter()
+        .flat_map(|(w, _)| {
+            w.members
+                .iter()
+                .map(|org| (w.escalation.escalation_id.as_str(), org.as_str()))
+        })
+        .collect();
+    for chunk in members.chunks(ROWS_PER_INSERT) {
         let values = placeholders(chunk.len(), 2);
-        let sql = match db.backend() {
+        let sql = match backend {
             Backend::Sqlite => format!(
                 "INSERT OR IGNORE INTO escalation_members (escalation_id, org) VALUES {values}"
             ),
@@ -135,58 +205,60 @@ pub async fn commit(db: &Database, write: &Write, now: SystemTime) -> Result<boo
             ),
         };
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for org in chunk {
-            q = q.bind(e.escalation_id.clone()).bind(org.clone());
+        for (id, org) in chunk {
+            q = q.bind(id.to_string()).bind(org.to_string());
         }
         q.execute(&mut *tx).await?;
     }
-    for event in &write.events {
-        sqlx::query(
-            "INSERT INTO escalation_events (escalation_id, sequence, body) VALUES ($1, $2, $3)",
-        )
-        .bind(&event.escalation_id)
-        .bind(event.sequence as i64)
-        .bind(event.encode_to_vec())
-        .execute(&mut *tx)
-        .await?;
+    let events: Vec<&v1::EscalationEvent> = writes.iter().flat_map(|(w, _)| &w.events).collect();
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO escalation_events (escalation_id, sequence, body) VALUES {}",
+            placeholders(chunk.len(), 3)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for event in chunk {
+            q = q
+                .bind(event.escalation_id.clone())
+                .bind(event.sequence as i64)
+                .bind(event.encode_to_vec());
+        }
+        q.execute(&mut *tx).await?;
     }
-    for entry in &write.audit {
-        sqlx::query("INSERT INTO audit_pending (entry) VALUES ($1)")
-            .bind(entry.as_slice())
-            .execute(&mut *tx)
-            .await?;
+    // In the order of the writes: the log takes pending entries by id.
+    let audit: Vec<&Vec<u8>> = writes.iter().flat_map(|(w, _)| &w.audit).collect();
+    for chunk in audit.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO audit_pending (entry) VALUES {}",
+            placeholders(chunk.len(), 1)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for entry in chunk {
+            q = q.bind(entry.to_vec());
+        }
+        q.execute(&mut *tx).await?;
     }
-    for chunk in write.outbox.chunks(ROWS_PER_INSERT) {
+    let outbox: Vec<(&String, &v1::NotifyRequest, SystemTime)> = writes
+        .iter()
+        .flat_map(|(w, now)| w.outbox.iter().map(move |(org, n)| (org, n, *now)))
+        .collect();
+    for chunk in outbox.chunks(ROWS_PER_INSERT) {
         let sql = format!(
             "INSERT INTO outbox (notification_id, recipient_org, body, attempts, next_attempt_at, \
              claimed_until, claimed_by, last_error) VALUES {}",
             outbox_values(chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (recipient, notification) in chunk {
+        for (recipient, notification, now) in chunk {
             q = q
                 .bind(notification.notification_id.clone())
-                .bind(recipient.clone())
+                .bind((*recipient).clone())
                 .bind(notification.encode_to_vec())
-                .bind(millis(now));
+                .bind(millis(*now));
         }
         q.execute(&mut *tx).await?;
     }
-    if let Some((org, request_id, hash)) = &write.request {
-        sqlx::query(
-            "INSERT INTO escalation_requests (org, request_id, request_hash, response, at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(org)
-        .bind(request_id)
-        .bind(hash)
-        .bind(e.escalation_id.as_bytes())
-        .bind(millis(now))
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(true)
+    Ok(())
 }
 
 /// One escalation.
@@ -391,6 +463,7 @@ pub async fn claim_due(
          ORDER BY next_attempt_at, id LIMIT $3{lock}) \
          RETURNING id, recipient_org, body, attempts"
     );
+    let _turn = db.write_turn().await;
     let rows: Vec<(i64, String, Vec<u8>, i32)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(millis(now + lease))
         .bind(millis(now))
@@ -416,6 +489,7 @@ pub async fn claim_due(
 
 /// Releases the claims `instance` held before it restarted (it is not delivering them now).
 pub async fn release_claims(db: &Database, instance: &str) -> Result<u64, Error> {
+    let _turn = db.write_turn().await;
     let done = sqlx::query(
         "UPDATE outbox SET claimed_until = 0 WHERE claimed_by = $1 AND delivered_at IS NULL \
          AND claimed_until > 0",
@@ -428,6 +502,7 @@ pub async fn release_claims(db: &Database, instance: &str) -> Result<u64, Error>
 
 /// Marks notifications delivered.
 pub async fn delivered(db: &Database, ids: &[i64], now: SystemTime) -> Result<(), Error> {
+    let _turn = db.write_turn().await;
     for chunk in ids.chunks(256) {
         let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
         let sql = format!(
@@ -451,6 +526,7 @@ pub async fn failed(
     next_attempt_at: SystemTime,
     error: &str,
 ) -> Result<(), Error> {
+    let _turn = db.write_turn().await;
     for chunk in ids.chunks(256) {
         let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 4)).collect();
         let sql = format!(
@@ -502,6 +578,7 @@ pub async fn audit_pending(db: &Database, limit: u32) -> Result<Vec<(i64, Vec<u8
 /// Removes the audit entries `ids`, now in the log (by id: with several coordinators a lower id
 /// may commit after a higher one was read).
 pub async fn audit_drained(db: &Database, ids: &[i64]) -> Result<(), Error> {
+    let _turn = db.write_turn().await;
     for chunk in ids.chunks(256) {
         let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
@@ -519,6 +596,7 @@ pub async fn audit_drained(db: &Database, ids: &[i64]) -> Result<(), Error> {
 
 /// Stores only the audit entries of `write` (a refused registration, which changes nothing else).
 pub async fn commit_audit_only(db: &Database, write: &Write) -> Result<(), Error> {
+    let _turn = db.write_turn().await;
     for entry in &write.audit {
         sqlx::query("INSERT INTO audit_pending (entry) VALUES ($1)")
             .bind(entry.as_slice())
@@ -535,6 +613,7 @@ pub async fn set_due_if_unchanged(
     sequence: u64,
     next_due: Option<SystemTime>,
 ) -> Result<(), Error> {
+    let _turn = db.write_turn().await;
     sqlx::query("UPDATE escalations SET next_due = $1 WHERE escalation_id = $2 AND sequence = $3")
         .bind(next_due.map(millis))
         .bind(id)
@@ -565,4 +644,96 @@ pub async fn registered_between(
         out.push((e, events));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use doorzet_store::testing::TestDatabase;
+
+    const ORG: &str = "00000001000000000001";
+
+    /// Escalation `id` at `sequence`, moving on from `expected` (`None`: new).
+    fn write(id: &str, sequence: u64, expected: Option<u64>, request: Option<&str>) -> Write {
+        Write {
+            escalation: v1::Escalation {
+                escalation_id: id.into(),
+                case_ref: format!("case-{id}"),
+                tier: 1,
+                registrant_org: ORG.into(),
+                sequence,
+                ..Default::default()
+            },
+            expected_sequence: expected,
+            next_due: None,
+            members: vec![ORG.into()],
+            events: vec![v1::EscalationEvent {
+                escalation_id: id.into(),
+                sequence,
+                ..Default::default()
+            }],
+            audit: vec![format!("{id}.{sequence}").into_bytes()],
+            outbox: vec![(
+                ORG.into(),
+                v1::NotifyRequest {
+                    notification_id: format!("{id}.{sequence}.{ORG}"),
+                    ..Default::default()
+                },
+            )],
+            request: request.map(|r| (ORG.into(), r.into(), "hash".into())),
+        }
+    }
+
+    async fn count(db: &Database, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(db.pool()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_batch_keeps_each_transitions_own_outcome() {
+        for test_db in TestDatabase::all().await {
+            let db = Database::connect(test_db.url(), &[&crate::store::MIGRATIONS])
+                .await
+                .unwrap();
+            let now = SystemTime::now();
+            let first = commit_all(
+                &db,
+                &[
+                    (&write("a", 1, None, Some("req-1")), now),
+                    (&write("b", 1, None, None), now),
+                ],
+            )
+            .await
+            .unwrap();
+            assert!(matches!(first[..], [Ok(true), Ok(true)]), "{first:?}");
+
+            // One moves on, a second move from the same state conflicts, a reused request id
+            // fails: each is that write's own outcome, and the others are stored.
+            let outcomes = commit_all(
+                &db,
+                &[
+                    (&write("a", 2, Some(1), None), now),
+                    (&write("a", 2, Some(1), None), now),
+                    (&write("c", 1, None, Some("req-1")), now),
+                    (&write("d", 1, None, None), now),
+                ],
+            )
+            .await
+            .unwrap();
+            assert!(
+                matches!(outcomes[..], [Ok(true), Ok(false), Err(_), Ok(true)]),
+                "{outcomes:?}"
+            );
+            assert_eq!(get(&db, "a").await.unwrap().unwrap().sequence, 2);
+            assert!(get(&db, "c").await.unwrap().is_none());
+            assert!(get(&db, "d").await.unwrap().is_some());
+            assert_eq!(
+                count(&db, "SELECT COUNT(*) FROM escalation_events").await,
+                4
+            );
+            assert_eq!(count(&db, "SELECT COUNT(*) FROM audit_pending").await, 4);
+            assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox").await, 4);
+            db.close().await;
+            test_db.drop().await;
+        }
+    }
 }

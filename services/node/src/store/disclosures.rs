@@ -204,6 +204,7 @@ impl Writer {
 
 async fn write_batch(db: &Database, batch: &[Pending]) -> Result<(), Error> {
     use sqlx::Connection;
+    let _turn = db.write_turn().await;
     let mut conn = db.pool().acquire().await?;
     let mut tx = conn.begin().await?;
     let records: Vec<&Record> = batch.iter().map(|(r, _)| r).collect();
