@@ -119,7 +119,7 @@ pub fn certificate_sha256(der: &[u8]) -> String {
     hex::encode(Sha256::digest(der))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct Claims {
     iss: String,
     sub: String,
@@ -127,7 +127,39 @@ struct Claims {
     role: Option<String>,
     exp: u64,
     #[serde(default)]
+    nbf: Option<u64>,
+    #[serde(default)]
     iat: Option<u64>,
+}
+
+/// Tokens whose signature, audience and issuer checked out, by token, with the directory version
+/// whose key verified them: a person's token comes with every call of a session, and its
+/// signature needs checking once per directory version (a rotated or revoked key is a new
+/// version). Time and everything else are judged on every call.
+#[derive(Debug, Default)]
+struct VerifiedTokens {
+    tokens: std::sync::Mutex<std::collections::HashMap<String, (u64, Claims)>>,
+}
+
+/// Most tokens remembered; past it the cache starts over.
+const MAX_TOKENS: usize = 4096;
+
+impl VerifiedTokens {
+    fn get(&self, token: &str, version: u64) -> Option<Claims> {
+        let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        tokens
+            .get(token)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, c)| c.clone())
+    }
+
+    fn put(&self, token: &str, version: u64, claims: Claims) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if tokens.len() >= MAX_TOKENS {
+            tokens.clear();
+        }
+        tokens.insert(token.to_owned(), (version, claims));
+    }
 }
 
 /// Returns true when `value` has the shape of a subject or role claim: 1 to 64 characters of
@@ -153,6 +185,7 @@ pub struct Verifier {
     audience: String,
     leeway: Duration,
     max_lifetime: Duration,
+    verified: VerifiedTokens,
 }
 
 impl Verifier {
@@ -170,6 +203,7 @@ impl Verifier {
             audience: jwt.audience.clone(),
             leeway: jwt.leeway,
             max_lifetime: jwt.max_lifetime,
+            verified: VerifiedTokens::default(),
         }
     }
 
@@ -273,6 +307,77 @@ impl Verifier {
         presenter: Oin,
     ) -> Result<Person, IdentityError> {
         let bad = |reason: &str| IdentityError::BadToken(reason.to_owned());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let version = snapshot.version();
+        let claims = match self.verified.get(token, version) {
+            // As `jsonwebtoken` judges them, with the same leeway.
+            Some(claims) if claims.exp < now.saturating_sub(self.leeway.as_secs()) => {
+                return Err(bad("token has expired"));
+            }
+            Some(claims)
+                if claims
+                    .nbf
+                    .is_some_and(|nbf| nbf > now.saturating_add(self.leeway.as_secs())) =>
+            {
+                return Err(bad("token is not yet valid (nbf)"));
+            }
+            Some(claims) => claims,
+            None => {
+                let claims = self.verify_signed(snapshot, token)?;
+                self.verified.put(token, version, claims.clone());
+                claims
+            }
+        };
+        let issuer: Oin = claims
+            .iss
+            .parse()
+            .map_err(|_| bad("issuer is not an organisation id"))?;
+        if let Some(iat) = claims.iat
+            && iat > now.saturating_add(self.leeway.as_secs())
+        {
+            return Err(bad("token is issued in the future (iat)"));
+        }
+        let lifetime = claims
+            .exp
+            .saturating_sub(claims.iat.unwrap_or(now).min(now));
+        if lifetime > self.max_lifetime.as_secs() + self.leeway.as_secs() {
+            return Err(IdentityError::BadToken(format!(
+                "token lifetime exceeds the maximum of {}s",
+                self.max_lifetime.as_secs()
+            )));
+        }
+        if !is_claim_token(&claims.sub) {
+            return Err(bad(
+                "sub must be 1 to 64 characters of letters, digits and . _ : @ - (an id, never a name or citizen number)",
+            ));
+        }
+        let role = claims
+            .role
+            .filter(|role| is_claim_token(role))
+            .ok_or_else(|| {
+                bad("role is required: 1 to 64 characters of letters, digits and . _ : @ -")
+            })?;
+        if issuer != presenter {
+            return Err(IdentityError::IssuerNotPeer {
+                issuer,
+                peer: presenter,
+            });
+        }
+        Ok(Person {
+            subject: claims.sub,
+            role,
+            expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp),
+            token: token.to_owned(),
+        })
+    }
+
+    /// The claims of `token` once its algorithm, signature (by a key the directory lists for the
+    /// claimed issuer), `exp`, `nbf`, `aud` and `iss` check out.
+    fn verify_signed(&self, snapshot: &Snapshot, token: &str) -> Result<Claims, IdentityError> {
+        let bad = |reason: &str| IdentityError::BadToken(reason.to_owned());
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| bad("malformed header or algorithm not allowed"))?;
         if !matches!(header.alg, Algorithm::EdDSA | Algorithm::ES256) {
@@ -316,48 +421,7 @@ impl Verifier {
                 _ => "token does not verify",
             })
         })?;
-        let claims = data.claims;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        if let Some(iat) = claims.iat
-            && iat > now.saturating_add(self.leeway.as_secs())
-        {
-            return Err(bad("token is issued in the future (iat)"));
-        }
-        let lifetime = claims
-            .exp
-            .saturating_sub(claims.iat.unwrap_or(now).min(now));
-        if lifetime > self.max_lifetime.as_secs() + self.leeway.as_secs() {
-            return Err(IdentityError::BadToken(format!(
-                "token lifetime exceeds the maximum of {}s",
-                self.max_lifetime.as_secs()
-            )));
-        }
-        if !is_claim_token(&claims.sub) {
-            return Err(bad(
-                "sub must be 1 to 64 characters of letters, digits and . _ : @ - (an id, never a name or citizen number)",
-            ));
-        }
-        let role = claims
-            .role
-            .filter(|role| is_claim_token(role))
-            .ok_or_else(|| {
-                bad("role is required: 1 to 64 characters of letters, digits and . _ : @ -")
-            })?;
-        if issuer != presenter {
-            return Err(IdentityError::IssuerNotPeer {
-                issuer,
-                peer: presenter,
-            });
-        }
-        Ok(Person {
-            subject: claims.sub,
-            role,
-            expires_at: UNIX_EPOCH + Duration::from_secs(claims.exp),
-            token: token.to_owned(),
-        })
+        Ok(data.claims)
     }
 }
 

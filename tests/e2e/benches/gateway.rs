@@ -3,7 +3,8 @@
 //! gateway's own gRPC channel behind it), each by `GATEWAY_CLIENTS` (default 64) concurrent
 //! callers for `GATEWAY_SECONDS` (default 5) after a second of warm-up, in one process and one
 //! run. Reported: throughput, p50 and p99 of both, the REST/gRPC throughput ratio and the latency
-//! the gateway adds. Goal: under 1 ms added at p50, at least 70 % of the direct throughput.
+//! the gateway adds. Goal: under 1 ms added at p50, at least 70 % of the direct throughput. The
+//! process allocates with jemalloc, as the gateway's and the coordinator's binaries do.
 //!
 //! ```sh
 //! cargo bench -p doorzet-e2e --bench gateway
@@ -19,6 +20,9 @@ use doorzet_testkit::TestMesh;
 use doorzet_testkit::gateway::TestGateway;
 use doorzet_testkit::measure::percentile;
 use doorzet_testkit::mesh::{channel_as, with_token};
+
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -1,12 +1,16 @@
 //! Person and system identity by JWT: what a token must be to be accepted, on the node's local
-//! listener and when forwarded over the mesh.
+//! listener and when forwarded over the mesh; a token verified once is verified anew when the
+//! directory's keys change.
 
+use std::time::Duration;
+
+use doorzet_coordinator::directory_file::KeyEntry;
 use doorzet_proto::v1::{
     self, directory_client::DirectoryClient, node_admin_client::NodeAdminClient,
 };
-use doorzet_testkit::TestMesh;
 use doorzet_testkit::mesh::{channel_as, with_token};
 use doorzet_testkit::pki::{TestClaims, hmac_token, unsigned_token};
+use doorzet_testkit::{TestMesh, eventually};
 use tonic::Code;
 
 async fn who_am_i(
@@ -178,4 +182,51 @@ async fn rejects_token_whose_issuer_is_not_the_tls_peer() {
     expired.exp = expired.iat - 3600;
     let err = list(a, a.sign(&expired)).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn a_token_accepted_before_is_refused_once_its_key_leaves_the_directory() {
+    let mut mesh = TestMesh::start(1).await;
+    let org = mesh.nodes[0].org.clone();
+    let token = org.token("emp-7", "uitvoerder");
+    // Accepted, and again: the second time its signature is not checked anew.
+    for _ in 0..2 {
+        who_am_i(&mesh, 0, Some(&token)).await.expect("good token");
+    }
+    // The organisation rotates its signing key: the old one leaves the directory.
+    let rotated = mesh.pki.org(org.org, "Rotated");
+    let (id, jwk) = (org.org.to_string(), rotated.jwk().clone());
+    mesh.write_directory(|d| {
+        let member = d
+            .members
+            .iter_mut()
+            .find(|m| m.org_id == id)
+            .expect("member");
+        member.signing_keys = vec![KeyEntry {
+            kid: jwk.kid.clone(),
+            alg: jwk.alg.clone(),
+            kty: jwk.kty.clone(),
+            crv: jwk.crv.clone(),
+            x: jwk.x.clone(),
+            y: String::new(),
+        }];
+    });
+    let refused = eventually(
+        Duration::from_secs(20),
+        "the node refuses the old key's token",
+        || {
+            let (mesh, token) = (&mesh, &token);
+            async move { who_am_i(mesh, 0, Some(token)).await.err() }
+        },
+    )
+    .await;
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(
+        refused.message().contains("signing key unknown"),
+        "{}",
+        refused.message()
+    );
+    who_am_i(&mesh, 0, Some(&rotated.token("emp-7", "uitvoerder")))
+        .await
+        .expect("a token of the new key");
 }
