@@ -212,6 +212,7 @@ impl Webhooks {
         let mut request = tonic::Request::new(v1::ListInboxRequest {
             after: after as u64,
             limit: 100,
+            ..Default::default()
         });
         let token = minter.token().map_err(|e| e.to_string())?;
         request.metadata_mut().insert(

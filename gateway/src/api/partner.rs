@@ -343,18 +343,30 @@ pub struct InboxItem {
     pub has_grant: bool,
 }
 
+/// Which end of the inbox comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InboxOrder {
+    /// The oldest first: a system reading on from where it was.
+    OldestFirst,
+    /// The most recent first: a person's view.
+    NewestFirst,
+}
+
 /// Paging through the inbox.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct InboxQuery {
-    /// Items after this position (the `nextPageToken` of the previous page).
+    /// The `nextPageToken` of the previous page (asked in the same order).
     pub page_token: Option<String>,
     /// At most this many (default 100).
     pub page_size: Option<u32>,
+    /// `oldest_first` (the default) or `newest_first`.
+    pub order: Option<InboxOrder>,
 }
 
-/// The node's inbox of coordinator notifications, oldest first.
+/// The node's inbox of coordinator notifications, oldest first unless asked otherwise.
 #[utoipa::path(
     get,
     path = "/inbox",
@@ -371,17 +383,24 @@ pub(crate) async fn inbox(
     token: Token,
     Params(q): Params<InboxQuery>,
 ) -> Result<Json<Page<InboxItem>>, Problem> {
-    let after = match q.page_token.as_deref() {
+    let from: u64 = match q.page_token.as_deref() {
         None | Some("") => 0,
         Some(t) => t
             .parse()
             .map_err(|_| Problem::invalid("pageToken", "is not a token this API gave"))?,
     };
+    let newest_first = q.order == Some(InboxOrder::NewestFirst);
+    let (after, before) = if newest_first { (0, from) } else { (from, 0) };
     let limit = q.page_size.unwrap_or(100);
     let items = state
         .upstreams
         .node()?
-        .list_inbox(token.request(v1::ListInboxRequest { after, limit }))
+        .list_inbox(token.request(v1::ListInboxRequest {
+            after,
+            limit,
+            newest_first,
+            before,
+        }))
         .await?
         .into_inner()
         .items;

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::{Chrome, Failure, Session, name_of, render, urlencode};
 use crate::api::cases::{self, CaseQuery, DisclosureQuery};
-use crate::api::partner::{self, InboxQuery, MandateQuery};
+use crate::api::partner::{self, InboxOrder, InboxQuery, MandateQuery};
 use crate::api::{AppState, Params};
 
 struct MandateRow {
@@ -179,10 +179,10 @@ struct InboxPage {
 #[derive(Debug, Deserialize)]
 pub(super) struct InboxPaging {
     #[serde(default)]
-    after: Option<String>,
+    before: Option<String>,
 }
 
-/// The node's inbox, oldest first, a hundred at a time.
+/// The node's inbox, the most recent first, a hundred at a time.
 pub(super) async fn inbox(
     State(state): State<AppState>,
     session: Session,
@@ -194,8 +194,9 @@ pub(super) async fn inbox(
         State(state.clone()),
         session.token.clone(),
         Params(InboxQuery {
-            page_token: q.after,
+            page_token: q.before,
             page_size: Some(100),
+            order: Some(InboxOrder::NewestFirst),
         }),
     )
     .await

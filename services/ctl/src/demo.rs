@@ -141,6 +141,7 @@ impl Demo {
                     v1::ListInboxRequest {
                         after: 0,
                         limit: 1000,
+                        ..Default::default()
                     },
                     &token,
                 )?)

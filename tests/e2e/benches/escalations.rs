@@ -486,7 +486,11 @@ async fn run(nodes_n: usize, concurrency: usize, seconds: u64, paced_rate: u64) 
             let items = NodeAdminClient::new(local(n))
                 .max_decoding_message_size(64 * 1024 * 1024)
                 .list_inbox(with_token(
-                    v1::ListInboxRequest { after, limit: 1000 },
+                    v1::ListInboxRequest {
+                        after,
+                        limit: 1000,
+                        ..Default::default()
+                    },
                     &n.org.token("cm", "casemanager"),
                 ))
                 .await

@@ -166,6 +166,7 @@ async fn inbox(node: &TestNode) -> Vec<v1::NotifyRequest> {
             v1::ListInboxRequest {
                 after: 0,
                 limit: 1000,
+                ..Default::default()
             },
             &node.org.token("cm-1", "casemanager"),
         ))

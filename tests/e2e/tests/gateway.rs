@@ -265,6 +265,45 @@ async fn an_escalation_registered_and_followed_through_rest() {
         "the grant stays at the node"
     );
 
+    // The registrant's inbox, the most recent first; an order the API does not know is refused.
+    let registrant = municipality.token("cm-1", "casemanager");
+    let positions = eventually(
+        Duration::from_secs(20),
+        "two notifications in the municipality's inbox",
+        || async {
+            let page: Value = http
+                .get(municipality.url("/inbox?order=newest_first"))
+                .bearer_auth(&registrant)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let positions: Vec<u64> = page["items"]
+                .as_array()?
+                .iter()
+                .filter_map(|i| i["position"].as_u64())
+                .collect();
+            (positions.len() >= 2).then_some(positions)
+        },
+    )
+    .await;
+    assert!(positions.windows(2).all(|w| w[0] > w[1]), "{positions:?}");
+    let sideways = problem(
+        http.get(municipality.url("/inbox?order=sideways"))
+            .bearer_auth(&registrant)
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    assert!(
+        sideways["detail"].as_str().unwrap().contains("order"),
+        "{sideways}"
+    );
+
     // The process director sees it on the region's list; the registrant reads it.
     let director = zvh.token("pd-1", "procesregisseur");
     let page: Value = http

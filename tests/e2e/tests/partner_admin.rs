@@ -253,7 +253,11 @@ async fn notifications_are_stored_once_and_only_from_the_coordinator() {
     assert_eq!(err.code(), Code::PermissionDenied);
     let inbox = admin(&mesh)
         .list_inbox(with_token(
-            v1::ListInboxRequest { after: 0, limit: 0 },
+            v1::ListInboxRequest {
+                after: 0,
+                limit: 0,
+                ..Default::default()
+            },
             &mesh.nodes[0].org.token("cm-1", "casemanager"),
         ))
         .await
@@ -535,6 +539,7 @@ async fn notification_batches_are_stored_once_in_order_and_only_from_the_coordin
             v1::ListInboxRequest {
                 after: 0,
                 limit: 10,
+                ..Default::default()
             },
             &mesh.nodes[0].org.token("cm-1", "casemanager"),
         ))
@@ -548,6 +553,38 @@ async fn notification_batches_are_stored_once_in_order_and_only_from_the_coordin
         .map(|n| n.sequence)
         .collect();
     assert_eq!(sequences, [1, 2, 3]);
+    // A person reads the most recent first, a page at a time.
+    let newest = |before: u64| {
+        let mut admin = admin(&mesh);
+        let token = mesh.nodes[0].org.token("cm-1", "casemanager");
+        async move {
+            admin
+                .list_inbox(with_token(
+                    v1::ListInboxRequest {
+                        limit: 2,
+                        newest_first: true,
+                        before,
+                        ..Default::default()
+                    },
+                    &token,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .items
+        }
+    };
+    let first_page = newest(0).await;
+    let sequence = |i: &v1::InboxItem| i.notification.as_ref().map(|n| n.sequence);
+    assert_eq!(
+        first_page.iter().map(sequence).collect::<Vec<_>>(),
+        [Some(3), Some(2)]
+    );
+    let second_page = newest(first_page[1].position).await;
+    assert_eq!(
+        second_page.iter().map(sequence).collect::<Vec<_>>(),
+        [Some(1)]
+    );
 
     let bad = from_coordinator
         .notify_batch(v1::NotifyBatchRequest {

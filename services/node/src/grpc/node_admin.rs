@@ -782,7 +782,14 @@ impl node_admin_server::NodeAdmin for NodeAdminService {
     ) -> Result<Response<v1::ListInboxResponse>, Status> {
         person_in(&request, &self.access.case_roles, "read the inbox")?;
         let req = request.into_inner();
-        let items = inbox::list(&self.db, req.after, page(req.limit)).await?;
+        let items = inbox::list(
+            &self.db,
+            req.after,
+            req.before,
+            req.newest_first,
+            page(req.limit),
+        )
+        .await?;
         Ok(Response::new(v1::ListInboxResponse { items }))
     }
 

@@ -56,11 +56,21 @@ pub async fn store_all(
 }
 
 /// Lists up to `limit` notifications after position `after`, oldest first.
-pub async fn list(db: &Database, after: u64, limit: u32) -> Result<Vec<v1::InboxItem>, Error> {
-    let rows: Vec<(i64, Vec<u8>, i64)> = sqlx::query_as(
-        "SELECT position, body, received_at FROM inbox WHERE position > $1 ORDER BY position LIMIT $2",
-    )
+pub async fn list(
+    db: &Database,
+    after: u64,
+    before: u64,
+    newest_first: bool,
+    limit: u32,
+) -> Result<Vec<v1::InboxItem>, Error> {
+    let order = if newest_first { "DESC" } else { "ASC" };
+    let before = if before == 0 { i64::MAX } else { before as i64 };
+    let rows: Vec<(i64, Vec<u8>, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT position, body, received_at FROM inbox WHERE position > $1 AND position < $2 \
+         ORDER BY position {order} LIMIT $3"
+    )))
     .bind(after as i64)
+    .bind(before)
     .bind(limit as i64)
     .fetch_all(db.pool())
     .await?;
