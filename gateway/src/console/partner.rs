@@ -13,20 +13,57 @@ use axum::response::{IntoResponse, Response};
 use jiff::{Timestamp, ToSpan};
 use serde::Deserialize;
 
-use super::{Chrome, Failure, Session, name_of, render, urlencode};
+use super::{Chrome, Failure, Session, Texts, name_of, render, urlencode};
 use crate::api::cases::{self, CaseQuery, DisclosureQuery};
 use crate::api::partner::{self, InboxOrder, InboxQuery, MandateQuery};
 use crate::api::{AppState, Params};
 
+/// A mandate as a table row shows it, on the organisation's page and the region's.
+pub(super) struct MandateCells {
+    pub role: String,
+    pub person: String,
+    pub tiers: String,
+    pub domains: String,
+    pub decision_types: String,
+    pub legal_basis: String,
+    pub valid: String,
+    pub review: String,
+}
+
+impl MandateCells {
+    pub(super) fn new(t: &Texts, m: partner::Mandate) -> Self {
+        let words = |values: &[String]| {
+            values
+                .iter()
+                .map(|v| t.label(v).replace('_', " "))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let time = |v: Option<&str>| v.map(|v| t.time(v)).unwrap_or_default();
+        Self {
+            tiers: m
+                .tiers
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            domains: words(&m.domains),
+            decision_types: words(&m.decision_types),
+            valid: format!(
+                "{} – {}",
+                time(m.valid_from.as_deref()),
+                time(m.valid_until.as_deref())
+            ),
+            review: time(m.review_date.as_deref()),
+            role: m.role,
+            person: m.person,
+            legal_basis: m.legal_basis,
+        }
+    }
+}
+
 struct MandateRow {
-    role: String,
-    person: String,
-    tiers: String,
-    domains: String,
-    decision_types: String,
-    legal_basis: String,
-    valid: String,
-    review: String,
+    cells: MandateCells,
     flags: Vec<&'static str>,
     warn: bool,
 }
@@ -103,43 +140,7 @@ pub(super) async fn mandates(
             }
             MandateRow {
                 warn: !m.is_current || review.is_some_and(|r| r <= soon),
-                role: m.role,
-                person: m.person,
-                tiers: m
-                    .tiers
-                    .iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                domains: m
-                    .domains
-                    .iter()
-                    .map(|d| t.label(d))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                decision_types: m
-                    .decision_types
-                    .iter()
-                    .map(|d| d.replace('_', " "))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                legal_basis: m.legal_basis,
-                valid: format!(
-                    "{} – {}",
-                    m.valid_from
-                        .as_deref()
-                        .map(|v| t.time(v))
-                        .unwrap_or_default(),
-                    m.valid_until
-                        .as_deref()
-                        .map(|v| t.time(v))
-                        .unwrap_or_default()
-                ),
-                review: m
-                    .review_date
-                    .as_deref()
-                    .map(|v| t.time(v))
-                    .unwrap_or_default(),
+                cells: MandateCells::new(t, m),
                 flags,
             }
         })

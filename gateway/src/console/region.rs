@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::partner::MandateCells;
 use super::{Chrome, Failure, Session, name_of, render, urlencode};
 use crate::api::region::{self, RegionMandateQuery};
 use crate::api::{AppState, Params};
@@ -18,14 +19,7 @@ use crate::api::{AppState, Params};
 struct Row {
     organisation: String,
     kind: String,
-    role: String,
-    person: String,
-    tiers: String,
-    domains: String,
-    decision_types: String,
-    legal_basis: String,
-    valid: String,
-    review: String,
+    cells: MandateCells,
 }
 
 #[derive(Template)]
@@ -82,13 +76,6 @@ pub(super) async fn region(
         .iter()
         .flat_map(|m| m.mandate.tiers.clone())
         .collect();
-    let joined = |values: &[String]| {
-        values
-            .iter()
-            .map(|v| t.label(v).replace('_', " "))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let rows = all
         .items
         .into_iter()
@@ -100,37 +87,7 @@ pub(super) async fn region(
                 .org_kind
                 .map(|k| t.label(&name_of(&k)).to_owned())
                 .unwrap_or_default(),
-            role: m.mandate.role,
-            person: m.mandate.person,
-            tiers: m
-                .mandate
-                .tiers
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(", "),
-            domains: joined(&m.mandate.domains),
-            decision_types: joined(&m.mandate.decision_types),
-            legal_basis: m.mandate.legal_basis,
-            valid: format!(
-                "{} – {}",
-                m.mandate
-                    .valid_from
-                    .as_deref()
-                    .map(|v| t.time(v))
-                    .unwrap_or_default(),
-                m.mandate
-                    .valid_until
-                    .as_deref()
-                    .map(|v| t.time(v))
-                    .unwrap_or_default()
-            ),
-            review: m
-                .mandate
-                .review_date
-                .as_deref()
-                .map(|v| t.time(v))
-                .unwrap_or_default(),
+            cells: MandateCells::new(t, m.mandate),
         })
         .collect();
     let page = RegionPage {
