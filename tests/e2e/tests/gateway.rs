@@ -102,6 +102,18 @@ async fn post(
         .expect("gateway answers")
 }
 
+/// The JSON answer to a GET with `token`.
+async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
+    http.get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("gateway answers")
+        .json()
+        .await
+        .expect("a JSON answer")
+}
+
 async fn problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status().as_u16(), status);
     assert_eq!(
@@ -171,15 +183,7 @@ async fn an_escalation_registered_and_followed_through_rest() {
         "{}",
         again.text().await.unwrap()
     );
-    let listed: Value = http
-        .get(ggz.url("/mandates"))
-        .bearer_auth(&ops)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = get_json(&http, &ggz.url("/mandates"), &ops).await;
     let items = listed["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{listed}");
     assert_eq!(items[0]["role"], "teamleider");
@@ -306,15 +310,12 @@ async fn an_escalation_registered_and_followed_through_rest() {
 
     // The process director sees it on the region's list; the registrant reads it.
     let director = zvh.token("pd-1", "procesregisseur");
-    let page: Value = http
-        .get(zvh.url("/escalations?state=participants_resolved&pageSize=10"))
-        .bearer_auth(&director)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = get_json(
+        &http,
+        &zvh.url("/escalations?state=participants_resolved&pageSize=10"),
+        &director,
+    )
+    .await;
     assert!(
         page["items"]
             .as_array()
@@ -587,26 +588,10 @@ async fn a_case_with_facts_and_a_consent_through_rest_seen_only_by_its_own_organ
     assert_eq!(consent["recipients"]["kinds"][1], "housing_corporation");
 
     let url = municipality.url(&format!("/cases/{case_id}"));
-    let detail: Value = http
-        .get(&url)
-        .bearer_auth(&cm)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detail: Value = get_json(&http, &url, &cm).await;
     assert_eq!(detail["facts"].as_array().unwrap().len(), 2, "{detail}");
     assert_eq!(detail["consents"].as_array().unwrap().len(), 1);
-    let listed: Value = http
-        .get(municipality.url("/cases"))
-        .bearer_auth(&cm)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = get_json(&http, &municipality.url("/cases"), &cm).await;
     assert!(
         listed["items"]
             .as_array()
@@ -646,26 +631,10 @@ async fn a_case_with_facts_and_a_consent_through_rest_seen_only_by_its_own_organ
     assert!(!body.to_string().contains("psychotische"));
 
     // The node's status and the region's members.
-    let status: Value = http
-        .get(municipality.url("/node-status"))
-        .bearer_auth(&cm)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = get_json(&http, &municipality.url("/node-status"), &cm).await;
     assert_eq!(status["orgId"], mesh.nodes[MUNICIPALITY].org.org.as_str());
     assert_eq!(status["kind"], "municipality");
-    let members: Value = http
-        .get(municipality.url("/members"))
-        .bearer_auth(&cm)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let members: Value = get_json(&http, &municipality.url("/members"), &cm).await;
     assert_eq!(members["items"].as_array().unwrap().len(), 5, "{members}");
     let anonymous = http
         .get(municipality.url("/members"))
@@ -864,4 +833,60 @@ async fn an_ended_or_refused_console_session_goes_back_to_sign_in_and_says_so() 
         .await
         .unwrap();
     assert!(sign_in.contains("Uw sessie is verlopen"), "{sign_in}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_beside_the_coordinator_only_checks_tokens_there_and_shows_the_region() {
+    let mesh = TestMesh::start(5).await;
+    let http = reqwest::Client::new();
+    let ggz = gateway(&mesh, GGZ).await;
+    let created = post(
+        &http,
+        &ggz.url("/mandates"),
+        &ggz.token("ops-1", "beheerder"),
+        "m-teamleider",
+        &new_mandate("teamleider", &[1]),
+    )
+    .await;
+    assert_eq!(created.status().as_u16(), 201);
+
+    // The ZVH's gateway has no node behind it: the coordinator checks the process director's token.
+    let zvh = TestGateway::start_without_node(&mesh, ZVH).await;
+    let director = zvh.token("pd-1", "procesregisseur");
+    let region: Value = get_json(&http, &zvh.url("/region/mandates"), &director).await;
+    assert!(
+        region["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["orgName"] == MEMBERS[GGZ].name && m["role"] == "teamleider"),
+        "{region}"
+    );
+    let members: Value = get_json(&http, &zvh.url("/members"), &director).await;
+    assert_eq!(members["items"].as_array().unwrap().len(), 5, "{members}");
+    // Without a node, the partner pages are not there (501); a token another organisation issued
+    // is refused by the coordinator (403: it is valid, but not this connection's), no token 401.
+    problem(
+        http.get(zvh.url("/mandates"))
+            .bearer_auth(&director)
+            .send()
+            .await
+            .unwrap(),
+        501,
+    )
+    .await;
+    problem(
+        http.get(zvh.url("/region/mandates"))
+            .bearer_auth(ggz.token("ops-1", "beheerder"))
+            .send()
+            .await
+            .unwrap(),
+        403,
+    )
+    .await;
+    problem(
+        http.get(zvh.url("/region/mandates")).send().await.unwrap(),
+        401,
+    )
+    .await;
 }

@@ -53,6 +53,29 @@ impl TestGateway {
         webhooks: Option<WebhookConfig>,
         console: impl FnOnce(&str) -> ConsoleConfig,
     ) -> Self {
+        Self::launch(mesh, i, true, limits, webhooks, console).await
+    }
+
+    /// A gateway of member `i` that reaches only the coordinator (as a ZVH may run it, with no node
+    /// of its own behind it).
+    pub async fn start_without_node(mesh: &TestMesh, i: usize) -> Self {
+        let console = ConsoleConfig {
+            enabled: true,
+            dev_sign_in: true,
+            secure_cookie: false,
+            oidc: None,
+        };
+        Self::launch(mesh, i, false, HttpLimits::default(), None, |_| console).await
+    }
+
+    async fn launch(
+        mesh: &TestMesh,
+        i: usize,
+        with_node: bool,
+        limits: HttpLimits,
+        webhooks: Option<WebhookConfig>,
+        console: impl FnOnce(&str) -> ConsoleConfig,
+    ) -> Self {
         let node = &mesh.nodes[i];
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("loopback");
         let listeners = doorzet_gateway::Listeners {
@@ -66,7 +89,7 @@ impl TestGateway {
             tls: node.org.tls.clone(),
             http: Listen { listen: loopback },
             admin: Listen { listen: loopback },
-            node: Some(NodeLink {
+            node: with_node.then(|| NodeLink {
                 endpoint: node.local_endpoint.clone(),
             }),
             coordinator: Some(CoordinatorLink {
