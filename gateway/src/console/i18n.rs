@@ -530,6 +530,19 @@ impl Texts {
             "wmo_support" => ("ondersteuning (Wmo)", "support (Wmo)"),
             "income" => ("inkomen", "income"),
             "debts" => ("schulden", "debts"),
+            "safety" => ("veiligheid", "safety"),
+            "youth" => ("jeugd", "youth"),
+            "force_placement" => ("gedwongen plaatsing", "force a placement"),
+            "pre_finance" => ("voorfinancieren", "pre-finance"),
+            "suspend_eviction" => ("ontruiming opschorten", "suspend an eviction"),
+            "open_bed" => ("bed openstellen", "open a bed"),
+            "provide_housing" => ("woonruimte bieden", "provide housing"),
+            "grant_support" => ("ondersteuning toekennen", "grant support"),
+            "waive_debt" => (
+                "schuld kwijtschelden of bevriezen",
+                "waive or freeze a debt",
+            ),
+            "assign_case_manager" => ("casemanager toewijzen", "assign a case manager"),
             "municipality" => ("gemeente", "municipality"),
             "mental_health_institution" => ("ggz-instelling", "mental-health institution"),
             "care_office" => ("zorgkantoor", "care office"),
@@ -598,5 +611,25 @@ mod tests {
         assert_eq!(NL.label("participants_resolved"), "deelnemers bekend");
         assert_eq!(EN.label("eviction_date"), "eviction date");
         assert_eq!(NL.label("regional_extra"), "regional_extra");
+        assert_eq!(NL.label("suspend_eviction"), "ontruiming opschorten");
+        assert_eq!(EN.label("suspend_eviction"), "suspend an eviction");
+    }
+
+    #[test]
+    fn every_domain_decision_type_and_category_has_words_in_both_languages() {
+        use doorzet_domain::disclosure::FactCategory;
+        use doorzet_domain::mandate::{DecisionType, Domain};
+        let values = Domain::ALL
+            .iter()
+            .map(|d| d.as_str())
+            .chain(DecisionType::ALL.iter().map(|d| d.as_str()))
+            .chain(FactCategory::ALL.iter().map(|c| c.as_str()));
+        for value in values {
+            assert_ne!(NL.label(value), value, "no Dutch words for {value}");
+            assert!(
+                !EN.label(value).contains('_'),
+                "no English words for {value}"
+            );
+        }
     }
 }
