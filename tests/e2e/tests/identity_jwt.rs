@@ -4,11 +4,10 @@
 
 use std::time::Duration;
 
-use doorzet_coordinator::directory_file::KeyEntry;
 use doorzet_proto::v1::{
     self, directory_client::DirectoryClient, node_admin_client::NodeAdminClient,
 };
-use doorzet_testkit::mesh::{channel_as, with_token};
+use doorzet_testkit::mesh::{channel_as, key_entry, with_token};
 use doorzet_testkit::pki::{TestClaims, hmac_token, unsigned_token};
 use doorzet_testkit::{TestMesh, eventually};
 use tonic::Code;
@@ -195,21 +194,14 @@ async fn a_token_accepted_before_is_refused_once_its_key_leaves_the_directory() 
     }
     // The organisation rotates its signing key: the old one leaves the directory.
     let rotated = mesh.pki.org(org.org, "Rotated");
-    let (id, jwk) = (org.org.to_string(), rotated.jwk().clone());
+    let (id, key) = (org.org.to_string(), key_entry(&rotated));
     mesh.write_directory(|d| {
         let member = d
             .members
             .iter_mut()
             .find(|m| m.org_id == id)
             .expect("member");
-        member.signing_keys = vec![KeyEntry {
-            kid: jwk.kid.clone(),
-            alg: jwk.alg.clone(),
-            kty: jwk.kty.clone(),
-            crv: jwk.crv.clone(),
-            x: jwk.x.clone(),
-            y: String::new(),
-        }];
+        member.signing_keys = vec![key];
     });
     let refused = eventually(
         Duration::from_secs(20),

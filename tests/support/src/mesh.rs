@@ -132,7 +132,8 @@ async fn bind() -> (TcpListener, SocketAddr) {
     (listener, addr)
 }
 
-fn key_entry(org: &TestOrg) -> KeyEntry {
+/// `org`'s token key as the directory file lists it.
+pub fn key_entry(org: &TestOrg) -> KeyEntry {
     let jwk = org.jwk();
     KeyEntry {
         kid: jwk.kid.clone(),
