@@ -15,7 +15,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::convert::{opt_time_in, rest_enum, time_out};
 use super::{AppState, Body, IdempotencyHeader, Page, Params, Refused};
 use crate::error::Problem;
-use crate::upstream::Token;
+use crate::upstream::{IdempotencyKey, Token};
 
 fn created<T: Serialize>(location: String, body: T) -> Response {
     (
@@ -447,9 +447,12 @@ pub(crate) async fn get_case(
 pub(crate) async fn add_fact(
     State(state): State<AppState>,
     token: Token,
+    key: Option<IdempotencyKey>,
     Path(case_id): Path<String>,
     Body(body): Body<NewFact>,
 ) -> Result<Response, Problem> {
+    // The node keeps the key with the record, so a retry is safe across gateway restarts too.
+    let request_id = key.map(|k| k.0).unwrap_or_default();
     let fact = state
         .upstreams
         .node()?
@@ -461,6 +464,7 @@ pub(crate) async fn add_fact(
                 source: body.source,
                 ..Default::default()
             }),
+            request_id,
         }))
         .await?
         .into_inner();
@@ -478,9 +482,12 @@ pub(crate) async fn add_fact(
 pub(crate) async fn record_consent(
     State(state): State<AppState>,
     token: Token,
+    key: Option<IdempotencyKey>,
     Path(case_id): Path<String>,
     Body(body): Body<NewConsent>,
 ) -> Result<Response, Problem> {
+    // The node keeps the key with the record, so a retry is safe across gateway restarts too.
+    let request_id = key.map(|k| k.0).unwrap_or_default();
     let consent = state
         .upstreams
         .node()?
@@ -495,6 +502,7 @@ pub(crate) async fn record_consent(
                 valid_until: opt_time_in("validUntil", body.valid_until.as_deref())?,
                 ..Default::default()
             }),
+            request_id,
         }))
         .await?
         .into_inner();
@@ -512,9 +520,12 @@ pub(crate) async fn record_consent(
 pub(crate) async fn record_legal_basis(
     State(state): State<AppState>,
     token: Token,
+    key: Option<IdempotencyKey>,
     Path(case_id): Path<String>,
     Body(body): Body<NewLegalBasis>,
 ) -> Result<Response, Problem> {
+    // The node keeps the key with the record, so a retry is safe across gateway restarts too.
+    let request_id = key.map(|k| k.0).unwrap_or_default();
     let basis = state
         .upstreams
         .node()?
@@ -530,6 +541,7 @@ pub(crate) async fn record_legal_basis(
                 valid_until: opt_time_in("validUntil", body.valid_until.as_deref())?,
                 ..Default::default()
             }),
+            request_id,
         }))
         .await?
         .into_inner();

@@ -223,6 +223,7 @@ pub async fn run(dir: &std::path::Path) -> anyhow::Result<()> {
         municipality
             .add_fact(authed(
                 v1::AddFactRequest {
+                    request_id: String::new(),
                     case_id: case.case_id.clone(),
                     fact: Some(v1::Fact {
                         category: category.into(),
@@ -239,6 +240,7 @@ pub async fn run(dir: &std::path::Path) -> anyhow::Result<()> {
     municipality
         .record_consent(authed(
             v1::RecordConsentRequest {
+                request_id: String::new(),
                 consent: Some(v1::Consent {
                     case_id: case.case_id.clone(),
                     given_by: v1::ConsentGiver::Person as i32,

@@ -404,6 +404,7 @@ pub async fn fact(cmd: FactCommand, target: &LocalTarget) -> anyhow::Result<()> 
     let f = client
         .add_fact(authed(
             v1::AddFactRequest {
+                request_id: String::new(),
                 case_id,
                 fact: Some(v1::Fact {
                     category,
@@ -546,6 +547,7 @@ pub async fn consent(cmd: ConsentCommand, target: &LocalTarget) -> anyhow::Resul
             let c = client
                 .record_consent(authed(
                     v1::RecordConsentRequest {
+                        request_id: String::new(),
                         consent: Some(v1::Consent {
                             case_id,
                             given_by: if representative {
@@ -583,6 +585,7 @@ pub async fn consent(cmd: ConsentCommand, target: &LocalTarget) -> anyhow::Resul
             let l = client
                 .record_legal_basis(authed(
                     v1::RecordLegalBasisRequest {
+                        request_id: String::new(),
                         legal_basis: Some(v1::LegalBasis {
                             case_id,
                             law,

@@ -12,6 +12,20 @@ pub fn random(prefix: &str) -> String {
     format!("{prefix}-{letters}")
 }
 
+/// The id of a record whose caller named the request (`request_id`), so that a retry lands on the
+/// record the first attempt made: `prefix-k` and 24 letters of a hash of the request id.
+pub fn keyed(prefix: &str, request_id: &str) -> Result<String, &'static str> {
+    use sha2::{Digest, Sha256};
+    check_token(request_id)?;
+    let digest = Sha256::digest(request_id.as_bytes());
+    let letters: String = digest[..12]
+        .iter()
+        .flat_map(|b| [b >> 4, b & 0xf])
+        .map(|n| (b'a' + n) as char)
+        .collect();
+    Ok(format!("{prefix}-k{letters}"))
+}
+
 pub use doorzet_domain::bsn::check_case_ref;
 
 /// Checks free identifiers supplied by callers (local ids, person ids): 1–64 printable characters

@@ -109,6 +109,7 @@ async fn seed(node: &NodeProcess) {
         admin
             .add_fact(with_token(
                 v1::AddFactRequest {
+                    request_id: String::new(),
                     case_id: case.case_id.clone(),
                     fact: Some(v1::Fact {
                         category: CATEGORIES[i % CATEGORIES.len()].into(),
@@ -125,6 +126,7 @@ async fn seed(node: &NodeProcess) {
     admin
         .record_consent(with_token(
             v1::RecordConsentRequest {
+                request_id: String::new(),
                 consent: Some(v1::Consent {
                     case_id: case.case_id.clone(),
                     given_by: v1::ConsentGiver::Person as i32,

@@ -69,6 +69,7 @@ async fn a_participant_asks_through_its_own_node_which_carries_its_checkpoint() 
     admin
         .add_fact(with_token(
             v1::AddFactRequest {
+                request_id: String::new(),
                 case_id: case.case_id.clone(),
                 fact: Some(v1::Fact {
                     category: "legal_title".into(),
@@ -84,6 +85,7 @@ async fn a_participant_asks_through_its_own_node_which_carries_its_checkpoint() 
     let basis = admin
         .record_legal_basis(with_token(
             v1::RecordLegalBasisRequest {
+                request_id: String::new(),
                 legal_basis: Some(v1::LegalBasis {
                     case_id: case.case_id.clone(),
                     law: "Wvggz".into(),

@@ -99,6 +99,7 @@ async fn eviction_case(mesh: &TestMesh) -> String {
         admin
             .add_fact(with_token(
                 v1::AddFactRequest {
+                    request_id: String::new(),
                     case_id: case.case_id.clone(),
                     fact: Some(v1::Fact {
                         category: category.into(),
@@ -115,6 +116,7 @@ async fn eviction_case(mesh: &TestMesh) -> String {
     admin
         .record_consent(with_token(
             v1::RecordConsentRequest {
+                request_id: String::new(),
                 consent: Some(v1::Consent {
                     case_id: case.case_id.clone(),
                     given_by: v1::ConsentGiver::Person as i32,

@@ -119,6 +119,7 @@ async fn scenario(storage: Storage) {
         admin
             .add_fact(with_token(
                 v1::AddFactRequest {
+                    request_id: String::new(),
                     case_id: case.case_id.clone(),
                     fact: Some(v1::Fact {
                         category: category.into(),
@@ -135,6 +136,7 @@ async fn scenario(storage: Storage) {
     let consent = admin
         .record_consent(with_token(
             v1::RecordConsentRequest {
+                request_id: String::new(),
                 consent: Some(v1::Consent {
                     case_id: case.case_id.clone(),
                     given_by: v1::ConsentGiver::Person as i32,

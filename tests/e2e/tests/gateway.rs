@@ -890,3 +890,71 @@ async fn a_gateway_beside_the_coordinator_only_checks_tokens_there_and_shows_the
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keyed_fact_or_consent_is_recorded_once_even_across_a_gateway_restart() {
+    let mesh = TestMesh::start(2).await;
+    let http = reqwest::Client::new();
+    let case_id = eviction_case(&mesh.nodes[MUNICIPALITY]).await;
+    let facts = format!("/cases/{case_id}/facts");
+    let consents = format!("/cases/{case_id}/consents");
+    let fact = json!({"category": "eviction_date", "value": "2027-03-01", "source": "deurwaarder"});
+    let consent = json!({
+        "givenBy": "person",
+        "categories": ["eviction_date"],
+        "recipients": {"kinds": ["housing_corporation"]},
+        "purposes": ["escalation_meeting"],
+    });
+    let recorded = |response: reqwest::Response, id: &'static str| async move {
+        assert!(response.status().is_success(), "{}", response.status());
+        let body: Value = response.json().await.unwrap();
+        body[id].as_str().unwrap().to_owned()
+    };
+    let (fact_id, consent_id) = {
+        let gw = gateway(&mesh, MUNICIPALITY).await;
+        let cm = gw.token("cm-1", "casemanager");
+        (
+            recorded(
+                post(&http, &gw.url(&facts), &cm, "f-1", &fact).await,
+                "factId",
+            )
+            .await,
+            recorded(
+                post(&http, &gw.url(&consents), &cm, "c-1", &consent).await,
+                "consentId",
+            )
+            .await,
+        )
+    };
+    // A new gateway (its replay cache empty, as after a restart): the retries find the records.
+    let gw = gateway(&mesh, MUNICIPALITY).await;
+    let cm = gw.token("cm-1", "casemanager");
+    let again = post(&http, &gw.url(&facts), &cm, "f-1", &fact).await;
+    assert_eq!(recorded(again, "factId").await, fact_id);
+    let again = post(&http, &gw.url(&consents), &cm, "c-1", &consent).await;
+    assert_eq!(recorded(again, "consentId").await, consent_id);
+    let detail = get_json(&http, &gw.url(&format!("/cases/{case_id}")), &cm).await;
+    assert_eq!(detail["facts"].as_array().unwrap().len(), 1, "{detail}");
+    assert_eq!(detail["consents"].as_array().unwrap().len(), 1, "{detail}");
+    // The same key for another fact is refused, and nothing is added.
+    let other =
+        json!({"category": "eviction_date", "value": "2027-04-01", "source": "deurwaarder"});
+    let refused = problem(post(&http, &gw.url(&facts), &cm, "f-1", &other).await, 409).await;
+    assert!(
+        refused["detail"].as_str().unwrap().contains("already used"),
+        "{refused}"
+    );
+    // So is it at a gateway that never saw the key: the node keeps it with the fact.
+    let fresh = gateway(&mesh, MUNICIPALITY).await;
+    let refused = problem(
+        post(&http, &fresh.url(&facts), &cm, "f-1", &other).await,
+        409,
+    )
+    .await;
+    assert!(
+        refused["detail"].as_str().unwrap().contains("already used"),
+        "{refused}"
+    );
+    let detail = get_json(&http, &gw.url(&format!("/cases/{case_id}")), &cm).await;
+    assert_eq!(detail["facts"].as_array().unwrap().len(), 1, "{detail}");
+}

@@ -327,6 +327,7 @@ async fn case_data_refuses_bad_input_naming_the_field_and_roles_that_may_not() {
     let fact = |category: &str| {
         with_token(
             v1::AddFactRequest {
+                request_id: String::new(),
                 case_id: case.case_id.clone(),
                 fact: Some(v1::Fact {
                     category: category.into(),
@@ -347,6 +348,7 @@ async fn case_data_refuses_bad_input_naming_the_field_and_roles_that_may_not() {
     let consent = |categories: Vec<String>, until: Option<SystemTime>| {
         with_token(
             v1::RecordConsentRequest {
+                request_id: String::new(),
                 consent: Some(v1::Consent {
                     case_id: case.case_id.clone(),
                     given_by: v1::ConsentGiver::Person as i32,

@@ -12,7 +12,7 @@ use doorzet_mesh::directory::Directory;
 use doorzet_mesh::{Caller, Person};
 use doorzet_proto::convert::{self, ConvertError};
 use doorzet_proto::v1::{self, node_admin_server};
-use doorzet_store::Database;
+use doorzet_store::{Database, from_millis, millis};
 use tonic::{Request, Response, Status};
 
 use crate::config::Access;
@@ -261,27 +261,62 @@ fn disclosure_pb(r: disclosures::Record) -> v1::Disclosure {
 }
 
 impl NodeAdminService {
+    /// Records a consent or legal basis. With a `request_id`, a retry returns what the first
+    /// attempt recorded (`valid_from` left to the node counts as the same), and another request
+    /// under the same id is `AlreadyExists`.
+    #[allow(clippy::too_many_arguments)]
     async fn record_basis(
         &self,
         case_id: &str,
         basis: Basis,
+        valid_from_given: bool,
+        request_id: &str,
         person: &Person,
         now: SystemTime,
         prefix: &'static str,
     ) -> Result<cases::StoredBasis, Status> {
         basis.validate().map_err(|e| domain_invalid(prefix, e))?;
         cases::get_case(&self.db, case_id).await?;
+        let kind = if prefix == "consent" {
+            "consent"
+        } else {
+            "basis"
+        };
+        let basis_id = match request_id {
+            "" => ids::random(kind),
+            key => ids::keyed(kind, key).map_err(|why| invalid("request_id", why))?,
+        };
         let stored = cases::StoredBasis {
-            basis_id: ids::random(if prefix == "consent" {
-                "consent"
-            } else {
-                "basis"
-            }),
+            basis_id,
             case_id: case_id.to_owned(),
             basis,
             recorded_by: person.subject.clone(),
         };
-        cases::add_basis(&self.db, &stored, now).await?;
+        match cases::add_basis(&self.db, &stored, now).await {
+            Ok(()) => {}
+            Err(Error::AlreadyExists(_)) if !request_id.is_empty() => {
+                let first = cases::bases(&self.db, case_id)
+                    .await?
+                    .into_iter()
+                    .find(|b| b.basis_id == stored.basis_id)
+                    .filter(|b| {
+                        // As stored: to the millisecond, and `valid_from` as the first attempt set it.
+                        let mut asked = stored.basis.clone();
+                        asked.valid_from = if valid_from_given {
+                            from_millis(millis(asked.valid_from))
+                        } else {
+                            b.basis.valid_from
+                        };
+                        asked.valid_until = asked.valid_until.map(|t| from_millis(millis(t)));
+                        b.basis == asked
+                    });
+                return first.ok_or_else(|| {
+                    Error::AlreadyExists("request_id: already used for another request".into())
+                        .into()
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.cache.invalidate();
         Ok(stored)
     }
@@ -566,8 +601,13 @@ impl node_admin_server::NodeAdmin for NodeAdminService {
         if fact.source.trim().is_empty() || fact.source.chars().count() > 200 {
             return Err(invalid("fact.source", "must be 1 to 200 characters"));
         }
+        let fact_id = match req.request_id.as_str() {
+            "" => ids::random("fact"),
+            key => ids::keyed("fact", key).map_err(|why| invalid("request_id", why))?,
+        };
+        let recorded_at_given = fact.recorded_at.is_some();
         let stored = cases::Fact {
-            fact_id: ids::random("fact"),
+            fact_id,
             case_id: req.case_id,
             category,
             value: fact.value,
@@ -576,7 +616,31 @@ impl node_admin_server::NodeAdmin for NodeAdminService {
                 .map_err(Error::from)?
                 .unwrap_or_else(SystemTime::now),
         };
-        cases::add_fact(&self.db, &stored, &person.subject).await?;
+        match cases::add_fact(&self.db, &stored, &person.subject).await {
+            Ok(()) => {}
+            // A retry of a named request: the fact the first attempt recorded, if it is this one.
+            Err(Error::AlreadyExists(_)) if !req.request_id.is_empty() => {
+                let first = cases::facts(&self.db, &stored.case_id)
+                    .await?
+                    .into_iter()
+                    .find(|f| f.fact_id == stored.fact_id)
+                    .filter(|f| {
+                        f.category == stored.category
+                            && f.value == stored.value
+                            && f.source == stored.source
+                            && (!recorded_at_given
+                                || millis(f.recorded_at) == millis(stored.recorded_at))
+                    });
+                return match first {
+                    Some(f) => Ok(Response::new(f.to_pb())),
+                    None => Err(Error::AlreadyExists(
+                        "request_id: already used for another request".into(),
+                    )
+                    .into()),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.cache.invalidate();
         Ok(Response::new(stored.to_pb()))
     }
@@ -586,8 +650,8 @@ impl node_admin_server::NodeAdmin for NodeAdminService {
         request: Request<v1::RecordConsentRequest>,
     ) -> Result<Response<v1::Consent>, Status> {
         let person = person_in(&request, &self.access.case_roles, "record consents")?;
-        let c = request
-            .into_inner()
+        let req = request.into_inner();
+        let c = req
             .consent
             .ok_or_else(|| invalid("consent", "must be set"))?;
         let given_by = match v1::ConsentGiver::try_from(c.given_by) {
@@ -614,7 +678,15 @@ impl node_admin_server::NodeAdmin for NodeAdminService {
             withdrawn_at: None,
         };
         let stored = self
-            .record_basis(&c.case_id, basis, &person, now, "consent")
+            .record_basis(
+                &c.case_id,
+                basis,
+                c.valid_from.is_some(),
+                &req.request_id,
+                &person,
+                now,
+                "consent",
+            )
             .await?;
         consent_of(&stored)
     }
@@ -624,8 +696,8 @@ impl node_admin_server::NodeAdmin for NodeAdminService {
         request: Request<v1::RecordLegalBasisRequest>,
     ) -> Result<Response<v1::LegalBasis>, Status> {
         let person = person_in(&request, &self.access.case_roles, "record legal bases")?;
-        let l = request
-            .into_inner()
+        let req = request.into_inner();
+        let l = req
             .legal_basis
             .ok_or_else(|| invalid("legal_basis", "must be set"))?;
         let now = SystemTime::now();
@@ -645,7 +717,15 @@ impl node_admin_server::NodeAdmin for NodeAdminService {
             withdrawn_at: None,
         };
         let stored = self
-            .record_basis(&l.case_id, basis, &person, now, "legal_basis")
+            .record_basis(
+                &l.case_id,
+                basis,
+                l.valid_from.is_some(),
+                &req.request_id,
+                &person,
+                now,
+                "legal_basis",
+            )
             .await?;
         match basis_pb(&stored) {
             BasisPb::Law(law) => Ok(Response::new(law)),

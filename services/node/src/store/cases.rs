@@ -106,6 +106,15 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
+/// `AlreadyExists` (saying `what`) when `e` is a unique violation; otherwise `e` itself.
+fn taken(e: sqlx::Error, what: impl FnOnce() -> String) -> Error {
+    if is_unique_violation(&e) {
+        Error::AlreadyExists(what())
+    } else {
+        e.into()
+    }
+}
+
 /// Creates a case (with its sealed BSN, if any); a `local_id` already in use is `AlreadyExists`.
 pub async fn create_case(
     db: &Database,
@@ -209,7 +218,8 @@ pub async fn add_fact(db: &Database, fact: &Fact, recorded_by: &str) -> Result<(
     .bind(millis(fact.recorded_at))
     .bind(recorded_by)
     .execute(db.pool())
-    .await?;
+    .await
+    .map_err(|e| taken(e, || format!("fact `{}` exists", fact.fact_id)))?;
     Ok(())
 }
 
@@ -273,7 +283,8 @@ pub async fn add_basis(db: &Database, stored: &StoredBasis, now: SystemTime) -> 
     .bind(millis(now))
     .bind(&stored.recorded_by)
     .execute(db.pool())
-    .await?;
+    .await
+    .map_err(|e| taken(e, || format!("`{}` exists", stored.basis_id)))?;
     Ok(())
 }
 
