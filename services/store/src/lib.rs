@@ -71,7 +71,9 @@ pub struct Database {
 
 /// A turn to write (see [`Database::write_turn`]); the next writer goes when it is dropped.
 #[derive(Debug)]
-pub struct WriteTurn(#[allow(dead_code)] Option<tokio::sync::OwnedMutexGuard<()>>);
+pub struct WriteTurn {
+    _held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
 
 impl Database {
     /// Connects to `url` and applies every set of `migrations` (their versions must not overlap:
@@ -177,8 +179,10 @@ impl Database {
     /// PostgreSQL locks rows, so there every writer goes at once.
     pub async fn write_turn(&self) -> WriteTurn {
         match self.backend {
-            Backend::Sqlite => WriteTurn(Some(self.writers.clone().lock_owned().await)),
-            Backend::Postgres => WriteTurn(None),
+            Backend::Sqlite => WriteTurn {
+                _held: Some(self.writers.clone().lock_owned().await),
+            },
+            Backend::Postgres => WriteTurn { _held: None },
         }
     }
 

@@ -955,6 +955,27 @@ async fn a_keyed_fact_or_consent_is_recorded_once_even_across_a_gateway_restart(
         refused["detail"].as_str().unwrap().contains("already used"),
         "{refused}"
     );
+    // A consent for other recipients under the key of the first is refused too.
+    let wider = json!({
+        "givenBy": "person",
+        "categories": ["eviction_date"],
+        "recipients": {"kinds": ["housing_corporation", "police"]},
+        "purposes": ["escalation_meeting"],
+    });
+    let refused = problem(
+        post(&http, &fresh.url(&consents), &cm, "c-1", &wider).await,
+        409,
+    )
+    .await;
+    assert!(
+        refused["detail"].as_str().unwrap().contains("already used"),
+        "{refused}"
+    );
     let detail = get_json(&http, &gw.url(&format!("/cases/{case_id}")), &cm).await;
     assert_eq!(detail["facts"].as_array().unwrap().len(), 1, "{detail}");
+    assert_eq!(detail["consents"].as_array().unwrap().len(), 1, "{detail}");
+    assert_eq!(
+        detail["consents"][0]["recipients"]["kinds"],
+        json!(["housing_corporation"])
+    );
 }

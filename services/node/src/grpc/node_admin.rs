@@ -260,6 +260,11 @@ fn disclosure_pb(r: disclosures::Record) -> v1::Disclosure {
     }
 }
 
+/// A `request_id` a caller used before for another record.
+fn request_id_taken() -> Error {
+    Error::AlreadyExists("request_id: already used for another request".into())
+}
+
 impl NodeAdminService {
     /// Records a consent or legal basis. With a `request_id`, a retry returns what the first
     /// attempt recorded (`valid_from` left to the node counts as the same), and another request
@@ -310,10 +315,7 @@ impl NodeAdminService {
                         asked.valid_until = asked.valid_until.map(|t| from_millis(millis(t)));
                         b.basis == asked
                     });
-                return first.ok_or_else(|| {
-                    Error::AlreadyExists("request_id: already used for another request".into())
-                        .into()
-                });
+                return first.ok_or_else(|| request_id_taken().into());
             }
             Err(e) => return Err(e.into()),
         }
@@ -631,13 +633,9 @@ impl node_admin_server::NodeAdmin for NodeAdminService {
                             && (!recorded_at_given
                                 || millis(f.recorded_at) == millis(stored.recorded_at))
                     });
-                return match first {
-                    Some(f) => Ok(Response::new(f.to_pb())),
-                    None => Err(Error::AlreadyExists(
-                        "request_id: already used for another request".into(),
-                    )
-                    .into()),
-                };
+                return first
+                    .map(|f| Response::new(f.to_pb()))
+                    .ok_or_else(|| request_id_taken().into());
             }
             Err(e) => return Err(e.into()),
         }
