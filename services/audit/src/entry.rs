@@ -16,6 +16,8 @@ pub const VERSION: u32 = 1;
 pub const MAX_TOKEN: usize = 64;
 /// Most fact ids or categories in one entry.
 pub const MAX_FACTS: usize = 64;
+/// Most entries one `AuditLog.Append` call may carry.
+pub const MAX_APPEND: usize = 100;
 
 /// Why an entry was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,11 +1,14 @@
 //! Appends the disclosure log's metadata to the coordinator's audit log. Records are stored first
 //! (so a request never waits on the coordinator) and appended in order in the background, in
-//! batches, retried with backoff while the coordinator is unreachable; a record the coordinator
-//! refuses as invalid (its recipient left the directory, say) is kept here only and counted.
+//! batches taken from the writer's hand (read back from the database only after a restart, a
+//! failed append or when the writer dropped some), retried with backoff while the coordinator is
+//! unreachable; a record the coordinator refuses as invalid (its recipient left the directory,
+//! say) is kept here only and counted.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use doorzet_audit::entry::{MAX_APPEND, MAX_FACTS};
 use doorzet_domain::Oin;
 use doorzet_proto::v1::{self, audit_log_client::AuditLogClient};
 use doorzet_store::Database;
@@ -14,12 +17,14 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::store::disclosures::{self, Outcome, Record};
+use crate::store::disclosures::{self, Outcome, Record, Taken};
 
-/// Most facts one audit entry lists (the audit log's limit).
-const FACTS_PER_ENTRY: usize = 64;
 /// Records appended per call.
 const BATCH: u32 = 200;
+/// How long records gather after a wake-up before they are appended: a little delay in the audit
+/// log for far fewer, fuller appends (one per record made a busy node's coordinator spend its time
+/// switching between tasks).
+const LINGER: Duration = Duration::from_millis(10);
 
 /// The background appender; `wake` after storing a record.
 #[derive(Debug, Clone)]
@@ -34,11 +39,13 @@ pub struct Appender {
     pub wake: Arc<Notify>,
     /// Records the coordinator refused (kept locally only).
     pub refused: Counter,
+    /// The disclosure writer: hands over what it committed and stores the watermark.
+    pub writer: disclosures::Writer,
 }
 
 /// The audit entries for one record: one for the disclosed facts, one for the withheld ones, or
 /// one refusal; facts split 64 per entry.
-pub fn entries(org: Oin, record: &Record) -> Vec<v1::AuditEntry> {
+pub fn entries_of(org: Oin, record: &Record) -> Vec<v1::AuditEntry> {
     let base = |action: v1::AuditAction, outcome: v1::AuditOutcome| {
         let mut e = doorzet_audit::entry::new_entry(record.at, org, action);
         e.actor_subject = "doorzet-node".into();
@@ -57,10 +64,7 @@ pub fn entries(org: Oin, record: &Record) -> Vec<v1::AuditEntry> {
     }
     let mut out = Vec::new();
     let mut add = |action, outcome, ids: &[String], categories: &[String]| {
-        for (ids, categories) in ids
-            .chunks(FACTS_PER_ENTRY)
-            .zip(categories.chunks(FACTS_PER_ENTRY))
-        {
+        for (ids, categories) in ids.chunks(MAX_FACTS).zip(categories.chunks(MAX_FACTS)) {
             let mut e = base(action, outcome);
             e.fact_ids = ids.to_vec();
             e.fact_categories = categories.to_vec();
@@ -89,13 +93,64 @@ pub fn entries(org: Oin, record: &Record) -> Vec<v1::AuditEntry> {
     out
 }
 
+/// Splits records into `Append` calls in order, each at most [`MAX_APPEND`] entries and ending on a
+/// record's last entry: (how many records, their entries). A record with more entries than one
+/// call carries goes alone and is sent in as many calls as it takes.
+fn appends(org: Oin, records: &[(i64, Record)]) -> Vec<(usize, Vec<v1::AuditEntry>)> {
+    let mut calls: Vec<(usize, Vec<v1::AuditEntry>)> = Vec::new();
+    let mut current: (usize, Vec<v1::AuditEntry>) = (0, Vec::new());
+    for (_, record) in records {
+        let e = entries_of(org, record);
+        if current.0 > 0 && current.1.len() + e.len() > MAX_APPEND {
+            calls.push(std::mem::take(&mut current));
+        }
+        current.0 += 1;
+        current.1.extend(e);
+    }
+    if current.0 > 0 {
+        calls.push(current);
+    }
+    calls
+}
+
+/// Appends `entries` in calls of at most [`MAX_APPEND`].
+async fn append_all(
+    client: &mut AuditLogClient<Channel>,
+    entries: Vec<v1::AuditEntry>,
+) -> Result<(), tonic::Status> {
+    for part in entries.chunks(MAX_APPEND) {
+        client
+            .append(v1::AppendRequest {
+                entries: part.to_vec(),
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+fn coordinator_error(status: &tonic::Status) -> crate::Error {
+    crate::Error::Coordinator(format!("{}: {}", status.code(), status.message()))
+}
+
+/// How far the appender is: the last record appended, and whether the next come from the database
+/// (at start, after a failed append, and when the writer dropped some) or from the writer's hand.
+#[derive(Debug, Default)]
+struct Progress {
+    appended_through: Option<i64>,
+    from_db: bool,
+}
+
 impl Appender {
     /// Runs until `shutdown`.
     pub fn spawn(self, shutdown: CancellationToken) {
         tokio::spawn(async move {
+            let mut progress = Progress {
+                appended_through: None,
+                from_db: true,
+            };
             let mut backoff = Duration::from_millis(250);
             loop {
-                match self.drain().await {
+                match self.drain(&mut progress).await {
                     Ok(()) => {
                         backoff = Duration::from_millis(250);
                         tokio::select! {
@@ -103,8 +158,14 @@ impl Appender {
                             _ = self.wake.notified() => {}
                             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                         }
+                        // Let a busy node's records gather into one append instead of one each.
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(LINGER) => {}
+                        }
                     }
                     Err(e) => {
+                        progress.from_db = true;
                         tracing::warn!(error = %e, retry_in = ?backoff, "disclosure records not yet in the audit log");
                         tokio::select! {
                             _ = shutdown.cancelled() => return,
@@ -118,53 +179,146 @@ impl Appender {
     }
 
     /// Appends everything pending, in order.
-    pub async fn drain(&self) -> Result<(), crate::Error> {
+    async fn drain(&self, progress: &mut Progress) -> Result<(), crate::Error> {
+        let mut after = match progress.appended_through {
+            Some(seq) => seq,
+            None => {
+                let seq = disclosures::appended_through(&self.db).await?;
+                progress.appended_through = Some(seq);
+                seq
+            }
+        };
         let mut client = AuditLogClient::new(self.coordinator.clone());
         loop {
-            let pending = disclosures::pending(&self.db, BATCH).await?;
-            if pending.is_empty() {
-                return Ok(());
-            }
-            let all: Vec<_> = pending
-                .iter()
-                .flat_map(|(_, r)| entries(self.org, r))
-                .collect();
-            match client.append(v1::AppendRequest { entries: all }).await {
-                Ok(_) => {
-                    disclosures::mark_appended(&self.db, pending[pending.len() - 1].0).await?;
+            let pending = if progress.from_db {
+                let pending = disclosures::pending(&self.db, after, BATCH).await?;
+                if pending.is_empty() {
+                    // Everything committed so far is appended; what comes next, the writer hands
+                    // over (or says it dropped).
+                    progress.from_db = false;
+                    continue;
                 }
-                Err(status) if status.code() == tonic::Code::InvalidArgument => {
-                    // One record spoils the batch: append one by one, keep the refused here.
-                    for (seq, record) in &pending {
-                        let one = v1::AppendRequest {
-                            entries: entries(self.org, record),
-                        };
-                        match client.append(one).await {
-                            Ok(_) => disclosures::mark_appended(&self.db, *seq).await?,
-                            Err(s) if s.code() == tonic::Code::InvalidArgument => {
-                                tracing::error!(disclosure = %record.disclosure_id, reason = %s.message(), "disclosure record refused by the audit log; kept in the node's log only");
-                                self.refused.inc();
-                                disclosures::mark_local_only(&self.db, *seq).await?;
-                                disclosures::mark_appended(&self.db, *seq).await?;
+                pending
+            } else {
+                match self.writer.take_committed(after, BATCH as usize) {
+                    Taken::Lost => {
+                        progress.from_db = true;
+                        continue;
+                    }
+                    Taken::Records(r) if r.is_empty() => return Ok(()),
+                    Taken::Records(r) => r,
+                }
+            };
+            // Until these are appended, the database is where to find them.
+            let from_db = std::mem::replace(&mut progress.from_db, true);
+            let mut rest = &pending[..];
+            for (records, entries) in appends(self.org, &pending) {
+                let (these, tail) = rest.split_at(records);
+                rest = tail;
+                match append_all(&mut client, entries).await {
+                    Ok(()) => {}
+                    Err(status) if status.code() != tonic::Code::InvalidArgument => {
+                        return Err(coordinator_error(&status));
+                    }
+                    // One record spoils the call: append one by one, keep the refused here.
+                    Err(_) => {
+                        for (seq, record) in these {
+                            match append_all(&mut client, entries_of(self.org, record)).await {
+                                Ok(()) => {}
+                                Err(s) if s.code() == tonic::Code::InvalidArgument => {
+                                    tracing::error!(disclosure = %record.disclosure_id, reason = %s.message(), "disclosure record refused by the audit log; kept in the node's log only");
+                                    self.refused.inc();
+                                    disclosures::mark_local_only(&self.db, *seq).await?;
+                                }
+                                Err(s) => return Err(coordinator_error(&s)),
                             }
-                            Err(s) => {
-                                return Err(crate::Error::Coordinator(format!(
-                                    "{}: {}",
-                                    s.code(),
-                                    s.message()
-                                )));
-                            }
+                            after = *seq;
+                            progress.appended_through = Some(after);
+                            self.writer.appended(after).await?;
                         }
                     }
                 }
-                Err(status) => {
-                    return Err(crate::Error::Coordinator(format!(
-                        "{}: {}",
-                        status.code(),
-                        status.message()
-                    )));
-                }
+                after = these[these.len() - 1].0;
+                progress.appended_through = Some(after);
+                self.writer.appended(after).await?;
+            }
+            progress.from_db = from_db;
+            if !from_db && pending.len() < BATCH as usize {
+                return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn record(disclosed: usize, withheld: usize, refused: bool) -> Record {
+        let ids = |n: usize, kind: &str| (0..n).map(|i| format!("{kind}-{i}")).collect();
+        Record {
+            disclosure_id: crate::ids::ordered("disc"),
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            requester_org: "00000001000000000002".into(),
+            requester_person: "emp-1".into(),
+            on_behalf_of_org: "00000001000000000001".into(),
+            case_ref: "case-abcdefgh".into(),
+            escalation_id: "esc-abcdefgh".into(),
+            purpose: "escalation_meeting".into(),
+            disclosed_fact_ids: ids(disclosed, "fact"),
+            disclosed_categories: ids(disclosed, "cat"),
+            withheld_fact_ids: ids(withheld, "fact"),
+            withheld_categories: ids(withheld, "cat"),
+            outcome: if refused {
+                Outcome::Refused
+            } else {
+                Outcome::PartlyWithheld
+            },
+            refusal: String::new(),
+            grant_id: String::new(),
+        }
+    }
+
+    proptest! {
+        /// The calls carry every record's entries once, in order, never more than the audit log
+        /// takes in one call, and end on a record's last entry.
+        #[test]
+        fn appends_keep_order_and_the_audit_logs_limit(
+            shapes in prop::collection::vec((0usize..300, 0usize..300, any::<bool>()), 0..120)
+        ) {
+            let org: Oin = "00000001000000000003".parse().unwrap();
+            let records: Vec<(i64, Record)> = shapes
+                .iter()
+                .enumerate()
+                .map(|(i, (d, w, r))| (i as i64 + 1, record(*d, *w, *r)))
+                .collect();
+            let calls = appends(org, &records);
+            prop_assert_eq!(calls.iter().map(|(n, _)| n).sum::<usize>(), records.len());
+            let mut next = 0;
+            for (n, entries) in &calls {
+                prop_assert!(*n >= 1);
+                prop_assert!(*n == 1 || entries.len() <= MAX_APPEND);
+                let expected: Vec<_> = records[next..next + n]
+                    .iter()
+                    .flat_map(|(_, r)| entries_of(org, r))
+                    .collect();
+                prop_assert_eq!(entries, &expected);
+                next += n;
+            }
+        }
+    }
+
+    #[test]
+    fn a_busy_batch_fills_calls_to_the_limit() {
+        let org: Oin = "00000001000000000003".parse().unwrap();
+        // 200 records of 7 disclosed and 3 withheld facts: two entries each.
+        let records: Vec<(i64, Record)> = (1..=200).map(|i| (i, record(7, 3, false))).collect();
+        let calls = appends(org, &records);
+        assert_eq!(calls.len(), 4);
+        assert!(calls.iter().all(|(n, e)| *n == 50 && e.len() == MAX_APPEND));
     }
 }

@@ -63,7 +63,7 @@ impl Query {
 
     fn record(&self, at: SystemTime) -> Record {
         Record {
-            disclosure_id: ids::random("disc"),
+            disclosure_id: ids::ordered("disc"),
             at,
             requester_org: self.caller.to_string(),
             requester_person: self.requested_by.clone(),

@@ -139,12 +139,14 @@ pub async fn serve(
             repeated.clone(),
         );
     });
+    let disclosure_writer = store::disclosures::Writer::start(db.clone());
     disclosure_audit::Appender {
         db: db.clone(),
         coordinator: coordinator_channel.clone(),
         org: config.org,
         wake: audit_wake.clone(),
         refused,
+        writer: disclosure_writer.clone(),
     }
     .spawn(shutdown.clone());
 
@@ -155,7 +157,7 @@ pub async fn serve(
             db: db.clone(),
             cases: case_cache.clone(),
             grants: grant::Verified::default(),
-            disclosures: store::disclosures::Writer::start(db.clone()),
+            disclosures: disclosure_writer,
             directory: directory.clone(),
             audit_wake,
             org: config.org,

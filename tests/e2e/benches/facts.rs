@@ -17,7 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use doorzet_domain::grant::GrantClaims;
 use doorzet_proto::v1::{
-    self, node_admin_client::NodeAdminClient, partner_node_client::PartnerNodeClient,
+    self, audit_log_client::AuditLogClient, node_admin_client::NodeAdminClient,
+    partner_node_client::PartnerNodeClient,
 };
 use doorzet_testkit::measure::{cpu_seconds, percentile, rss_mib};
 use doorzet_testkit::mesh::{channel_as, with_token};
@@ -156,6 +157,21 @@ async fn seed(node: &NodeProcess) {
         .expect("link");
 }
 
+/// The size of the audit log's latest signed checkpoint (its second line).
+async fn audit_size(audit: &AuditLogClient<Channel>) -> u64 {
+    let note = audit
+        .clone()
+        .get_checkpoint(v1::GetCheckpointRequest {})
+        .await
+        .expect("checkpoint")
+        .into_inner()
+        .checkpoint;
+    note.lines()
+        .nth(1)
+        .and_then(|l| l.parse().ok())
+        .expect("a checkpoint names its size on its second line")
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -239,6 +255,8 @@ fn main() {
         })
         .await;
         let after_echo = cpu();
+        let audit = AuditLogClient::new(coordinator.member_channel());
+        let audit_before = audit_size(&audit).await;
         let (facts_channel, grant) = (mesh.clone(), grant.clone());
         let facts = load(seconds, move || {
             let mut client = PartnerNodeClient::new(facts_channel.clone());
@@ -252,6 +270,15 @@ fn main() {
         })
         .await;
         let after_facts = cpu();
+        let load_ended = Instant::now();
+        // Every answer was 7 disclosed and 3 withheld facts: two audit entries.
+        let expected = audit_before + 2 * facts.requests as u64;
+        let in_log_at_end = audit_size(&audit).await.saturating_sub(audit_before);
+        while audit_size(&audit).await < expected {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let caught_up = load_ended.elapsed();
+        let after_audit = cpu();
         let after_mib = rss_mib(pid);
         let metrics = doorzet_testkit::mesh::http_get(node.admin_addr, "/metrics").await;
         let refused = metrics
@@ -283,6 +310,20 @@ fn main() {
             let per = |i: usize| (b[i] - a[i]) / l.requests.max(1) as f64 * 1e6;
             println!("{:<31} {:>10.0} {:>12.0} {:>8.0}", name, per(0), per(1), per(2));
         }
+        let with_audit = |i: usize| (after_audit[i] - after_echo[i]) / facts.requests.max(1) as f64 * 1e6;
+        println!(
+            "{:<31} {:>10.0} {:>12.0} {:>8.0}",
+            "QueryFacts + audit catch-up",
+            with_audit(0),
+            with_audit(1),
+            with_audit(2)
+        );
+        println!(
+            "audit log: {:.0} % of the run's entries were in a signed checkpoint when the load ended, all {} {:.2} s later",
+            in_log_at_end as f64 / (expected - audit_before).max(1) as f64 * 100.0,
+            expected - audit_before,
+            caught_up.as_secs_f64()
+        );
         println!("start-up to SERVING on an empty SQLite file: {:.0} ms (goal < 500 ms)", startup.as_secs_f64() * 1e3);
         println!("resident memory: idle {idle_mib:.1} MiB (goal < 30 MiB), after the run {after_mib:.1} MiB");
         println!("audit: {refused}");

@@ -20,8 +20,7 @@ use tonic::{Request, Response, Status};
 use crate::Error;
 use crate::config::AuditConfig;
 
-/// Most entries one `Append` call may carry.
-pub const MAX_APPEND: usize = 100;
+pub use doorzet_audit::entry::MAX_APPEND;
 
 /// The actions a node records itself; every other action is the coordinator's.
 const NODE_ACTIONS: [v1::AuditAction; 2] = [

@@ -4,6 +4,8 @@
 //! one watermark (`disclosure_audit_progress.appended_through`) says which are in it; the few the
 //! audit log refuses are marked as kept here only.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use doorzet_store::Database;
@@ -99,12 +101,14 @@ const INSERT_COLUMNS: &str = "disclosure_id, at, requester_org, requester_person
 /// looks each `$N` up by name, so a statement of many parameters costs quadratically).
 const ROW_SHAPES: [usize; 3] = [16, 4, 1];
 
-/// Stores `records` on `conn` (within the writer's transaction), several rows per statement.
+/// Stores `records` on `conn` (within the writer's transaction), several rows per statement, and
+/// returns their sequence numbers in the order of `records`.
 async fn insert_on(
     conn: &mut sqlx::AnyConnection,
-    records: &[&Record],
+    records: &[Record],
     audit: AuditState,
-) -> Result<(), Error> {
+) -> Result<Vec<i64>, Error> {
+    let mut seqs = Vec::with_capacity(records.len());
     let mut rest = records;
     while !rest.is_empty() {
         let rows = ROW_SHAPES
@@ -119,10 +123,10 @@ async fn insert_on(
             })
             .collect();
         let sql = format!(
-            "INSERT INTO disclosures ({INSERT_COLUMNS}) VALUES {}",
+            "INSERT INTO disclosures ({INSERT_COLUMNS}) VALUES {} RETURNING seq, disclosure_id",
             values.join(", ")
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(sql));
         for r in chunk {
             query = query
                 .bind(r.disclosure_id.clone())
@@ -142,57 +146,129 @@ async fn insert_on(
                 .bind(r.grant_id.clone())
                 .bind(audit as i32);
         }
-        query.execute(&mut *conn).await?;
+        // RETURNING promises no order; the ids match rows to records.
+        let returned = query.fetch_all(&mut *conn).await?;
+        for r in chunk {
+            let seq = returned
+                .iter()
+                .find(|(_, id)| *id == r.disclosure_id)
+                .map(|(seq, _)| *seq)
+                .ok_or_else(|| {
+                    Error::Corrupt("an inserted disclosure record went missing".into())
+                })?;
+            seqs.push(seq);
+        }
         rest = tail;
     }
-    Ok(())
+    Ok(seqs)
 }
 
-type Pending = (Record, tokio::sync::oneshot::Sender<Result<(), String>>);
+#[expect(
+    clippy::large_enum_variant,
+    reason = "records are nearly all the traffic; boxing them would allocate once more per request"
+)]
+enum Message {
+    /// A record to store; answered once it is durable.
+    Record(Record, tokio::sync::oneshot::Sender<Result<(), String>>),
+    /// Everything up to this sequence number is in the audit log.
+    Appended(i64),
+}
 
 /// Stores records with group commit: the records of concurrent requests share one transaction (one
 /// fsync), and each request is answered only once its record is durable. It is the only writer of
 /// the log and commits one transaction at a time, so sequence numbers become visible in order,
 /// which the audit watermark relies on (on PostgreSQL too, where concurrent writers could commit a
-/// lower sequence number after a higher one).
+/// lower sequence number after a higher one). It also moves the watermark, in its next
+/// transaction, and hands what it committed to the audit appender in memory ([`Committed`]).
 #[derive(Debug, Clone)]
 pub struct Writer {
-    queue: tokio::sync::mpsc::Sender<Pending>,
+    queue: tokio::sync::mpsc::Sender<Message>,
+    committed: Arc<Mutex<Committed>>,
+}
+
+/// Records committed and not yet taken by the audit appender, in commit order with their sequence
+/// numbers, so that it need not read them back. Bounded: what does not fit is dropped here (it is
+/// in the database) and `lost` tells the appender to read from there.
+#[derive(Debug, Default)]
+struct Committed {
+    records: VecDeque<(i64, Record)>,
+    lost: bool,
+}
+
+/// What [`Writer::take_committed`] found.
+#[derive(Debug)]
+pub enum Taken {
+    /// The records committed after the given sequence number, oldest first (none: all taken).
+    Records(Vec<(i64, Record)>),
+    /// Some were dropped: read them from the database.
+    Lost,
 }
 
 /// Most records in one transaction.
 const MAX_BATCH: usize = 512;
+/// Most committed records held for the audit appender.
+const MAX_COMMITTED: usize = 4096;
 
 impl Writer {
     /// Starts the writer task on `db`.
     pub fn start(db: Database) -> Self {
-        let (queue, mut rx) = tokio::sync::mpsc::channel::<Pending>(4096);
+        Self::start_with(db, MAX_COMMITTED)
+    }
+
+    /// Starts the writer task, holding at most `capacity` committed records for the appender.
+    fn start_with(db: Database, capacity: usize) -> Self {
+        let (queue, mut rx) = tokio::sync::mpsc::channel::<Message>(4096);
+        let committed = Arc::new(Mutex::new(Committed::default()));
+        let handoff = committed.clone();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
+                let mut records = Vec::new();
+                let mut replies = Vec::new();
+                let mut watermark = None;
+                let mut next = Some(first);
+                while let Some(message) = next.take() {
+                    match message {
+                        Message::Record(record, reply) => {
+                            records.push(record);
+                            replies.push(reply);
+                        }
+                        Message::Appended(seq) => watermark = watermark.max(Some(seq)),
+                    }
+                    if records.len() < MAX_BATCH {
+                        next = rx.try_recv().ok();
                     }
                 }
-                let result = write_batch(&db, &batch).await.map_err(|e| e.to_string());
-                if let Err(e) = &result {
-                    tracing::error!(error = %e, records = batch.len(), "disclosure records not stored; their requests fail");
-                }
-                for (_, reply) in batch {
-                    let _ = reply.send(result.clone());
+                let result = write_batch(&db, &records, watermark).await;
+                let answer = match result {
+                    Ok(seqs) => {
+                        let mut c = handoff.lock().unwrap_or_else(|e| e.into_inner());
+                        for (seq, record) in seqs.into_iter().zip(records) {
+                            if c.records.len() < capacity {
+                                c.records.push_back((seq, record));
+                            } else {
+                                c.lost = true;
+                            }
+                        }
+                        Ok(())
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, records = records.len(), "disclosure records not stored; their requests fail");
+                        Err(e.to_string())
+                    }
+                };
+                for reply in replies {
+                    let _ = reply.send(answer.clone());
                 }
             }
         });
-        Self { queue }
+        Self { queue, committed }
     }
 
     /// Stores `record` (to be appended to the audit log) and returns once it is durable.
     pub async fn write(&self, record: Record) -> Result<(), Error> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.queue
-            .send((record, reply))
+            .send(Message::Record(record, reply))
             .await
             .map_err(|_| Error::Corrupt("disclosure writer stopped".into()))?;
         answer
@@ -200,17 +276,47 @@ impl Writer {
             .map_err(|_| Error::Corrupt("disclosure writer stopped".into()))?
             .map_err(Error::Corrupt)
     }
+
+    /// Records that every record up to `seq` is in the audit log (stored with the next
+    /// transaction; after a crash before that, the appender sends the same records again).
+    pub async fn appended(&self, seq: i64) -> Result<(), Error> {
+        self.queue
+            .send(Message::Appended(seq))
+            .await
+            .map_err(|_| Error::Corrupt("disclosure writer stopped".into()))
+    }
+
+    /// Takes up to `max` committed records with sequence numbers above `after`.
+    pub fn take_committed(&self, after: i64, max: usize) -> Taken {
+        let mut c = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+        if c.lost {
+            c.lost = false;
+            c.records.clear();
+            return Taken::Lost;
+        }
+        while c.records.front().is_some_and(|(seq, _)| *seq <= after) {
+            c.records.pop_front();
+        }
+        let n = c.records.len().min(max);
+        Taken::Records(c.records.drain(..n).collect())
+    }
 }
 
-async fn write_batch(db: &Database, batch: &[Pending]) -> Result<(), Error> {
+async fn write_batch(
+    db: &Database,
+    records: &[Record],
+    watermark: Option<i64>,
+) -> Result<Vec<i64>, Error> {
     use sqlx::Connection;
     let _turn = db.write_turn().await;
     let mut conn = db.pool().acquire().await?;
     let mut tx = conn.begin().await?;
-    let records: Vec<&Record> = batch.iter().map(|(r, _)| r).collect();
-    insert_on(&mut tx, &records, AuditState::InOrder).await?;
+    let seqs = insert_on(&mut tx, records, AuditState::InOrder).await?;
+    if let Some(last) = watermark {
+        mark_appended_on(&mut tx, last).await?;
+    }
     tx.commit().await?;
-    Ok(())
+    Ok(seqs)
 }
 
 const COLUMNS: &str = "seq, disclosure_id, at, requester_org, requester_person, on_behalf_of_org, \
@@ -299,13 +405,14 @@ pub async fn for_case_ref(db: &Database, case_ref: &str, limit: u32) -> Result<V
         .collect()
 }
 
-/// The oldest `limit` entries past the watermark, with their sequence numbers.
-pub async fn pending(db: &Database, limit: u32) -> Result<Vec<(i64, Record)>, Error> {
+/// The oldest `limit` entries after sequence number `after` (the watermark, or further when the
+/// appender is ahead of it) that go to the audit log, with their sequence numbers.
+pub async fn pending(db: &Database, after: i64, limit: u32) -> Result<Vec<(i64, Record)>, Error> {
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM disclosures \
-         WHERE seq > (SELECT appended_through FROM disclosure_audit_progress WHERE id = 1) \
-         AND audit_state <> $1 ORDER BY seq LIMIT $2"
+         WHERE seq > $1 AND audit_state <> $2 ORDER BY seq LIMIT $3"
     )))
+    .bind(after)
     .bind(AuditState::LocalOnly as i32)
     .bind(limit as i64)
     .fetch_all(db.pool())
@@ -314,23 +421,122 @@ pub async fn pending(db: &Database, limit: u32) -> Result<Vec<(i64, Record)>, Er
 }
 
 /// Moves the watermark to `last`: every entry up to it is in the audit log or kept here only.
-pub async fn mark_appended(db: &Database, last: i64) -> Result<(), Error> {
+async fn mark_appended_on(conn: &mut sqlx::AnyConnection, last: i64) -> Result<(), Error> {
     sqlx::query(
         "UPDATE disclosure_audit_progress SET appended_through = $1 \
          WHERE id = 1 AND appended_through < $1",
     )
     .bind(last)
-    .execute(db.pool())
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
+/// The watermark: every entry up to it is in the audit log or kept here only.
+pub async fn appended_through(db: &Database) -> Result<i64, Error> {
+    Ok(
+        sqlx::query_scalar("SELECT appended_through FROM disclosure_audit_progress WHERE id = 1")
+            .fetch_one(db.pool())
+            .await?,
+    )
+}
+
 /// Marks an entry as kept here only.
 pub async fn mark_local_only(db: &Database, seq: i64) -> Result<(), Error> {
+    let _turn = db.write_turn().await;
     sqlx::query("UPDATE disclosures SET audit_state = $1 WHERE seq = $2")
         .bind(AuditState::LocalOnly as i32)
         .bind(seq)
         .execute(db.pool())
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use doorzet_store::testing::TestDatabase;
+
+    use super::*;
+
+    fn record(n: u64) -> Record {
+        Record {
+            disclosure_id: crate::ids::ordered("disc"),
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + n),
+            requester_org: "00000001000000000002".into(),
+            requester_person: format!("emp-{n}"),
+            on_behalf_of_org: "00000001000000000001".into(),
+            case_ref: "case-abcdefgh".into(),
+            escalation_id: "esc-abcdefgh".into(),
+            purpose: "escalation".into(),
+            disclosed_fact_ids: vec!["fact-a".into(), "fact-b".into()],
+            disclosed_categories: vec!["eviction_date".into(), "legal_title".into()],
+            withheld_fact_ids: vec!["fact-c".into()],
+            withheld_categories: vec!["diagnosis_group".into()],
+            outcome: Outcome::PartlyWithheld,
+            refusal: String::new(),
+            grant_id: "grant-1".into(),
+        }
+    }
+
+    fn persons(records: &[(i64, Record)]) -> Vec<String> {
+        records
+            .iter()
+            .map(|(_, r)| r.requester_person.clone())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_writer_hands_over_what_it_committed_in_order_and_says_when_it_dropped_some() {
+        for test_db in TestDatabase::all().await {
+            let db = Database::connect(test_db.url(), &[&crate::store::MIGRATIONS])
+                .await
+                .unwrap();
+            let writer = Writer::start_with(db.clone(), 4);
+            for n in 0..3 {
+                writer.write(record(n)).await.unwrap();
+            }
+            let Taken::Records(taken) = writer.take_committed(0, 10) else {
+                panic!("nothing was dropped");
+            };
+            assert_eq!(persons(&taken), ["emp-0", "emp-1", "emp-2"]);
+            assert!(taken.windows(2).all(|w| w[0].0 < w[1].0));
+            // Exactly what the database holds, sequence numbers included.
+            assert_eq!(pending(&db, 0, 10).await.unwrap(), taken);
+            let last = taken[2].0;
+
+            for n in 3..5 {
+                writer.write(record(n)).await.unwrap();
+            }
+            let Taken::Records(next) = writer.take_committed(last, 1) else {
+                panic!("nothing was dropped");
+            };
+            assert_eq!(persons(&next), ["emp-3"]);
+            let last = next[0].0;
+
+            // More than it holds for the appender: it says so, and the database has them all.
+            for n in 5..10 {
+                writer.write(record(n)).await.unwrap();
+            }
+            assert!(matches!(writer.take_committed(last, 100), Taken::Lost));
+            let rest = pending(&db, last, 100).await.unwrap();
+            assert_eq!(
+                persons(&rest),
+                ["emp-4", "emp-5", "emp-6", "emp-7", "emp-8", "emp-9"]
+            );
+            let Taken::Records(after_loss) = writer.take_committed(last, 100) else {
+                panic!("the loss was reported once");
+            };
+            assert!(after_loss.is_empty());
+
+            // The watermark is stored with the writer's next transaction.
+            assert_eq!(appended_through(&db).await.unwrap(), 0);
+            writer.appended(last).await.unwrap();
+            writer.write(record(10)).await.unwrap();
+            assert_eq!(appended_through(&db).await.unwrap(), last);
+            db.close().await;
+            test_db.drop().await;
+        }
+    }
 }
