@@ -2,7 +2,8 @@
 //! coordinator that names the caller and the case, and then only what a consent or legal basis
 //! covers; everything else is withheld by reason, a call without a valid grant is refused as a
 //! whole, and every decision lands in the node's disclosure log and (metadata only) in the
-//! coordinator's audit log. Over real mutual TLS between separate node instances, on SQLite and on
+//! coordinator's audit log (exactly once, also when the coordinator was down and the node restarted
+//! meanwhile). Over real mutual TLS between separate node instances, on SQLite and on
 //! PostgreSQL; the tracing output of the whole run is captured and must not hold a fact's value.
 
 use std::io::Write;
@@ -353,4 +354,83 @@ async fn facts_are_disclosed_exactly_as_the_grant_and_consent_allow_on_sqlite() 
 #[tokio::test(flavor = "multi_thread")]
 async fn facts_are_disclosed_exactly_as_the_grant_and_consent_allow_on_postgres() {
     scenario(Storage::Postgres).await;
+}
+
+/// How many audit entries name `case_ref` and `recipient`.
+async fn in_audit_log(
+    audit: &AuditLogClient<tonic::transport::Channel>,
+    case_ref: &str,
+    recipient: &str,
+) -> usize {
+    let mut audit = audit.clone();
+    let (mut start, mut count) = (0, 0);
+    loop {
+        let page = audit
+            .get_entries(v1::GetEntriesRequest { start, limit: 100 })
+            .await
+            .map(|r| r.into_inner().entries)
+            .unwrap_or_default();
+        if page.is_empty() {
+            return count;
+        }
+        start += page.len() as u64;
+        count += page
+            .iter()
+            .map(|b| doorzet_audit::entry::decode(b).expect("entry"))
+            .filter(|e| e.case_ref == case_ref && e.recipient_org == recipient)
+            .count();
+    }
+}
+
+async fn ask(mesh: &TestMesh, grant: &str, case_ref: &str) {
+    partner(mesh, 1, 0)
+        .query_facts(query(grant, case_ref))
+        .await
+        .expect("the node answers without the coordinator");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disclosures_made_while_the_coordinator_is_down_reach_its_audit_log_once() {
+    let mut mesh = TestMesh::start(2).await;
+    // Nothing is linked to this reference: each answer is one audit entry.
+    let case_ref = "case-downtimeqwrtz";
+    let grant = mesh.coordinator.org.grant(&claims(&mesh, 1, case_ref));
+    let recipient = mesh.nodes[1].org.org.to_string();
+    let audit = AuditLogClient::new(channel_as(&mesh.nodes[1].org, &mesh.coordinator.endpoint));
+    let reaches = |n: usize| {
+        let (audit, recipient) = (audit.clone(), recipient.clone());
+        eventually(
+            Duration::from_secs(60),
+            "disclosure records in the audit log",
+            move || {
+                let (audit, recipient) = (audit.clone(), recipient.clone());
+                async move {
+                    let count = in_audit_log(&audit, case_ref, &recipient).await;
+                    (count >= n).then_some(count)
+                }
+            },
+        )
+    };
+
+    ask(&mesh, &grant, case_ref).await;
+    assert_eq!(reaches(1).await, 1);
+
+    // The coordinator is down: the node answers and keeps the records.
+    mesh.stop_coordinator();
+    for _ in 0..3 {
+        ask(&mesh, &grant, case_ref).await;
+    }
+    // The node restarts before it could append them: they are only in its database now.
+    mesh.stop_node(0).await;
+    mesh.start_node(0).await;
+    for _ in 0..2 {
+        ask(&mesh, &grant, case_ref).await;
+    }
+
+    mesh.restart_coordinator(|_| {}).await;
+    assert_eq!(reaches(6).await, 6);
+    // One more after the recovery: once it is in, anything sent twice before it would be too.
+    ask(&mesh, &grant, case_ref).await;
+    assert_eq!(reaches(7).await, 7);
+    mesh.shutdown();
 }
