@@ -134,9 +134,9 @@ fn coordinator_error(status: &tonic::Status) -> crate::Error {
 
 /// How far the appender is: the last record appended, and whether the next come from the database
 /// (at start, after a failed append, and when the writer dropped some) or from the writer's hand.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Progress {
-    appended_through: Option<i64>,
+    appended_through: i64,
     from_db: bool,
 }
 
@@ -144,10 +144,7 @@ impl Appender {
     /// Runs until `shutdown`.
     pub fn spawn(self, shutdown: CancellationToken) {
         tokio::spawn(async move {
-            let mut progress = Progress {
-                appended_through: None,
-                from_db: true,
-            };
+            let mut progress = None;
             let mut backoff = Duration::from_millis(250);
             loop {
                 match self.drain(&mut progress).await {
@@ -165,7 +162,9 @@ impl Appender {
                         }
                     }
                     Err(e) => {
-                        progress.from_db = true;
+                        if let Some(p) = progress.as_mut() {
+                            p.from_db = true;
+                        }
                         tracing::warn!(error = %e, retry_in = ?backoff, "disclosure records not yet in the audit log");
                         tokio::select! {
                             _ = shutdown.cancelled() => return,
@@ -178,20 +177,20 @@ impl Appender {
         });
     }
 
-    /// Appends everything pending, in order.
-    async fn drain(&self, progress: &mut Progress) -> Result<(), crate::Error> {
-        let mut after = match progress.appended_through {
-            Some(seq) => seq,
-            None => {
-                let seq = disclosures::appended_through(&self.db).await?;
-                progress.appended_through = Some(seq);
-                seq
-            }
+    /// Appends everything pending, in order; the first call reads the watermark.
+    async fn drain(&self, progress: &mut Option<Progress>) -> Result<(), crate::Error> {
+        let progress = match progress {
+            Some(p) => p,
+            None => progress.insert(Progress {
+                appended_through: disclosures::appended_through(&self.db).await?,
+                from_db: true,
+            }),
         };
         let mut client = AuditLogClient::new(self.coordinator.clone());
         loop {
             let pending = if progress.from_db {
-                let pending = disclosures::pending(&self.db, after, BATCH).await?;
+                let pending =
+                    disclosures::pending(&self.db, progress.appended_through, BATCH).await?;
                 if pending.is_empty() {
                     // Everything committed so far is appended; what comes next, the writer hands
                     // over (or says it dropped).
@@ -200,7 +199,10 @@ impl Appender {
                 }
                 pending
             } else {
-                match self.writer.take_committed(after, BATCH as usize) {
+                match self
+                    .writer
+                    .take_committed(progress.appended_through, BATCH as usize)
+                {
                     Taken::Lost => {
                         progress.from_db = true;
                         continue;
@@ -216,7 +218,7 @@ impl Appender {
                 let (these, tail) = rest.split_at(records);
                 rest = tail;
                 match append_all(&mut client, entries).await {
-                    Ok(()) => {}
+                    Ok(()) => self.appended(progress, these[these.len() - 1].0).await?,
                     Err(status) if status.code() != tonic::Code::InvalidArgument => {
                         return Err(coordinator_error(&status));
                     }
@@ -232,21 +234,23 @@ impl Appender {
                                 }
                                 Err(s) => return Err(coordinator_error(&s)),
                             }
-                            after = *seq;
-                            progress.appended_through = Some(after);
-                            self.writer.appended(after).await?;
+                            self.appended(progress, *seq).await?;
                         }
                     }
                 }
-                after = these[these.len() - 1].0;
-                progress.appended_through = Some(after);
-                self.writer.appended(after).await?;
             }
             progress.from_db = from_db;
             if !from_db && pending.len() < BATCH as usize {
                 return Ok(());
             }
         }
+    }
+
+    /// Moves the watermark past `seq`: here at once, in the database with the writer's next
+    /// transaction.
+    async fn appended(&self, progress: &mut Progress, seq: i64) -> Result<(), crate::Error> {
+        progress.appended_through = seq;
+        self.writer.appended(seq).await
     }
 }
 
