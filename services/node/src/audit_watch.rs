@@ -80,6 +80,7 @@ pub struct AuditWatch {
     pinned_key: Arc<RwLock<String>>,
     latest: Arc<RwLock<Option<(Checkpoint, String)>>>,
     compared: Arc<std::sync::Mutex<std::collections::HashSet<(u64, Hash)>>>,
+    peer_queue: Arc<crate::gossip::PeerQueue>,
     alarm_gauge: Gauge<i64>,
     peer_checks: Family<PeerCheckLabels, Counter>,
     failing_gauge: Gauge<i64>,
@@ -182,6 +183,7 @@ impl AuditWatch {
             latest: Arc::default(),
             peer_checks,
             compared: Arc::default(),
+            peer_queue: Arc::default(),
         };
         match alarm {
             Some(reason) => watch.raise(&reason, false).await,
@@ -273,6 +275,11 @@ impl AuditWatch {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .map(|(_, note)| note.clone())
+    }
+
+    /// The members' checkpoints waiting to be compared (see [`crate::gossip`]).
+    pub fn peer_queue(&self) -> &crate::gossip::PeerQueue {
+        &self.peer_queue
     }
 
     /// Compares a checkpoint another member verified (sent with its call) with this node's own:

@@ -20,6 +20,7 @@ use doorzet_proto::v1::{
     self, audit_log_client::AuditLogClient, node_admin_client::NodeAdminClient,
     partner_node_client::PartnerNodeClient,
 };
+use doorzet_testkit::audit::checkpoint_size;
 use doorzet_testkit::measure::{cpu_seconds, percentile, rss_mib};
 use doorzet_testkit::mesh::{channel_as, with_token};
 use doorzet_testkit::process::{CoordinatorProcess, NodeProcess};
@@ -157,21 +158,6 @@ async fn seed(node: &NodeProcess) {
         .expect("link");
 }
 
-/// The size of the audit log's latest signed checkpoint (its second line).
-async fn audit_size(audit: &AuditLogClient<Channel>) -> u64 {
-    let note = audit
-        .clone()
-        .get_checkpoint(v1::GetCheckpointRequest {})
-        .await
-        .expect("checkpoint")
-        .into_inner()
-        .checkpoint;
-    note.lines()
-        .nth(1)
-        .and_then(|l| l.parse().ok())
-        .expect("a checkpoint names its size on its second line")
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -256,7 +242,7 @@ fn main() {
         .await;
         let after_echo = cpu();
         let audit = AuditLogClient::new(coordinator.member_channel());
-        let audit_before = audit_size(&audit).await;
+        let audit_before = checkpoint_size(&audit).await.expect("checkpoint");
         let (facts_channel, grant) = (mesh.clone(), grant.clone());
         let facts = load(seconds, move || {
             let mut client = PartnerNodeClient::new(facts_channel.clone());
@@ -273,8 +259,8 @@ fn main() {
         let load_ended = Instant::now();
         // Every answer was 7 disclosed and 3 withheld facts: two audit entries.
         let expected = audit_before + 2 * facts.requests as u64;
-        let in_log_at_end = audit_size(&audit).await.saturating_sub(audit_before);
-        while audit_size(&audit).await < expected {
+        let in_log_at_end = checkpoint_size(&audit).await.expect("checkpoint").saturating_sub(audit_before);
+        while checkpoint_size(&audit).await.expect("checkpoint") < expected {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let caught_up = load_ended.elapsed();

@@ -123,3 +123,17 @@ impl TestMesh {
         .await;
     }
 }
+
+/// The size of the audit log's latest signed checkpoint (a checkpoint names it on its second line).
+pub async fn checkpoint_size(audit: &AuditLogClient<Channel>) -> Result<u64, tonic::Status> {
+    let note = audit
+        .clone()
+        .get_checkpoint(v1::GetCheckpointRequest {})
+        .await?
+        .into_inner()
+        .checkpoint;
+    note.lines()
+        .nth(1)
+        .and_then(|l| l.parse().ok())
+        .ok_or_else(|| tonic::Status::internal("a checkpoint names its size on its second line"))
+}

@@ -169,11 +169,15 @@ fn action_of(happened: Happened) -> v1::AuditAction {
 
 /// What a transition records besides the state: the event type (when it is not the lifecycle's),
 /// the audit action and the notifications.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Record {
     event: v1::EscalationEventType,
     action: v1::AuditAction,
     from_tier: u32,
+    /// The participants notified besides the registrant: the table as it is after this event, so
+    /// a table resolved by a later event of the same change hears of the escalation from its
+    /// invitation, and the table a case leaves hears that it left.
+    audience: Vec<String>,
 }
 
 /// What a transition does.
@@ -462,6 +466,7 @@ impl Engine {
                 event: accepted.happened.into(),
                 action: v1::AuditAction::EscalationAccepted,
                 from_tier: req.tier,
+                audience: Vec::new(),
             }],
             actor_org: caller.org,
             actor_subject: person.subject.clone(),
@@ -556,6 +561,7 @@ impl Engine {
             event: t.happened.into(),
             action: action_of(t.happened),
             from_tier: t.from_tier,
+            audience: participant_orgs(e),
         });
         let mut participants: Vec<String> = participant_orgs(e);
         if !participants.contains(&e.registrant_org) {
@@ -627,7 +633,7 @@ impl Engine {
             };
             let before = lifecycle_of(&stored)?;
             let mut escalation = stored.clone();
-            let (record, alert, new_tier) = match &step {
+            let (mut record, alert, new_tier) = match &step {
                 Step::Lifecycle(event) => {
                     let t = lifecycle::apply(&before, &self.inner.ladder, event, now)
                         .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
@@ -637,6 +643,7 @@ impl Engine {
                             event: t.happened.into(),
                             action: action_of(t.happened),
                             from_tier: t.from_tier,
+                            audience: Vec::new(),
                         },
                         t.happened == Happened::TermPassedAlert,
                         t.escalation.state == State::Accepted,
@@ -653,6 +660,7 @@ impl Engine {
                             event: *event,
                             action: *action,
                             from_tier: stored.tier,
+                            audience: Vec::new(),
                         },
                         *alert,
                         false,
@@ -660,6 +668,7 @@ impl Engine {
                 }
             };
             edit(&mut escalation);
+            record.audience = participant_orgs(&escalation);
             let (actor_org, actor_subject) = match actor {
                 Some((c, p)) => (c.org, p.subject.clone()),
                 None => (self.inner.org, "doorzet-coordinator".to_owned()),
@@ -731,9 +740,11 @@ impl Engine {
                     .map_err(|err| Error::Corrupt(format!("audit entry: {err}")))?,
             );
             let invite = record.event == v1::EscalationEventType::ParticipantsResolved;
-            let mut recipients: Vec<(String, v1::EscalationEventType)> = participant_orgs(&e)
-                .into_iter()
-                .filter(|o| *o != e.registrant_org)
+            let mut recipients: Vec<(String, v1::EscalationEventType)> = record
+                .audience
+                .iter()
+                .filter(|o| **o != e.registrant_org)
+                .cloned()
                 .map(|o| {
                     let kind = if invite {
                         v1::EscalationEventType::Invited

@@ -80,28 +80,136 @@ pub async fn commit_all(
     let _turn = db.write_turn().await;
     let mut conn = db.pool().acquire().await?;
     let mut tx = conn.begin().await?;
-    let mut outcomes = Vec::with_capacity(writes.len());
-    let mut stored: Vec<(&Write, SystemTime)> = Vec::with_capacity(writes.len());
-    for &(write, now) in writes {
-        let outcome = claim(&mut tx, write, now).await?;
-        if matches!(outcome, Ok(true)) {
-            stored.push((write, now));
-        }
-        outcomes.push(outcome);
+    let mut outcomes: Vec<Option<Result<bool, Error>>> = writes.iter().map(|_| None).collect();
+    // New escalations (a wave of registrations) are claimed together, a few statements for all;
+    // moves of existing ones one by one, as each names the sequence it expects.
+    let new: Vec<usize> = (0..writes.len())
+        .filter(|i| writes[*i].0.expected_sequence.is_none())
+        .collect();
+    for (i, outcome) in claim_new(&mut tx, writes, &new).await? {
+        outcomes[i] = Some(outcome);
     }
+    for (i, &(write, now)) in writes.iter().enumerate() {
+        if outcomes[i].is_none() {
+            outcomes[i] = Some(claim(&mut tx, write, now).await?);
+        }
+    }
+    let outcomes: Vec<Result<bool, Error>> = outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Ok(false)))
+        .collect();
+    // In the order of the writes: the log takes pending entries by id.
+    let stored: Vec<(&Write, SystemTime)> = writes
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| matches!(o, Ok(true)))
+        .map(|(w, _)| *w)
+        .collect();
     insert_rows(db.backend(), &mut tx, &stored).await?;
     tx.commit().await?;
     Ok(outcomes)
 }
 
-/// The statements of `write` that can find the ground taken: its idempotency key, and the
-/// escalation's row at the sequence it expects. Nothing of it stays when either is taken.
+fn key_taken() -> Error {
+    Error::Unavailable("request_id: a request with this id is being handled; try again".into())
+}
+
+/// Claims the new escalations `new` (indexes into `writes`): their idempotency keys in multi-row
+/// inserts that report which keys were free, then the escalations whose key was. A key already
+/// taken, by an earlier request or by another write of this batch, is that write's error.
+async fn claim_new(
+    tx: &mut sqlx::AnyConnection,
+    writes: &[(&Write, SystemTime)],
+    new: &[usize],
+) -> Result<Vec<(usize, Result<bool, Error>)>, Error> {
+    let mut outcomes = Vec::with_capacity(new.len());
+    let mut keyed: Vec<(usize, &(String, String, String))> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut free: Vec<usize> = Vec::with_capacity(new.len());
+    for &i in new {
+        match &writes[i].0.request {
+            Some(key) if !seen.insert((key.0.as_str(), key.1.as_str())) => {
+                outcomes.push((i, Err(key_taken())))
+            }
+            Some(key) => keyed.push((i, key)),
+            None => free.push(i),
+        }
+    }
+    let mut claimed = std::collections::HashSet::new();
+    for chunk in keyed.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO escalation_requests (org, request_id, request_hash, response, at)              VALUES {} ON CONFLICT (org, request_id) DO NOTHING RETURNING org, request_id",
+            placeholders(chunk.len(), 5)
+        );
+        let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
+        for &(i, (org, request_id, hash)) in chunk {
+            let (write, now) = writes[i];
+            q = q
+                .bind(org.clone())
+                .bind(request_id.clone())
+                .bind(hash.clone())
+                .bind(write.escalation.escalation_id.as_bytes().to_vec())
+                .bind(millis(now));
+        }
+        claimed.extend(q.fetch_all(&mut *tx).await?);
+    }
+    for (i, (org, request_id, _)) in keyed {
+        if claimed.contains(&(org.clone(), request_id.clone())) {
+            free.push(i);
+        } else {
+            outcomes.push((i, Err(key_taken())));
+        }
+    }
+    free.sort_unstable();
+    for chunk in free.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO escalations (escalation_id, case_ref, state, tier, registrant_org, \
+             registered_at, updated_at, deadline, next_due, sequence, body) VALUES {}",
+            placeholders(chunk.len(), 11)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for &i in chunk {
+            let (write, now) = writes[i];
+            let e = &write.escalation;
+            q = q
+                .bind(e.escalation_id.clone())
+                .bind(e.case_ref.clone())
+                .bind(e.state().as_str_name())
+                .bind(e.tier as i64)
+                .bind(e.registrant_org.clone())
+                .bind(millis(now))
+                .bind(millis(now))
+                .bind(deadline_of(e))
+                .bind(write.next_due.map(millis))
+                .bind(e.sequence as i64)
+                .bind(e.encode_to_vec());
+        }
+        q.execute(&mut *tx).await?;
+        outcomes.extend(chunk.iter().map(|&i| (i, Ok(true))));
+    }
+    Ok(outcomes)
+}
+
+fn deadline_of(e: &v1::Escalation) -> Option<i64> {
+    e.deadline
+        .and_then(|t| SystemTime::try_from(t).ok())
+        .map(millis)
+}
+
+/// Claims a move of an existing escalation: its idempotency key, and the escalation's row at the
+/// sequence it expects. Nothing of it stays when either is taken.
 async fn claim(
     tx: &mut sqlx::AnyConnection,
     write: &Write,
     now: SystemTime,
 ) -> Result<Result<bool, Error>, Error> {
     let e = &write.escalation;
+    let Some(expected) = write.expected_sequence else {
+        return Err(Error::Corrupt(format!(
+            "{} is new and claimed with the others",
+            e.escalation_id
+        )));
+    };
     if let Some((org, request_id, hash)) = &write.request {
         let kept = sqlx::query(
             "INSERT INTO escalation_requests (org, request_id, request_hash, response, at) \
@@ -115,56 +223,24 @@ async fn claim(
         .execute(&mut *tx)
         .await?;
         if kept.rows_affected() != 1 {
-            return Ok(Err(Error::Unavailable(
-                "request_id: a request with this id is being handled; try again".into(),
-            )));
+            return Ok(Err(key_taken()));
         }
     }
-    let body = e.encode_to_vec();
-    let deadline = e
-        .deadline
-        .and_then(|t| SystemTime::try_from(t).ok())
-        .map(millis);
-    let next_due = write.next_due.map(millis);
-    let written = match write.expected_sequence {
-        None => {
-            sqlx::query(
-                "INSERT INTO escalations (escalation_id, case_ref, state, tier, registrant_org, \
-                 registered_at, updated_at, deadline, next_due, sequence, body) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(&e.escalation_id)
-            .bind(&e.case_ref)
-            .bind(e.state().as_str_name())
-            .bind(e.tier as i64)
-            .bind(&e.registrant_org)
-            .bind(millis(now))
-            .bind(millis(now))
-            .bind(deadline)
-            .bind(next_due)
-            .bind(e.sequence as i64)
-            .bind(body)
-            .execute(&mut *tx)
-            .await?
-        }
-        Some(expected) => {
-            sqlx::query(
-                "UPDATE escalations SET state = $1, tier = $2, updated_at = $3, deadline = $4, \
-                 next_due = $5, sequence = $6, body = $7 WHERE escalation_id = $8 AND sequence = $9",
-            )
-            .bind(e.state().as_str_name())
-            .bind(e.tier as i64)
-            .bind(millis(now))
-            .bind(deadline)
-            .bind(next_due)
-            .bind(e.sequence as i64)
-            .bind(body)
-            .bind(&e.escalation_id)
-            .bind(expected as i64)
-            .execute(&mut *tx)
-            .await?
-        }
-    };
+    let written = sqlx::query(
+        "UPDATE escalations SET state = $1, tier = $2, updated_at = $3, deadline = $4, \
+         next_due = $5, sequence = $6, body = $7 WHERE escalation_id = $8 AND sequence = $9",
+    )
+    .bind(e.state().as_str_name())
+    .bind(e.tier as i64)
+    .bind(millis(now))
+    .bind(deadline_of(e))
+    .bind(write.next_due.map(millis))
+    .bind(e.sequence as i64)
+    .bind(e.encode_to_vec())
+    .bind(&e.escalation_id)
+    .bind(expected as i64)
+    .execute(&mut *tx)
+    .await?;
     if written.rows_affected() == 1 {
         return Ok(Ok(true));
     }
@@ -695,16 +771,34 @@ mod tests {
                 .await
                 .unwrap();
             let now = SystemTime::now();
+            // New escalations are claimed together; a key used twice in one batch is the second
+            // one's error.
             let first = commit_all(
                 &db,
                 &[
                     (&write("a", 1, None, Some("req-1")), now),
+                    (&write("e", 1, None, Some("req-2")), now),
+                    (&write("f", 1, None, Some("req-2")), now),
                     (&write("b", 1, None, None), now),
                 ],
             )
             .await
             .unwrap();
-            assert!(matches!(first[..], [Ok(true), Ok(true)]), "{first:?}");
+            assert!(
+                matches!(first[..], [Ok(true), Ok(true), Err(_), Ok(true)]),
+                "{first:?}"
+            );
+            assert!(get(&db, "f").await.unwrap().is_none());
+            let pending: Vec<Vec<u8>> =
+                sqlx::query_scalar("SELECT entry FROM audit_pending ORDER BY id")
+                    .fetch_all(db.pool())
+                    .await
+                    .unwrap();
+            assert_eq!(
+                pending,
+                [&b"a.1"[..], b"e.1", b"b.1"],
+                "in the order of the writes"
+            );
 
             // One moves on, a second move from the same state conflicts, a reused request id
             // fails: each is that write's own outcome, and the others are stored.
@@ -728,10 +822,14 @@ mod tests {
             assert!(get(&db, "d").await.unwrap().is_some());
             assert_eq!(
                 count(&db, "SELECT COUNT(*) FROM escalation_events").await,
-                4
+                5
             );
-            assert_eq!(count(&db, "SELECT COUNT(*) FROM audit_pending").await, 4);
-            assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox").await, 4);
+            assert_eq!(count(&db, "SELECT COUNT(*) FROM audit_pending").await, 5);
+            assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox").await, 5);
+            assert_eq!(
+                count(&db, "SELECT COUNT(*) FROM escalation_requests").await,
+                2
+            );
             db.close().await;
             test_db.drop().await;
         }

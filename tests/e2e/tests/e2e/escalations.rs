@@ -181,6 +181,16 @@ async fn inbox(node: &TestNode) -> Vec<v1::NotifyRequest> {
         .collect()
 }
 
+/// The `(sequence, event)` of `escalation`'s notifications in `node`'s inbox, in arrival order.
+async fn events_of(node: &TestNode, escalation: &str) -> Vec<(u64, i32)> {
+    inbox(node)
+        .await
+        .into_iter()
+        .filter(|n| n.escalation_id == escalation)
+        .map(|n| (n.sequence, n.event))
+        .collect()
+}
+
 /// Waits until `node`'s inbox holds an event of `kind` at `sequence` for `escalation`.
 async fn notified(
     node: &TestNode,
@@ -569,6 +579,24 @@ async fn a_passed_term_moves_the_case_up_by_itself_even_across_a_crash() {
         .filter(|x| x.escalation_id == id && x.sequence == 3)
         .count();
     assert_eq!(count, 1);
+
+    // The table the case left hears that it moved up; the new table hears of the case from its
+    // invitation. A participant hears nothing from before it joined: the registration's
+    // `Accepted` (1) went to the registrant only. Delivery is in order per node, so once the
+    // later event is in an inbox, an earlier one that was sent would be there too.
+    use v1::EscalationEventType as T;
+    notified(&mesh.nodes[GGZ], &id, T::Escalated, 3).await;
+    assert_eq!(
+        events_of(&mesh.nodes[GGZ], &id).await,
+        [(2, T::Invited as i32), (3, T::Escalated as i32)],
+        "the tier-1 table"
+    );
+    notified(&mesh.nodes[CARE_OFFICE], &id, T::Invited, 4).await;
+    assert_eq!(
+        events_of(&mesh.nodes[CARE_OFFICE], &id).await,
+        [(4, T::Invited as i32)],
+        "the tier-2 table"
+    );
 }
 
 /// A decision on `escalation` with one commitment of the housing corporation under `mandate_id`,
