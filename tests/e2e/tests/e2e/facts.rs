@@ -382,6 +382,25 @@ async fn in_audit_log(
     }
 }
 
+/// Waits until at least `n` entries about `case_ref` for `recipient` are in the audit log; returns
+/// how many.
+async fn reaches(
+    audit: &AuditLogClient<tonic::transport::Channel>,
+    case_ref: &str,
+    recipient: &str,
+    n: usize,
+) -> usize {
+    eventually(
+        Duration::from_secs(60),
+        "disclosure records in the audit log",
+        || async {
+            let count = in_audit_log(audit, case_ref, recipient).await;
+            (count >= n).then_some(count)
+        },
+    )
+    .await
+}
+
 async fn ask(mesh: &TestMesh, grant: &str, case_ref: &str) {
     partner(mesh, 1, 0)
         .query_facts(query(grant, case_ref))
@@ -397,20 +416,7 @@ async fn disclosures_made_while_the_coordinator_is_down_reach_its_audit_log_once
     let grant = mesh.coordinator.org.grant(&claims(&mesh, 1, case_ref));
     let recipient = mesh.nodes[1].org.org.to_string();
     let audit = AuditLogClient::new(channel_as(&mesh.nodes[1].org, &mesh.coordinator.endpoint));
-    let reaches = |n: usize| {
-        let (audit, recipient) = (audit.clone(), recipient.clone());
-        eventually(
-            Duration::from_secs(60),
-            "disclosure records in the audit log",
-            move || {
-                let (audit, recipient) = (audit.clone(), recipient.clone());
-                async move {
-                    let count = in_audit_log(&audit, case_ref, &recipient).await;
-                    (count >= n).then_some(count)
-                }
-            },
-        )
-    };
+    let reaches = |n: usize| reaches(&audit, case_ref, &recipient, n);
 
     ask(&mesh, &grant, case_ref).await;
     assert_eq!(reaches(1).await, 1);
@@ -432,5 +438,74 @@ async fn disclosures_made_while_the_coordinator_is_down_reach_its_audit_log_once
     // One more after the recovery: once it is in, anything sent twice before it would be too.
     ask(&mesh, &grant, case_ref).await;
     assert_eq!(reaches(7).await, 7);
+    mesh.shutdown();
+}
+
+/// The node's count of records the audit log refused, from its metrics.
+async fn refused_by_audit_log(mesh: &TestMesh) -> f64 {
+    doorzet_testkit::mesh::http_get(mesh.nodes[0].admin, "/metrics")
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("doorzet_node_disclosure_records_refused_by_audit_log_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_the_audit_log_refuses_stays_in_the_nodes_log_and_its_neighbours_go_in_once() {
+    let mut mesh = TestMesh::start(2).await;
+    const LIMIT: Duration = Duration::from_secs(1);
+    mesh.restart_coordinator_with(|_, config| config.audit.max_append_delay = LIMIT)
+        .await;
+    let (kept, late) = ("case-keptqwrtzp", "case-lateqwrtzp");
+    let kept_grant = mesh.coordinator.org.grant(&claims(&mesh, 1, kept));
+    let late_grant = mesh.coordinator.org.grant(&claims(&mesh, 1, late));
+    let recipient = mesh.nodes[1].org.org.to_string();
+    let audit = AuditLogClient::new(channel_as(&mesh.nodes[1].org, &mesh.coordinator.endpoint));
+    let reaches = |case_ref: &'static str, n: usize| reaches(&audit, case_ref, &recipient, n);
+
+    // A record made while the coordinator is up goes in.
+    ask(&mesh, &kept_grant, kept).await;
+    assert_eq!(reaches(kept, 1).await, 1);
+    assert_eq!(refused_by_audit_log(&mesh).await, 0.0);
+
+    // One made while it is down, and older than the audit log takes when it is back.
+    mesh.stop_coordinator();
+    let made = SystemTime::now();
+    ask(&mesh, &late_grant, late).await;
+    // The condition is the record's age, not an event: wait until it is past the limit.
+    while made.elapsed().unwrap_or_default() <= LIMIT + Duration::from_millis(500) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    mesh.restart_coordinator(|_| {}).await;
+    // A fresh record right behind it: appended after the late one is settled (records go in
+    // order), so once it is in, the late one was refused or appended.
+    ask(&mesh, &kept_grant, kept).await;
+    assert_eq!(reaches(kept, 2).await, 2);
+    assert_eq!(in_audit_log(&audit, late, &recipient).await, 0);
+    assert_eq!(refused_by_audit_log(&mesh).await, 1.0);
+    // The node's own log still holds the refused record.
+    let log = NodeAdminClient::new(channel_as(
+        &mesh.nodes[0].org,
+        &mesh.nodes[0].local_endpoint,
+    ))
+    .list_disclosures(with_token(
+        v1::ListDisclosuresRequest {
+            case_ref: late.into(),
+            limit: 0,
+        },
+        &mesh.nodes[0].org.token("po-1", "privacy_officer"),
+    ))
+    .await
+    .expect("disclosure log")
+    .into_inner()
+    .disclosures;
+    assert_eq!(log.len(), 1);
+
+    // Nothing is sent again: one more goes in once, and the refused one stays out.
+    ask(&mesh, &kept_grant, kept).await;
+    assert_eq!(reaches(kept, 3).await, 3);
+    assert_eq!(in_audit_log(&audit, late, &recipient).await, 0);
+    assert_eq!(refused_by_audit_log(&mesh).await, 1.0);
     mesh.shutdown();
 }
