@@ -155,12 +155,14 @@ async fn an_escalation_registered_and_followed_through_rest() {
 
     // Mandates through each partner's own gateway; a retry with the same key makes no second one.
     let ops = ggz.token("ops-1", "beheerder");
+    // A retry sends the same body: one made a moment later would carry other dates.
+    let teamleider = new_mandate("teamleider", &[1]);
     let created = post(
         &http,
         &ggz.url("/mandates"),
         &ops,
         "mandate-teamleider",
-        &new_mandate("teamleider", &[1]),
+        &teamleider,
     )
     .await;
     assert_eq!(created.status().as_u16(), 201);
@@ -175,7 +177,7 @@ async fn an_escalation_registered_and_followed_through_rest() {
         &ggz.url("/mandates"),
         &ops,
         "mandate-teamleider",
-        &new_mandate("teamleider", &[1]),
+        &teamleider,
     )
     .await;
     assert!(
