@@ -557,13 +557,13 @@ impl Engine {
         let t = lifecycle::apply(&before, ladder, &Event::ResolveParticipants, now)
             .map_err(|err| Error::FailedPrecondition(err.to_string()))?;
         set_lifecycle(e, &t.escalation, ladder);
+        let mut participants: Vec<String> = participant_orgs(e);
         change.records.push(Record {
             event: t.happened.into(),
             action: action_of(t.happened),
             from_tier: t.from_tier,
-            audience: participant_orgs(e),
+            audience: participants.clone(),
         });
-        let mut participants: Vec<String> = participant_orgs(e);
         if !participants.contains(&e.registrant_org) {
             participants.push(e.registrant_org.clone());
         }

@@ -90,8 +90,8 @@ pub async fn commit_all(
         outcomes[i] = Some(outcome);
     }
     for (i, &(write, now)) in writes.iter().enumerate() {
-        if outcomes[i].is_none() {
-            outcomes[i] = Some(claim(&mut tx, write, now).await?);
+        if let Some(expected) = write.expected_sequence {
+            outcomes[i] = Some(claim_move(&mut tx, write, expected, now).await?);
         }
     }
     let outcomes: Vec<Result<bool, Error>> = outcomes
@@ -198,18 +198,13 @@ fn deadline_of(e: &v1::Escalation) -> Option<i64> {
 
 /// Claims a move of an existing escalation: its idempotency key, and the escalation's row at the
 /// sequence it expects. Nothing of it stays when either is taken.
-async fn claim(
+async fn claim_move(
     tx: &mut sqlx::AnyConnection,
     write: &Write,
+    expected: u64,
     now: SystemTime,
 ) -> Result<Result<bool, Error>, Error> {
     let e = &write.escalation;
-    let Some(expected) = write.expected_sequence else {
-        return Err(Error::Corrupt(format!(
-            "{} is new and claimed with the others",
-            e.escalation_id
-        )));
-    };
     if let Some((org, request_id, hash)) = &write.request {
         let kept = sqlx::query(
             "INSERT INTO escalation_requests (org, request_id, request_hash, response, at) \
