@@ -449,7 +449,6 @@ async fn fetch_blocks(
 }
 
 async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<(Vec<Vec<u8>>, Reply)>) {
-    let mut conn: Option<sqlx::pool::PoolConnection<sqlx::Any>> = None;
     while let Some(first) = rx.recv().await {
         let mut requests = vec![first];
         let mut count = requests[0].0.len();
@@ -470,17 +469,7 @@ async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<(Vec<Vec<u8>>, Reply
             }
             continue;
         }
-        let result = match conn.as_mut() {
-            Some(c) => commit(&shared, c, batches).await,
-            None => match writer_connection(&shared.db).await {
-                Ok(c) => commit(&shared, conn.insert(c), batches).await,
-                Err(e) => Err(e.into()),
-            },
-        };
-        if result.is_err() {
-            // A broken connection must not poison every later batch.
-            conn = None;
-        }
+        let result = commit(&shared, batches).await;
         match result {
             Ok((size, index_ranges)) => {
                 for (reply, indexes) in replies.into_iter().zip(index_ranges) {
@@ -676,17 +665,8 @@ async fn recover(
     Err(error)
 }
 
-/// The writer's own connection, kept across batches so SQLite's per-connection page cache for the
-/// indexes stays warm.
-async fn writer_connection(
-    db: &Database,
-) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, sqlx::Error> {
-    db.pool().acquire().await
-}
-
 async fn commit(
     shared: &Shared,
-    conn: &mut sqlx::AnyConnection,
     batches: Vec<Vec<Vec<u8>>>,
 ) -> Result<(u64, Vec<Vec<u64>>), AuditError> {
     let (mut frontier, mut partial) = {
@@ -730,21 +710,20 @@ async fn commit(
         root: frontier.root(),
     };
     let note = shared.signer.sign(&checkpoint);
-    let turn = shared.db.write_turn().await;
-    let written = store::write_batch(
-        conn,
-        &store::Batch {
-            first_index,
-            entries: &rows,
-            subtrees: &finished,
-            tiles: &tiles,
-            size: checkpoint.size,
-            root: checkpoint.root,
-            note: &note,
-        },
-    )
-    .await;
-    drop(turn);
+    let batch = store::Batch {
+        first_index,
+        entries: &rows,
+        subtrees: &finished,
+        tiles: &tiles,
+        size: checkpoint.size,
+        root: checkpoint.root,
+        note: &note,
+    };
+    // The database's writing connection: on SQLite its page cache for the indexes stays warm.
+    let written = match shared.db.writer().await {
+        Ok(mut conn) => store::write_batch(&mut conn, shared.db.backend(), &batch).await,
+        Err(e) => Err(e),
+    };
     if let Err(e) = written {
         return recover(shared, &checkpoint, index_ranges, e.into()).await;
     }

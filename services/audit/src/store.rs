@@ -2,7 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use doorzet_store::{Database, Migrations};
+use doorzet_store::{Backend, Database, Migrations, Params};
 use sqlx::migrate::Migrator;
 
 use crate::merkle::{Hash, Subtree};
@@ -19,16 +19,11 @@ pub static MIGRATIONS: Migrations = Migrations {
 /// Rows per multi-row INSERT, largest first: well under both backends' parameter limits.
 const ROW_SHAPES: [usize; 5] = [500, 100, 20, 5, 1];
 
-fn insert_entries_sql(rows: usize) -> String {
-    let mut sql = String::from("INSERT INTO audit_entries (idx, leaf_hash, body) VALUES ");
-    for i in 0..rows {
-        if i > 0 {
-            sql.push(',');
-        }
-        let p = i * 3;
-        sql.push_str(&format!("(${}, ${}, ${})", p + 1, p + 2, p + 3));
-    }
-    sql
+fn insert_entries_sql(backend: Backend, rows: usize) -> String {
+    format!(
+        "INSERT INTO audit_entries (idx, leaf_hash, body) VALUES {}",
+        Params::new(backend).rows(rows, 3)
+    )
 }
 
 fn to_hash(bytes: Vec<u8>, what: &str) -> Result<Hash, crate::AuditError> {
@@ -56,10 +51,11 @@ pub struct Batch<'a> {
     pub note: &'a str,
 }
 
-/// Writes a batch in one transaction: entries, finished subtrees and the checkpoint. The writer
-/// keeps one connection for all batches, so SQLite's page cache for the indexes stays warm.
+/// Writes a batch in one transaction on `conn` (the database's writing connection): entries,
+/// finished subtrees and the checkpoint.
 pub async fn write_batch(
     conn: &mut sqlx::AnyConnection,
+    backend: Backend,
     batch: &Batch<'_>,
 ) -> Result<(), sqlx::Error> {
     use sqlx::Connection;
@@ -73,7 +69,7 @@ pub async fn write_batch(
             .find(|&n| n <= remaining)
             .unwrap_or(1);
         let chunk = &batch.entries[offset..offset + rows];
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_entries_sql(rows)));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_entries_sql(backend, rows)));
         let base = batch.first_index + offset as u64;
         for (i, (hash, body)) in chunk.iter().enumerate() {
             query = query

@@ -7,7 +7,10 @@
 /// Returns true when `digits` (eight or nine ASCII digits) form a number that passes the BSN
 /// eleven-test.
 pub fn passes_eleven_test(digits: &str) -> bool {
-    let bytes = digits.as_bytes();
+    passes_eleven_test_bytes(digits.as_bytes())
+}
+
+fn passes_eleven_test_bytes(bytes: &[u8]) -> bool {
     if !(8..=9).contains(&bytes.len()) || !bytes.iter().all(u8::is_ascii_digit) {
         return false;
     }
@@ -29,8 +32,11 @@ pub fn passes_eleven_test(digits: &str) -> bool {
 /// Returns true when `text` holds a run of exactly eight or nine digits (bounded by non-digits or
 /// the ends) that passes the eleven-test, so it could be a BSN.
 pub fn contains_bsn_shaped(text: &str) -> bool {
-    text.split(|c: char| !c.is_ascii_digit())
-        .any(passes_eleven_test)
+    // By byte: every identifier of every audit entry passes here, and a byte of a multi-byte
+    // character is never an ASCII digit.
+    text.as_bytes()
+        .split(|b| !b.is_ascii_digit())
+        .any(|run| (8..=9).contains(&run.len()) && passes_eleven_test_bytes(run))
 }
 
 /// Checks a case reference: 8–64 characters of ASCII letters, digits, `-` and `_`, holding no
@@ -91,6 +97,16 @@ mod tests {
         #[test]
         fn never_panics(text in "\\PC{0,40}") {
             let _ = contains_bsn_shaped(&text);
+        }
+
+        #[test]
+        fn the_byte_scan_finds_what_a_scan_by_character_finds(
+            text in "([0-9]{1,10}|\\PC{1,3}|[a-z-]{1,4}){0,8}",
+        ) {
+            let by_char = text
+                .split(|c: char| !c.is_ascii_digit())
+                .any(passes_eleven_test);
+            prop_assert_eq!(contains_bsn_shaped(&text), by_char);
         }
     }
 }

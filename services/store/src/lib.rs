@@ -1,6 +1,7 @@
 //! Database connections for doorzet services: SQLite is the embedded default (the file is created
 //! and migrated on start, WAL with synchronous=FULL), PostgreSQL the production option. One pool
-//! type serves both, so a store's queries are written once with `$1` placeholders.
+//! type serves both, so a store's queries are written once with `$1` placeholders (or, for large
+//! generated statements, with [`Params`]).
 //!
 //! # Layout
 //! - [`StorageConfig`]: the `[storage]` configuration section.
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
 /// The `[storage]` section of a service's configuration.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -66,14 +67,45 @@ pub struct Migrations {
 pub struct Database {
     pool: AnyPool,
     backend: Backend,
-    writers: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// SQLite: the process's one writing connection (see [`Database::writer`]).
+    writer: Option<std::sync::Arc<tokio::sync::Mutex<Option<AnyConnection>>>>,
 }
 
-/// A turn to write (see [`Database::write_turn`]); the next writer goes when it is dropped.
+/// The connection to write on, held until dropped (see [`Database::writer`]).
 #[derive(Debug)]
-pub struct WriteTurn {
-    _held: Option<tokio::sync::OwnedMutexGuard<()>>,
+pub struct Writer {
+    held: Held,
 }
+
+#[derive(Debug)]
+enum Held {
+    Sqlite(tokio::sync::OwnedMappedMutexGuard<Option<AnyConnection>, AnyConnection>),
+    Postgres(sqlx::pool::PoolConnection<sqlx::Any>),
+}
+
+impl std::ops::Deref for Writer {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        match &self.held {
+            Held::Sqlite(conn) => conn,
+            Held::Postgres(conn) => conn,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Writer {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match &mut self.held {
+            Held::Sqlite(conn) => conn,
+            Held::Postgres(conn) => conn,
+        }
+    }
+}
+
+/// The settings every SQLite connection runs with.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+    PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -32768;";
 
 impl Database {
     /// Connects to `url` and applies every set of `migrations` (their versions must not overlap:
@@ -102,19 +134,14 @@ impl Database {
             // One writer at a time is SQLite's model; a few readers share the WAL.
             Backend::Sqlite => pool.max_connections(4).after_connect(|conn, _| {
                 Box::pin(async move {
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-                         PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
-                         PRAGMA cache_size = -32768;",
-                    )
-                    .await?;
+                    conn.execute(SQLITE_PRAGMAS).await?;
                     Ok(())
                 })
             }),
             Backend::Postgres => pool.max_connections(16),
         };
         let pool = pool
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(StoreError::Connect)?;
         let mut all: Vec<_> = migrations
@@ -127,10 +154,20 @@ impl Database {
             .collect();
         all.sort_by_key(|m| m.version);
         Migrator::with_migrations(all).run(&pool).await?;
+        let writer = match backend {
+            Backend::Sqlite => {
+                let mut conn = AnyConnection::connect_with(&options)
+                    .await
+                    .map_err(StoreError::Connect)?;
+                conn.execute(SQLITE_PRAGMAS).await?;
+                Some(std::sync::Arc::new(tokio::sync::Mutex::new(Some(conn))))
+            }
+            Backend::Postgres => None,
+        };
         let db = Self {
             pool,
             backend,
-            writers: std::sync::Arc::default(),
+            writer,
         };
         let durability = db.durability().await?;
         if !durability.is_durable() {
@@ -171,19 +208,26 @@ impl Database {
         })
     }
 
-    /// Waits for this process's turn to write. SQLite lets one connection write at a time, and a
-    /// writer that finds the file locked sleeps in SQLite's busy handler (1, 2, 5, 10, ... up to
-    /// 100 ms a round) however soon the lock is free again; writers that queue here instead go,
-    /// in order, the moment the previous one is done. Take it just before a write transaction
-    /// (or a lone writing statement) and hold it until that commits, never across other awaits.
-    /// PostgreSQL locks rows, so there every writer goes at once.
-    pub async fn write_turn(&self) -> WriteTurn {
-        match self.backend {
-            Backend::Sqlite => WriteTurn {
-                _held: Some(self.writers.clone().lock_owned().await),
+    /// The connection to write on. On SQLite, which lets one connection write at a time, it is
+    /// the process's one writing connection, handed to one writer after the other: a writer that
+    /// found the file locked would sleep in SQLite's busy handler (1, 2, 5, 10, ... up to 100 ms
+    /// a round) however soon the lock is free again, and this connection's page cache stays
+    /// valid between writes (another connection's write empties it). Take it just before a write
+    /// transaction (or a lone writing statement) and drop it when that commits, never holding it
+    /// across other awaits. On PostgreSQL, which locks rows, it is a pooled connection, so
+    /// writers go at once.
+    pub async fn writer(&self) -> Result<Writer, sqlx::Error> {
+        Ok(Writer {
+            held: match &self.writer {
+                Some(slot) => Held::Sqlite(
+                    tokio::sync::OwnedMutexGuard::try_map(slot.clone().lock_owned().await, |c| {
+                        c.as_mut()
+                    })
+                    .map_err(|_| sqlx::Error::PoolClosed)?,
+                ),
+                None => Held::Postgres(self.pool.acquire().await?),
             },
-            Backend::Postgres => WriteTurn { _held: None },
-        }
+        })
     }
 
     /// Returns the pool.
@@ -196,9 +240,16 @@ impl Database {
         self.backend
     }
 
-    /// Closes every connection.
+    /// Closes every connection (the writing connection once no writer holds it).
     pub async fn close(&self) {
         self.pool.close().await;
+        let writer = match &self.writer {
+            Some(slot) => slot.lock().await.take(),
+            None => None,
+        };
+        if let Some(conn) = writer {
+            let _ = conn.close().await;
+        }
     }
 }
 
@@ -240,6 +291,50 @@ impl Durability {
                     )
             }
         }
+    }
+}
+
+/// Writes a generated statement's placeholders in the order its values are bound: `$1, $2, ...`
+/// on PostgreSQL, `?` on SQLite. SQLite looks a numbered placeholder up by name in a list as long
+/// as the statement's parameters, so a multi-row INSERT of hundreds of `$N` costs quadratically;
+/// anonymous ones are bound by position. Every placeholder of a statement must come from one
+/// `Params`, each used once, in binding order (sqlx cannot mix `?` with `$N`).
+#[derive(Debug)]
+pub struct Params {
+    backend: Backend,
+    written: usize,
+}
+
+impl Params {
+    /// Placeholders for a new statement on `backend`.
+    pub fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            written: 0,
+        }
+    }
+
+    /// The next placeholder.
+    pub fn one(&mut self) -> String {
+        self.written += 1;
+        match self.backend {
+            Backend::Sqlite => "?".to_owned(),
+            Backend::Postgres => format!("${}", self.written),
+        }
+    }
+
+    /// `n` placeholders separated by commas (an `IN` list).
+    pub fn list(&mut self, n: usize) -> String {
+        let marks: Vec<String> = (0..n).map(|_| self.one()).collect();
+        marks.join(", ")
+    }
+
+    /// `rows` parenthesised rows of `columns` placeholders: a multi-row `VALUES` list.
+    pub fn rows(&mut self, rows: usize, columns: usize) -> String {
+        let rows: Vec<String> = (0..rows)
+            .map(|_| format!("({})", self.list(columns)))
+            .collect();
+        rows.join(", ")
     }
 }
 
@@ -342,6 +437,19 @@ mod tests {
                 let durability = db.durability().await.unwrap();
                 assert!(durability.is_durable(), "{durability:?}");
             }
+            if db.backend() == Backend::Sqlite {
+                // And the writing connection, which is not the pool's.
+                let mut writer = db.writer().await.unwrap();
+                let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                    .fetch_one(&mut *writer)
+                    .await
+                    .unwrap();
+                let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+                    .fetch_one(&mut *writer)
+                    .await
+                    .unwrap();
+                assert_eq!((synchronous, journal.as_str()), (2, "wal"));
+            }
             db.close().await;
             test_db.drop().await;
         }
@@ -359,6 +467,39 @@ mod tests {
             }
             .is_durable()
         );
+    }
+
+    #[tokio::test]
+    async fn generated_placeholders_bind_in_order_on_both_backends() {
+        for test_db in TestDatabase::all().await {
+            let db = Database::connect(test_db.url(), &[&MIGRATIONS])
+                .await
+                .unwrap();
+            let mut p = Params::new(db.backend());
+            let sql = format!("INSERT INTO probe (id, note) VALUES {}", p.rows(300, 2));
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for i in 0..300_i64 {
+                q = q.bind(i).bind(format!("note {i}"));
+            }
+            q.execute(db.pool()).await.unwrap();
+            let mut p = Params::new(db.backend());
+            let sql = format!(
+                "SELECT id, note FROM probe WHERE note <> {} AND id IN ({}) ORDER BY id",
+                p.one(),
+                p.list(3)
+            );
+            let rows: Vec<(i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind("note 7")
+                .bind(7_i64)
+                .bind(299_i64)
+                .bind(0_i64)
+                .fetch_all(db.pool())
+                .await
+                .unwrap();
+            assert_eq!(rows, [(0, "note 0".into()), (299, "note 299".into())]);
+            db.close().await;
+            test_db.drop().await;
+        }
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@
 use std::time::{Duration, SystemTime};
 
 use doorzet_proto::v1;
-use doorzet_store::{Backend, Database, from_millis, millis};
+use doorzet_store::{Backend, Database, Params, from_millis, millis};
 use prost::Message;
 use sqlx::Row;
 
@@ -20,26 +20,24 @@ fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M, Error> {
 /// Most rows in one INSERT.
 const ROWS_PER_INSERT: usize = 64;
 
-/// `(($1, $2), ($3, $4), ...)` for `rows` rows of `columns` parameters.
-fn placeholders(rows: usize, columns: usize) -> String {
-    (0..rows)
-        .map(|r| {
-            let cols: Vec<String> = (1..=columns)
-                .map(|c| format!("${}", r * columns + c))
-                .collect();
-            format!("({})", cols.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+/// `($1, $2), ($3, $4), ...` for `rows` rows of `columns` parameters.
+fn placeholders(backend: Backend, rows: usize, columns: usize) -> String {
+    Params::new(backend).rows(rows, columns)
 }
 
 /// The VALUES of `rows` new outbox rows: id, recipient, body and first attempt as parameters,
 /// no attempts, no claim, no error yet.
-fn outbox_values(rows: usize) -> String {
+fn outbox_values(backend: Backend, rows: usize) -> String {
+    let mut p = Params::new(backend);
     (0..rows)
-        .map(|r| {
-            let p = |c: usize| format!("${}", r * 4 + c);
-            format!("({}, {}, {}, 0, {}, 0, '', '')", p(1), p(2), p(3), p(4))
+        .map(|_| {
+            format!(
+                "({}, {}, {}, 0, {}, 0, '', '')",
+                p.one(),
+                p.one(),
+                p.one(),
+                p.one()
+            )
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -77,8 +75,7 @@ pub async fn commit_all(
     writes: &[(&Write, SystemTime)],
 ) -> Result<Vec<Result<bool, Error>>, Error> {
     use sqlx::Connection;
-    let _turn = db.write_turn().await;
-    let mut conn = db.pool().acquire().await?;
+    let mut conn = db.writer().await?;
     let mut tx = conn.begin().await?;
     let mut outcomes: Vec<Option<Result<bool, Error>>> = writes.iter().map(|_| None).collect();
     // New escalations (a wave of registrations) are claimed together, a few statements for all;
@@ -86,7 +83,7 @@ pub async fn commit_all(
     let new: Vec<usize> = (0..writes.len())
         .filter(|i| writes[*i].0.expected_sequence.is_none())
         .collect();
-    for (i, outcome) in claim_new(&mut tx, writes, &new).await? {
+    for (i, outcome) in claim_new(&mut tx, db.backend(), writes, &new).await? {
         outcomes[i] = Some(outcome);
     }
     for (i, &(write, now)) in writes.iter().enumerate() {
@@ -119,6 +116,7 @@ fn key_taken() -> Error {
 /// taken, by an earlier request or by another write of this batch, is that write's error.
 async fn claim_new(
     tx: &mut sqlx::AnyConnection,
+    backend: Backend,
     writes: &[(&Write, SystemTime)],
     new: &[usize],
 ) -> Result<Vec<(usize, Result<bool, Error>)>, Error> {
@@ -139,7 +137,7 @@ async fn claim_new(
     for chunk in keyed.chunks(ROWS_PER_INSERT) {
         let sql = format!(
             "INSERT INTO escalation_requests (org, request_id, request_hash, response, at)              VALUES {} ON CONFLICT (org, request_id) DO NOTHING RETURNING org, request_id",
-            placeholders(chunk.len(), 5)
+            placeholders(backend, chunk.len(), 5)
         );
         let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
         for &(i, (org, request_id, hash)) in chunk {
@@ -165,7 +163,7 @@ async fn claim_new(
         let sql = format!(
             "INSERT INTO escalations (escalation_id, case_ref, state, tier, registrant_org, \
              registered_at, updated_at, deadline, next_due, sequence, body) VALUES {}",
-            placeholders(chunk.len(), 11)
+            placeholders(backend, chunk.len(), 11)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for &i in chunk {
@@ -265,7 +263,7 @@ async fn insert_rows(
         })
         .collect();
     for chunk in members.chunks(ROWS_PER_INSERT) {
-        let values = placeholders(chunk.len(), 2);
+        let values = placeholders(backend, chunk.len(), 2);
         let sql = match backend {
             Backend::Sqlite => format!(
                 "INSERT OR IGNORE INTO escalation_members (escalation_id, org) VALUES {values}"
@@ -285,7 +283,7 @@ async fn insert_rows(
     for chunk in events.chunks(ROWS_PER_INSERT) {
         let sql = format!(
             "INSERT INTO escalation_events (escalation_id, sequence, body) VALUES {}",
-            placeholders(chunk.len(), 3)
+            placeholders(backend, chunk.len(), 3)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for event in chunk {
@@ -301,7 +299,7 @@ async fn insert_rows(
     for chunk in audit.chunks(ROWS_PER_INSERT) {
         let sql = format!(
             "INSERT INTO audit_pending (entry) VALUES {}",
-            placeholders(chunk.len(), 1)
+            placeholders(backend, chunk.len(), 1)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for entry in chunk {
@@ -317,7 +315,7 @@ async fn insert_rows(
         let sql = format!(
             "INSERT INTO outbox (notification_id, recipient_org, body, attempts, next_attempt_at, \
              claimed_until, claimed_by, last_error) VALUES {}",
-            outbox_values(chunk.len())
+            outbox_values(backend, chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (recipient, notification, now) in chunk {
@@ -534,13 +532,13 @@ pub async fn claim_due(
          ORDER BY next_attempt_at, id LIMIT $3{lock}) \
          RETURNING id, recipient_org, body, attempts"
     );
-    let _turn = db.write_turn().await;
+    let mut conn = db.writer().await?;
     let rows: Vec<(i64, String, Vec<u8>, i32)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(millis(now + lease))
         .bind(millis(now))
         .bind(i64::from(limit))
         .bind(instance)
-        .fetch_all(db.pool())
+        .fetch_all(&mut *conn)
         .await?;
     let mut out: Vec<Claimed> = rows
         .into_iter()
@@ -560,31 +558,32 @@ pub async fn claim_due(
 
 /// Releases the claims `instance` held before it restarted (it is not delivering them now).
 pub async fn release_claims(db: &Database, instance: &str) -> Result<u64, Error> {
-    let _turn = db.write_turn().await;
+    let mut conn = db.writer().await?;
     let done = sqlx::query(
         "UPDATE outbox SET claimed_until = 0 WHERE claimed_by = $1 AND delivered_at IS NULL \
          AND claimed_until > 0",
     )
     .bind(instance)
-    .execute(db.pool())
+    .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected())
 }
 
 /// Marks notifications delivered.
 pub async fn delivered(db: &Database, ids: &[i64], now: SystemTime) -> Result<(), Error> {
-    let _turn = db.write_turn().await;
+    let mut conn = db.writer().await?;
     for chunk in ids.chunks(256) {
-        let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let mut p = Params::new(db.backend());
         let sql = format!(
-            "UPDATE outbox SET delivered_at = $1 WHERE id IN ({})",
-            marks.join(", ")
+            "UPDATE outbox SET delivered_at = {} WHERE id IN ({})",
+            p.one(),
+            p.list(chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(millis(now));
         for id in chunk {
             q = q.bind(*id);
         }
-        q.execute(db.pool()).await?;
+        q.execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -597,13 +596,16 @@ pub async fn failed(
     next_attempt_at: SystemTime,
     error: &str,
 ) -> Result<(), Error> {
-    let _turn = db.write_turn().await;
+    let mut conn = db.writer().await?;
     for chunk in ids.chunks(256) {
-        let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 4)).collect();
+        let mut p = Params::new(db.backend());
         let sql = format!(
-            "UPDATE outbox SET attempts = $1, next_attempt_at = $2, claimed_until = 0, \
-             last_error = $3 WHERE id IN ({})",
-            marks.join(", ")
+            "UPDATE outbox SET attempts = {}, next_attempt_at = {}, claimed_until = 0, \
+             last_error = {} WHERE id IN ({})",
+            p.one(),
+            p.one(),
+            p.one(),
+            p.list(chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(attempts as i32)
@@ -612,7 +614,7 @@ pub async fn failed(
         for id in chunk {
             q = q.bind(*id);
         }
-        q.execute(db.pool()).await?;
+        q.execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -649,31 +651,33 @@ pub async fn audit_pending(db: &Database, limit: u32) -> Result<Vec<(i64, Vec<u8
 /// Removes the audit entries `ids`, now in the log (by id: with several coordinators a lower id
 /// may commit after a higher one was read).
 pub async fn audit_drained(db: &Database, ids: &[i64]) -> Result<(), Error> {
-    let _turn = db.write_turn().await;
+    let mut conn = db.writer().await?;
     for chunk in ids.chunks(256) {
-        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "DELETE FROM audit_pending WHERE id IN ({})",
-            marks.join(", ")
+            Params::new(db.backend()).list(chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in chunk {
             q = q.bind(*id);
         }
-        q.execute(db.pool()).await?;
+        q.execute(&mut *conn).await?;
     }
     Ok(())
 }
 
 /// Stores only the audit entries of `write` (a refused registration, which changes nothing else).
 pub async fn commit_audit_only(db: &Database, write: &Write) -> Result<(), Error> {
-    let _turn = db.write_turn().await;
+    use sqlx::Connection;
+    let mut conn = db.writer().await?;
+    let mut tx = conn.begin().await?;
     for entry in &write.audit {
         sqlx::query("INSERT INTO audit_pending (entry) VALUES ($1)")
             .bind(entry.as_slice())
-            .execute(db.pool())
+            .execute(&mut *tx)
             .await?;
     }
+    tx.commit().await?;
     Ok(())
 }
 
@@ -684,12 +688,12 @@ pub async fn set_due_if_unchanged(
     sequence: u64,
     next_due: Option<SystemTime>,
 ) -> Result<(), Error> {
-    let _turn = db.write_turn().await;
+    let mut conn = db.writer().await?;
     sqlx::query("UPDATE escalations SET next_due = $1 WHERE escalation_id = $2 AND sequence = $3")
         .bind(next_due.map(millis))
         .bind(id)
         .bind(sequence as i64)
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }

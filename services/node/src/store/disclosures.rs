@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use doorzet_store::Database;
+use doorzet_store::{Backend, Database, Params};
 
 use crate::Error;
 use crate::store::cases::{from_millis, join, millis};
@@ -93,22 +93,27 @@ pub enum AuditState {
     LocalOnly = 2,
 }
 
-const INSERT_COLUMNS: &str = "disclosure_id, at, requester_org, requester_person, on_behalf_of_org, \
-    case_ref, escalation_id, purpose, disclosed_fact_ids, disclosed_categories, withheld_fact_ids, \
-    withheld_categories, outcome, refusal, grant_id, audit_state";
+const INSERT_COLUMNS: &str = "seq, disclosure_id, at, requester_org, requester_person, \
+    on_behalf_of_org, case_ref, escalation_id, purpose, disclosed_fact_ids, disclosed_categories, \
+    withheld_fact_ids, withheld_categories, outcome, refusal, grant_id, audit_state";
+const INSERT_WIDTH: usize = 17;
 
-/// Rows per multi-row INSERT, largest first (a few fixed shapes, so statements are reused; sqlx
-/// looks each `$N` up by name, so a statement of many parameters costs quadratically).
-const ROW_SHAPES: [usize; 3] = [16, 4, 1];
+/// Rows per multi-row INSERT, largest first (a few fixed shapes, so prepared statements are
+/// reused).
+const ROW_SHAPES: [usize; 4] = [64, 16, 4, 1];
 
-/// Stores `records` on `conn` (within the writer's transaction), several rows per statement, and
-/// returns their sequence numbers in the order of `records`.
+/// Stores `records` on `conn` (within the writer's transaction) with the sequence numbers
+/// `first_seq..`, in the order of `records`, several rows per statement. The writer numbers them
+/// itself: it is the log's only writer, and reading numbers back (`RETURNING`) cost a round trip
+/// per row between SQLite's thread and the writer.
 async fn insert_on(
     conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    first_seq: i64,
     records: &[Record],
     audit: AuditState,
-) -> Result<Vec<i64>, Error> {
-    let mut seqs = Vec::with_capacity(records.len());
+) -> Result<(), Error> {
+    let mut seq = first_seq;
     let mut rest = records;
     while !rest.is_empty() {
         let rows = ROW_SHAPES
@@ -116,19 +121,14 @@ async fn insert_on(
             .find(|n| *n <= rest.len())
             .unwrap_or(1);
         let (chunk, tail) = rest.split_at(rows);
-        let values: Vec<String> = (0..rows)
-            .map(|i| {
-                let cols: Vec<String> = (1..=16).map(|c| format!("${}", i * 16 + c)).collect();
-                format!("({})", cols.join(", "))
-            })
-            .collect();
         let sql = format!(
-            "INSERT INTO disclosures ({INSERT_COLUMNS}) VALUES {} RETURNING seq, disclosure_id",
-            values.join(", ")
+            "INSERT INTO disclosures ({INSERT_COLUMNS}) VALUES {}",
+            Params::new(backend).rows(rows, INSERT_WIDTH)
         );
-        let mut query = sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(sql));
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for r in chunk {
             query = query
+                .bind(seq)
                 .bind(r.disclosure_id.clone())
                 .bind(millis(r.at))
                 .bind(r.requester_org.clone())
@@ -145,22 +145,12 @@ async fn insert_on(
                 .bind(r.refusal.clone())
                 .bind(r.grant_id.clone())
                 .bind(audit as i32);
+            seq += 1;
         }
-        // RETURNING promises no order; the ids match rows to records.
-        let returned = query.fetch_all(&mut *conn).await?;
-        for r in chunk {
-            let seq = returned
-                .iter()
-                .find(|(_, id)| *id == r.disclosure_id)
-                .map(|(seq, _)| *seq)
-                .ok_or_else(|| {
-                    Error::Corrupt("an inserted disclosure record went missing".into())
-                })?;
-            seqs.push(seq);
-        }
+        query.execute(&mut *conn).await?;
         rest = tail;
     }
-    Ok(seqs)
+    Ok(())
 }
 
 #[expect(
@@ -221,6 +211,8 @@ impl Writer {
         let committed = Arc::new(Mutex::new(Committed::default()));
         let handoff = committed.clone();
         tokio::spawn(async move {
+            // The next sequence number, read again after a failed batch.
+            let mut next_seq = None;
             while let Some(first) = rx.recv().await {
                 let mut records = Vec::new();
                 let mut replies = Vec::new();
@@ -238,11 +230,12 @@ impl Writer {
                         next = rx.try_recv().ok();
                     }
                 }
-                let result = write_batch(&db, &records, watermark).await;
+                let result = write_batch(&db, next_seq, &records, watermark).await;
                 let answer = match result {
-                    Ok(seqs) => {
+                    Ok(first) => {
+                        next_seq = Some(first + records.len() as i64);
                         let mut c = handoff.lock().unwrap_or_else(|e| e.into_inner());
-                        for (seq, record) in seqs.into_iter().zip(records) {
+                        for (seq, record) in (first..).zip(records) {
                             if c.records.len() < capacity {
                                 c.records.push_back((seq, record));
                             } else {
@@ -252,6 +245,7 @@ impl Writer {
                         Ok(())
                     }
                     Err(e) => {
+                        next_seq = None;
                         tracing::error!(error = %e, records = records.len(), "disclosure records not stored; their requests fail");
                         Err(e.to_string())
                     }
@@ -302,21 +296,39 @@ impl Writer {
     }
 }
 
+/// Stores `records` numbered from `next_seq` (read from the table when `None`) and moves the
+/// watermark; returns the first record's sequence number.
 async fn write_batch(
     db: &Database,
+    next_seq: Option<i64>,
     records: &[Record],
     watermark: Option<i64>,
-) -> Result<Vec<i64>, Error> {
+) -> Result<i64, Error> {
     use sqlx::Connection;
-    let _turn = db.write_turn().await;
-    let mut conn = db.pool().acquire().await?;
+    let mut conn = db.writer().await?;
     let mut tx = conn.begin().await?;
-    let seqs = insert_on(&mut tx, records, AuditState::InOrder).await?;
+    let first = match next_seq {
+        Some(seq) => seq,
+        None => next_seq_on(&mut tx).await?,
+    };
+    insert_on(&mut tx, db.backend(), first, records, AuditState::InOrder).await?;
     if let Some(last) = watermark {
         mark_appended_on(&mut tx, last).await?;
     }
     tx.commit().await?;
-    Ok(seqs)
+    Ok(first)
+}
+
+/// The sequence number after the highest in use, and after the watermark (which no new record
+/// may fall under).
+async fn next_seq_on(conn: &mut sqlx::AnyConnection) -> Result<i64, Error> {
+    let (max, through): (Option<i64>, i64) = sqlx::query_as(
+        "SELECT (SELECT MAX(seq) FROM disclosures), appended_through \
+         FROM disclosure_audit_progress WHERE id = 1",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(max.unwrap_or(0).max(through) + 1)
 }
 
 const COLUMNS: &str = "seq, disclosure_id, at, requester_org, requester_person, on_behalf_of_org, \
@@ -443,11 +455,11 @@ pub async fn appended_through(db: &Database) -> Result<i64, Error> {
 
 /// Marks an entry as kept here only.
 pub async fn mark_local_only(db: &Database, seq: i64) -> Result<(), Error> {
-    let _turn = db.write_turn().await;
+    let mut conn = db.writer().await?;
     sqlx::query("UPDATE disclosures SET audit_state = $1 WHERE seq = $2")
         .bind(AuditState::LocalOnly as i32)
         .bind(seq)
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }

@@ -35,8 +35,7 @@ pub async fn store_all(
     now: SystemTime,
 ) -> Result<Vec<bool>, Error> {
     use sqlx::Connection;
-    let _turn = db.write_turn().await;
-    let mut conn = db.pool().acquire().await?;
+    let mut conn = db.writer().await?;
     let mut tx = conn.begin().await?;
     let mut new = Vec::with_capacity(notifications.len());
     for n in notifications {
