@@ -34,9 +34,19 @@ fn passes_eleven_test_bytes(bytes: &[u8]) -> bool {
 pub fn contains_bsn_shaped(text: &str) -> bool {
     // By byte: every identifier of every audit entry passes here, and a byte of a multi-byte
     // character is never an ASCII digit.
-    text.as_bytes()
-        .split(|b| !b.is_ascii_digit())
-        .any(|run| (8..=9).contains(&run.len()) && passes_eleven_test_bytes(run))
+    let bytes = text.as_bytes();
+    let mut run = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if b.is_ascii_digit() {
+            run += 1;
+        } else {
+            if (8..=9).contains(&run) && passes_eleven_test_bytes(&bytes[i - run..i]) {
+                return true;
+            }
+            run = 0;
+        }
+    }
+    (8..=9).contains(&run) && passes_eleven_test_bytes(&bytes[bytes.len() - run..])
 }
 
 /// Checks a case reference: 8–64 characters of ASCII letters, digits, `-` and `_`, holding no

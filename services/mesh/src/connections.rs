@@ -33,12 +33,32 @@ use crate::tls::ReloadingTls;
 pub struct ConnInfo {
     tls: TlsConnectInfo<TcpConnectInfo>,
     activity: Arc<Activity>,
+    peer: Arc<std::sync::OnceLock<PeerCertificate>>,
 }
+
+/// What the peer's leaf certificate says: its organisation and the certificate's SHA-256 (hex),
+/// or why it says nothing usable.
+pub type PeerCertificate = Result<(doorzet_domain::Oin, String), crate::IdentityError>;
 
 impl ConnInfo {
     /// Returns the peer's certificate chain, leaf first, when it presented one.
     pub fn peer_certs(&self) -> Option<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>> {
         self.tls.peer_certs()
+    }
+
+    /// Reads the peer's leaf certificate once per connection (every request on it would otherwise
+    /// parse the certificate and hash it again).
+    pub fn peer_certificate(&self) -> &PeerCertificate {
+        self.peer.get_or_init(|| {
+            let certs = self
+                .peer_certs()
+                .ok_or(crate::IdentityError::NoCertificate)?;
+            let leaf = certs.first().ok_or(crate::IdentityError::NoCertificate)?;
+            Ok((
+                crate::identity::oin_from_certificate(leaf)?,
+                crate::identity::certificate_sha256(leaf),
+            ))
+        })
     }
 }
 
@@ -147,6 +167,7 @@ impl Connected for GuardedStream {
         ConnInfo {
             tls: self.inner.connect_info(),
             activity: self.activity.clone(),
+            peer: Arc::default(),
         }
     }
 }

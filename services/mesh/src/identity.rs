@@ -231,14 +231,12 @@ impl Verifier {
 
         match self.listener {
             ListenerKind::Mesh => {
-                let certs = req
+                let (org, fingerprint) = req
                     .extensions()
                     .get::<ConnInfo>()
-                    .and_then(ConnInfo::peer_certs)
-                    .ok_or(IdentityError::NoCertificate)?;
-                let leaf = certs.first().ok_or(IdentityError::NoCertificate)?;
-                let org = oin_from_certificate(leaf)?;
-                let fingerprint = certificate_sha256(leaf);
+                    .ok_or(IdentityError::NoCertificate)?
+                    .peer_certificate()
+                    .clone()?;
                 if is_health {
                     return Ok(Caller {
                         org,
