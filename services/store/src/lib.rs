@@ -160,6 +160,9 @@ impl Database {
                     .await
                     .map_err(StoreError::Connect)?;
                 conn.execute(SQLITE_PRAGMAS).await?;
+                // Its cache stays valid between writes and would grow to the full 32 MiB; appends
+                // and recent rows need far less.
+                conn.execute("PRAGMA cache_size = -4096;").await?;
                 Some(std::sync::Arc::new(tokio::sync::Mutex::new(Some(conn))))
             }
             Backend::Postgres => None,
