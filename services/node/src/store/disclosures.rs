@@ -306,11 +306,13 @@ async fn write_batch(
 ) -> Result<i64, Error> {
     use sqlx::Connection;
     let mut conn = db.writer().await?;
-    let mut tx = conn.begin().await?;
+    // Read before the transaction: a deferred SQLite transaction that reads and then writes fails
+    // at once (no busy wait) when another connection wrote in between. Only this writer inserts.
     let first = match next_seq {
         Some(seq) => seq,
-        None => next_seq_on(&mut tx).await?,
+        None => next_seq_on(&mut conn).await?,
     };
+    let mut tx = conn.begin().await?;
     insert_on(&mut tx, db.backend(), first, records, AuditState::InOrder).await?;
     if let Some(last) = watermark {
         mark_appended_on(&mut tx, last).await?;
@@ -547,6 +549,17 @@ mod tests {
             writer.appended(last).await.unwrap();
             writer.write(record(10)).await.unwrap();
             assert_eq!(appended_through(&db).await.unwrap(), last);
+
+            // A writer started again (after a restart) numbers on from the highest stored record.
+            let highest = pending(&db, 0, 100).await.unwrap().last().unwrap().0;
+            let again = Writer::start_with(db.clone(), 4);
+            again.write(record(11)).await.unwrap();
+            let Taken::Records(after_restart) = again.take_committed(0, 10) else {
+                panic!("nothing was dropped");
+            };
+            assert_eq!(persons(&after_restart), ["emp-11"]);
+            assert_eq!(after_restart[0].0, highest + 1);
+            assert_eq!(pending(&db, highest, 10).await.unwrap(), after_restart);
             db.close().await;
             test_db.drop().await;
         }
