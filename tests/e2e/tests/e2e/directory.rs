@@ -140,6 +140,40 @@ async fn revoked_certificate_is_refused_but_a_new_one_of_the_same_member_is_not(
 }
 
 #[tokio::test]
+async fn a_certificate_revoked_while_its_connection_is_open_is_refused_on_it() {
+    let mut mesh = TestMesh::start(2).await;
+    let member = mesh.nodes[1].org.clone();
+    let node0 = mesh.nodes[0].mesh_endpoint.clone();
+    // One channel, so one connection, whose peer certificate the node reads once: the revocation
+    // list is still consulted on every request.
+    let client = PartnerNodeClient::new(channel_as(&member, &node0));
+    client
+        .clone()
+        .list_mandates(v1::ListMandatesRequest::default())
+        .await
+        .expect("before the revocation");
+    let der = doorzet_mesh::tls::read_certs(&member.tls.cert).unwrap()[0].clone();
+    let fingerprint = certificate_sha256(&der);
+    mesh.write_directory(|d| d.revoked.certificate_sha256.push(fingerprint));
+    let err = eventually(
+        WITHIN_ONE_REFRESH + REFRESH,
+        "node refuses the open connection",
+        || {
+            let mut client = client.clone();
+            async move {
+                client
+                    .list_mandates(v1::ListMandatesRequest::default())
+                    .await
+                    .err()
+            }
+        },
+    )
+    .await;
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.message().contains("revoked"), "{}", err.message());
+}
+
+#[tokio::test]
 async fn invalid_directory_edit_keeps_the_last_good_directory() {
     let mesh = TestMesh::start(2).await;
     let coordinator = mesh.coordinator.endpoint.clone();
