@@ -319,25 +319,51 @@ impl Params {
 
     /// The next placeholder.
     pub fn one(&mut self) -> String {
-        self.written += 1;
-        match self.backend {
-            Backend::Sqlite => "?".to_owned(),
-            Backend::Postgres => format!("${}", self.written),
-        }
+        let mut sql = String::new();
+        self.push(&mut sql);
+        sql
     }
 
     /// `n` placeholders separated by commas (an `IN` list).
     pub fn list(&mut self, n: usize) -> String {
-        let marks: Vec<String> = (0..n).map(|_| self.one()).collect();
-        marks.join(", ")
+        let mut sql = String::with_capacity(n * 6);
+        self.push_list(&mut sql, n);
+        sql
     }
 
     /// `rows` parenthesised rows of `columns` placeholders: a multi-row `VALUES` list.
     pub fn rows(&mut self, rows: usize, columns: usize) -> String {
-        let rows: Vec<String> = (0..rows)
-            .map(|_| format!("({})", self.list(columns)))
-            .collect();
-        rows.join(", ")
+        let mut sql = String::with_capacity(rows * (columns * 6 + 4));
+        for row in 0..rows {
+            if row > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            self.push_list(&mut sql, columns);
+            sql.push(')');
+        }
+        sql
+    }
+
+    fn push_list(&mut self, sql: &mut String, n: usize) {
+        for i in 0..n {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            self.push(sql);
+        }
+    }
+
+    fn push(&mut self, sql: &mut String) {
+        use std::fmt::Write;
+        self.written += 1;
+        match self.backend {
+            Backend::Sqlite => sql.push('?'),
+            // Writing to a String cannot fail.
+            Backend::Postgres => {
+                let _ = write!(sql, "${}", self.written);
+            }
+        }
     }
 }
 
@@ -454,6 +480,8 @@ mod tests {
                 assert_eq!((synchronous, journal.as_str()), (2, "wal"));
             }
             db.close().await;
+            // Closed means closed, the writing connection too.
+            assert!(db.writer().await.is_err());
             test_db.drop().await;
         }
         assert!(
@@ -469,6 +497,20 @@ mod tests {
                 synchronous_commit: "off".into()
             }
             .is_durable()
+        );
+    }
+
+    #[test]
+    fn generated_placeholders_are_numbered_in_writing_order_on_postgresql_only() {
+        let mut p = Params::new(Backend::Postgres);
+        assert_eq!(
+            (p.one(), p.rows(2, 2), p.list(2)),
+            ("$1".into(), "($2, $3), ($4, $5)".into(), "$6, $7".into())
+        );
+        let mut p = Params::new(Backend::Sqlite);
+        assert_eq!(
+            (p.one(), p.rows(2, 2), p.list(2)),
+            ("?".into(), "(?, ?), (?, ?)".into(), "?, ?".into())
         );
     }
 

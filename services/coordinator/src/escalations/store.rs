@@ -20,11 +20,6 @@ fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M, Error> {
 /// Most rows in one INSERT.
 const ROWS_PER_INSERT: usize = 64;
 
-/// `($1, $2), ($3, $4), ...` for `rows` rows of `columns` parameters.
-fn placeholders(backend: Backend, rows: usize, columns: usize) -> String {
-    Params::new(backend).rows(rows, columns)
-}
-
 /// The VALUES of `rows` new outbox rows: id, recipient, body and first attempt as parameters,
 /// no attempts, no claim, no error yet.
 fn outbox_values(backend: Backend, rows: usize) -> String {
@@ -137,7 +132,7 @@ async fn claim_new(
     for chunk in keyed.chunks(ROWS_PER_INSERT) {
         let sql = format!(
             "INSERT INTO escalation_requests (org, request_id, request_hash, response, at)              VALUES {} ON CONFLICT (org, request_id) DO NOTHING RETURNING org, request_id",
-            placeholders(backend, chunk.len(), 5)
+            Params::new(backend).rows(chunk.len(), 5)
         );
         let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql));
         for &(i, (org, request_id, hash)) in chunk {
@@ -163,7 +158,7 @@ async fn claim_new(
         let sql = format!(
             "INSERT INTO escalations (escalation_id, case_ref, state, tier, registrant_org, \
              registered_at, updated_at, deadline, next_due, sequence, body) VALUES {}",
-            placeholders(backend, chunk.len(), 11)
+            Params::new(backend).rows(chunk.len(), 11)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for &i in chunk {
@@ -263,7 +258,7 @@ async fn insert_rows(
         })
         .collect();
     for chunk in members.chunks(ROWS_PER_INSERT) {
-        let values = placeholders(backend, chunk.len(), 2);
+        let values = Params::new(backend).rows(chunk.len(), 2);
         let sql = match backend {
             Backend::Sqlite => format!(
                 "INSERT OR IGNORE INTO escalation_members (escalation_id, org) VALUES {values}"
@@ -283,7 +278,7 @@ async fn insert_rows(
     for chunk in events.chunks(ROWS_PER_INSERT) {
         let sql = format!(
             "INSERT INTO escalation_events (escalation_id, sequence, body) VALUES {}",
-            placeholders(backend, chunk.len(), 3)
+            Params::new(backend).rows(chunk.len(), 3)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for event in chunk {
@@ -299,7 +294,7 @@ async fn insert_rows(
     for chunk in audit.chunks(ROWS_PER_INSERT) {
         let sql = format!(
             "INSERT INTO audit_pending (entry) VALUES {}",
-            placeholders(backend, chunk.len(), 1)
+            Params::new(backend).rows(chunk.len(), 1)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for entry in chunk {
