@@ -91,14 +91,29 @@ pub fn validate(entry: &v1::AuditEntry) -> Result<(), EntryError> {
     token("escalation_id", &entry.escalation_id, false)?;
     token("case_ref", &entry.case_ref, false)?;
     token("purpose", &entry.purpose, false)?;
-    if entry.fact_ids.len() > MAX_FACTS || entry.fact_categories.len() > MAX_FACTS {
-        return Err(err("fact_ids", "more than 64 facts"));
-    }
-    for id in &entry.fact_ids {
-        token("fact_ids", id, true)?;
-    }
-    for category in &entry.fact_categories {
-        token("fact_categories", category, true)?;
+    for (ids, categories, ids_field, categories_field) in [
+        (
+            &entry.fact_ids,
+            &entry.fact_categories,
+            "fact_ids",
+            "fact_categories",
+        ),
+        (
+            &entry.withheld_fact_ids,
+            &entry.withheld_fact_categories,
+            "withheld_fact_ids",
+            "withheld_fact_categories",
+        ),
+    ] {
+        if ids.len() > MAX_FACTS || categories.len() > MAX_FACTS {
+            return Err(err(ids_field, "more than 64 facts"));
+        }
+        for id in ids {
+            token(ids_field, id, true)?;
+        }
+        for category in categories {
+            token(categories_field, category, true)?;
+        }
     }
     Ok(())
 }
@@ -133,6 +148,18 @@ pub fn validate_new(entry: &v1::AuditEntry) -> Result<(), EntryError> {
             .fact_categories
             .iter()
             .map(|c| ("fact_categories", c.as_str())),
+    )
+    .chain(
+        entry
+            .withheld_fact_ids
+            .iter()
+            .map(|id| ("withheld_fact_ids", id.as_str())),
+    )
+    .chain(
+        entry
+            .withheld_fact_categories
+            .iter()
+            .map(|c| ("withheld_fact_categories", c.as_str())),
     );
     for (field, value) in identifiers {
         if doorzet_domain::bsn::contains_bsn_shaped(value) {
@@ -147,8 +174,25 @@ pub fn validate_new(entry: &v1::AuditEntry) -> Result<(), EntryError> {
 
 /// Validates a new entry ([`validate_new`]) and encodes it canonically.
 pub fn encode(entry: &v1::AuditEntry) -> Result<Vec<u8>, EntryError> {
+    encode_new(entry).map(Encoded::into_bytes)
+}
+
+/// A new entry that passed [`validate_new`], in its canonical encoding: what the log appends
+/// without checking it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded(Vec<u8>);
+
+impl Encoded {
+    /// The encoded bytes.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+/// Validates a new entry ([`validate_new`]) and encodes it canonically, once.
+pub fn encode_new(entry: &v1::AuditEntry) -> Result<Encoded, EntryError> {
     validate_new(entry)?;
-    Ok(entry.encode_to_vec())
+    Ok(Encoded(entry.encode_to_vec()))
 }
 
 /// Decodes entry bytes, insisting on the canonical encoding and a valid entry.

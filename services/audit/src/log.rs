@@ -218,9 +218,23 @@ impl AuditLog {
     pub async fn append(&self, entries: &[v1::AuditEntry]) -> Result<Appended, AuditError> {
         let encoded = entries
             .iter()
-            .map(entry::encode)
+            .map(entry::encode_new)
             .collect::<Result<Vec<_>, _>>()?;
-        self.enqueue(encoded).await
+        self.append_checked(encoded).await
+    }
+
+    /// Appends entries that [`entry::encode_new`] checked and encoded.
+    pub async fn append_checked(
+        &self,
+        entries: Vec<entry::Encoded>,
+    ) -> Result<Appended, AuditError> {
+        self.enqueue(
+            entries
+                .into_iter()
+                .map(entry::Encoded::into_bytes)
+                .collect(),
+        )
+        .await
     }
 
     /// Appends already encoded entries; they are decoded to check they are canonical and valid.

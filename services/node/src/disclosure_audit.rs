@@ -43,54 +43,55 @@ pub struct Appender {
     pub writer: disclosures::Writer,
 }
 
-/// The audit entries for one record: one for the disclosed facts, one for the withheld ones, or
-/// one refusal; facts split 64 per entry.
+/// The audit entries for one record: one per decision (facts split 64 per entry, disclosed and
+/// withheld side by side). FACTS_DISCLOSED when the answer disclosed anything, with what it
+/// withheld beside it; FACTS_WITHHELD otherwise: outcome REFUSED for a refused request (no facts)
+/// or an answer that withheld every fact, SUCCESS when nothing was linked to the case reference.
 pub fn entries_of(org: Oin, record: &Record) -> Vec<v1::AuditEntry> {
-    let base = |action: v1::AuditAction, outcome: v1::AuditOutcome| {
-        let mut e = doorzet_audit::entry::new_entry(record.at, org, action);
-        e.actor_subject = "doorzet-node".into();
-        e.recipient_org = record.requester_org.clone();
-        e.escalation_id = record.escalation_id.clone();
-        e.case_ref = record.case_ref.clone();
-        e.purpose = record.purpose.clone();
-        e.outcome = outcome as i32;
-        e
-    };
-    if record.outcome == Outcome::Refused {
-        return vec![base(
-            v1::AuditAction::FactsWithheld,
-            v1::AuditOutcome::Refused,
-        )];
-    }
-    let mut out = Vec::new();
-    let mut add = |action, outcome, ids: &[String], categories: &[String]| {
-        for (ids, categories) in ids.chunks(MAX_FACTS).zip(categories.chunks(MAX_FACTS)) {
-            let mut e = base(action, outcome);
-            e.fact_ids = ids.to_vec();
-            e.fact_categories = categories.to_vec();
-            out.push(e);
+    let (action, outcome) = match record.outcome {
+        Outcome::Refused => (v1::AuditAction::FactsWithheld, v1::AuditOutcome::Refused),
+        _ if !record.disclosed_fact_ids.is_empty() => {
+            (v1::AuditAction::FactsDisclosed, v1::AuditOutcome::Success)
         }
-    };
-    add(
-        v1::AuditAction::FactsDisclosed,
-        v1::AuditOutcome::Success,
-        &record.disclosed_fact_ids,
-        &record.disclosed_categories,
-    );
-    add(
-        v1::AuditAction::FactsWithheld,
-        v1::AuditOutcome::Refused,
-        &record.withheld_fact_ids,
-        &record.withheld_categories,
-    );
-    if out.is_empty() {
+        _ if !record.withheld_fact_ids.is_empty() => {
+            (v1::AuditAction::FactsWithheld, v1::AuditOutcome::Refused)
+        }
         // Nothing linked to the case reference: the request is on record all the same.
-        out.push(base(
-            v1::AuditAction::FactsWithheld,
-            v1::AuditOutcome::Success,
-        ));
+        _ => (v1::AuditAction::FactsWithheld, v1::AuditOutcome::Success),
+    };
+    let mut base = doorzet_audit::entry::new_entry(record.at, org, action);
+    base.actor_subject = "doorzet-node".into();
+    base.recipient_org = record.requester_org.clone();
+    base.escalation_id = record.escalation_id.clone();
+    base.case_ref = record.case_ref.clone();
+    base.purpose = record.purpose.clone();
+    base.outcome = outcome as i32;
+    if record.outcome == Outcome::Refused {
+        return vec![base];
     }
-    out
+    let chunk = |list: &[String], i: usize| -> Vec<String> {
+        list.iter()
+            .skip(i * MAX_FACTS)
+            .take(MAX_FACTS)
+            .cloned()
+            .collect()
+    };
+    let parts = record
+        .disclosed_fact_ids
+        .len()
+        .max(record.withheld_fact_ids.len())
+        .div_ceil(MAX_FACTS)
+        .max(1);
+    (0..parts)
+        .map(|i| {
+            let mut e = base.clone();
+            e.fact_ids = chunk(&record.disclosed_fact_ids, i);
+            e.fact_categories = chunk(&record.disclosed_categories, i);
+            e.withheld_fact_ids = chunk(&record.withheld_fact_ids, i);
+            e.withheld_fact_categories = chunk(&record.withheld_categories, i);
+            e
+        })
+        .collect()
 }
 
 /// Splits records into `Append` calls in order, each at most [`MAX_APPEND`] entries and ending on a
@@ -316,13 +317,57 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// One decision is one entry (more only past 64 facts a side): every disclosed and every
+        /// withheld fact is in exactly one, in order, and each entry is one the audit log takes.
+        #[test]
+        fn a_decision_is_recorded_once_with_every_fact(
+            disclosed in 0usize..150, withheld in 0usize..150, refused in any::<bool>()
+        ) {
+            let org: Oin = "00000001000000000003".parse().unwrap();
+            let r = record(disclosed, withheld, refused);
+            let entries = entries_of(org, &r);
+            let parts = disclosed.max(withheld).div_ceil(MAX_FACTS).max(1);
+            prop_assert_eq!(entries.len(), if refused { 1 } else { parts });
+            for e in &entries {
+                prop_assert!(doorzet_audit::entry::validate_new(e).is_ok());
+            }
+            let all = |f: fn(&v1::AuditEntry) -> &Vec<String>| -> Vec<String> {
+                entries.iter().flat_map(|e| f(e).clone()).collect()
+            };
+            if refused {
+                prop_assert!(all(|e| &e.fact_ids).is_empty());
+                prop_assert!(all(|e| &e.withheld_fact_ids).is_empty());
+                prop_assert_eq!(entries[0].outcome, v1::AuditOutcome::Refused as i32);
+            } else {
+                prop_assert_eq!(all(|e| &e.fact_ids), r.disclosed_fact_ids.clone());
+                prop_assert_eq!(all(|e| &e.fact_categories), r.disclosed_categories.clone());
+                prop_assert_eq!(all(|e| &e.withheld_fact_ids), r.withheld_fact_ids.clone());
+                prop_assert_eq!(
+                    all(|e| &e.withheld_fact_categories),
+                    r.withheld_categories.clone()
+                );
+                let action = if disclosed > 0 {
+                    v1::AuditAction::FactsDisclosed
+                } else {
+                    v1::AuditAction::FactsWithheld
+                };
+                prop_assert!(entries.iter().all(|e| e.action == action as i32));
+            }
+        }
+    }
+
     #[test]
     fn a_busy_batch_fills_calls_to_the_limit() {
         let org: Oin = "00000001000000000003".parse().unwrap();
-        // 200 records of 7 disclosed and 3 withheld facts: two entries each.
+        // 200 records of 7 disclosed and 3 withheld facts: one entry each.
         let records: Vec<(i64, Record)> = (1..=200).map(|i| (i, record(7, 3, false))).collect();
         let calls = appends(org, &records);
-        assert_eq!(calls.len(), 4);
-        assert!(calls.iter().all(|(n, e)| *n == 50 && e.len() == MAX_APPEND));
+        assert_eq!(calls.len(), 2);
+        assert!(
+            calls
+                .iter()
+                .all(|(n, e)| *n == 100 && e.len() == MAX_APPEND)
+        );
     }
 }

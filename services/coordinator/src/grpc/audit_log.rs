@@ -54,7 +54,7 @@ impl AuditLogService {
         }
     }
 
-    /// Checks one entry a node wants to append; `Err` names the entry and field.
+    /// Checks one entry a node wants to append and encodes it; `Err` names the entry and field.
     fn check_node_entry(
         &self,
         snapshot: &Snapshot,
@@ -62,7 +62,7 @@ impl AuditLogService {
         i: usize,
         entry: &v1::AuditEntry,
         now: SystemTime,
-    ) -> Result<(), Error> {
+    ) -> Result<doorzet_audit::entry::Encoded, Error> {
         let invalid = |field: &str, reason: &str| {
             Error::InvalidArgument(ConvertError::new(
                 "entries",
@@ -123,7 +123,7 @@ impl AuditLogService {
                 _ => {}
             }
         }
-        doorzet_audit::entry::validate_new(entry).map_err(|e| invalid(e.field, e.reason))
+        doorzet_audit::entry::encode_new(entry).map_err(|e| invalid(e.field, e.reason))
     }
 }
 
@@ -238,9 +238,11 @@ impl audit_log_server::AuditLog for AuditLogService {
             .current()
             .ok_or_else(|| Error::Unavailable("directory not loaded".into()))?;
         let now = SystemTime::now();
-        for (i, entry) in entries.iter().enumerate() {
-            self.check_node_entry(&snapshot, caller, i, entry, now)?;
-        }
+        let encoded = entries
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| self.check_node_entry(&snapshot, caller, i, entry, now))
+            .collect::<Result<Vec<_>, _>>()?;
         let n = NonZeroU32::new(entries.len() as u32).unwrap_or(NonZeroU32::MIN);
         if !matches!(self.quota.check_key_n(&caller, n), Ok(Ok(()))) {
             return Err(Error::Quota(
@@ -248,7 +250,11 @@ impl audit_log_server::AuditLog for AuditLogService {
             )
             .into());
         }
-        let appended = self.log.append(&entries).await.map_err(Error::from)?;
+        let appended = self
+            .log
+            .append_checked(encoded)
+            .await
+            .map_err(Error::from)?;
         Ok(Response::new(v1::AppendResponse {
             leaf_indexes: appended.indexes,
             tree_size: appended.tree_size,

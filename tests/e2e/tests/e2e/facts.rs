@@ -295,8 +295,8 @@ async fn scenario(storage: Storage) {
         .expect_err("a case manager may not read the disclosure log");
     assert_eq!(err.code(), Code::PermissionDenied);
 
-    // ...and reaches the coordinator's audit log as metadata: 8 entries (the first decision is
-    // one disclosed and one withheld entry; the one about another case is logged too).
+    // ...and reaches the coordinator's audit log as metadata: 7 entries, one per decision (the
+    // first names the disclosed and the withheld facts; the one about another case is logged too).
     let audit = AuditLogClient::new(channel_as(&holder.org, &mesh.coordinator.endpoint));
     let entries = eventually(
         Duration::from_secs(10),
@@ -313,7 +313,7 @@ async fn scenario(storage: Storage) {
                     .ok()?
                     .into_inner()
                     .entries;
-                (e.len() >= 8).then_some(e)
+                (e.len() >= 7).then_some(e)
             }
         },
     )
@@ -326,8 +326,12 @@ async fn scenario(storage: Storage) {
         .iter()
         .filter(|e| e.action == v1::AuditAction::FactsDisclosed as i32)
         .collect();
+    assert_eq!(decoded.len(), 7, "one entry per decision");
     assert_eq!(disclosed.len(), 1);
     assert_eq!(disclosed[0].fact_categories, ["eviction_date"]);
+    let mut withheld = disclosed[0].withheld_fact_categories.clone();
+    withheld.sort();
+    assert_eq!(withheld, ["diagnosis_group", "risk_signal"]);
     assert_eq!(disclosed[0].recipient_org, mesh.nodes[1].org.org.as_str());
     assert_eq!(disclosed[0].case_ref, CASE_REF);
 
