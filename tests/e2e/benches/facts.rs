@@ -207,7 +207,11 @@ fn main() {
             exp: now + 3600,
         });
         let mesh: Channel = channel_as(&node.org, &node.mesh_endpoint());
-        // One check that the answer is what the consent allows.
+        // One check that the answer is what the consent allows; it also tells how many audit
+        // entries an answer makes (one per decision; two, disclosed and withheld, in binaries from
+        // before), as one answer's entries go in with one append.
+        let audit = AuditLogClient::new(coordinator.member_channel());
+        let probe_before = checkpoint_size(&audit).await.expect("checkpoint");
         let answer = PartnerNodeClient::new(mesh.clone())
             .query_facts(v1::QueryFactsRequest {
                 grant: grant.clone(),
@@ -219,6 +223,12 @@ fn main() {
             .expect("facts")
             .into_inner();
         assert_eq!((answer.facts.len(), answer.withheld.len()), (7, 3));
+        let mut probe_after = probe_before;
+        while probe_after == probe_before {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            probe_after = checkpoint_size(&audit).await.expect("checkpoint");
+        }
+        let entries_per_answer = probe_after - probe_before;
 
         let coordinator_pid = coordinator.running().pid();
         let cpu = move || {
@@ -241,26 +251,7 @@ fn main() {
         })
         .await;
         let after_echo = cpu();
-        let audit = AuditLogClient::new(coordinator.member_channel());
-        // How many audit entries one answer makes (one per decision; two, disclosed and withheld,
-        // in binaries from before): one answer's entries go in with one append, so the first
-        // checkpoint that grows holds them all.
-        let probe_before = checkpoint_size(&audit).await.expect("checkpoint");
-        PartnerNodeClient::new(mesh.clone())
-            .query_facts(v1::QueryFactsRequest {
-                grant: grant.clone(),
-                case_ref: CASE_REF.into(),
-                categories: vec![],
-                requested_by: "emp-bench".into(),
-            })
-            .await
-            .expect("probe answer");
-        let mut audit_before = probe_before;
-        while audit_before == probe_before {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            audit_before = checkpoint_size(&audit).await.expect("checkpoint");
-        }
-        let entries_per_answer = audit_before - probe_before;
+        let audit_before = checkpoint_size(&audit).await.expect("checkpoint");
         let (facts_channel, grant) = (mesh.clone(), grant.clone());
         let facts = load(seconds, move || {
             let mut client = PartnerNodeClient::new(facts_channel.clone());
