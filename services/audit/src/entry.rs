@@ -264,6 +264,17 @@ mod tests {
         let mut e = sample();
         e.action = 0;
         assert_eq!(encode(&e).unwrap_err().field, "action");
+        // The withheld facts beside the disclosed ones are held to the same rules.
+        let mut e = sample();
+        e.withheld_fact_ids = vec!["f-3".into()];
+        e.withheld_fact_categories = vec!["diagnosis group".into()];
+        assert_eq!(encode(&e).unwrap_err().field, "withheld_fact_categories");
+        e.withheld_fact_categories = vec!["diagnosis_group".into()];
+        assert!(encode(&e).is_ok());
+        e.withheld_fact_ids = (0..=MAX_FACTS).map(|i| format!("f-{i}")).collect();
+        assert_eq!(encode(&e).unwrap_err().field, "withheld_fact_ids");
+        e.withheld_fact_ids = vec!["f-123456782".into()];
+        assert_eq!(encode(&e).unwrap_err().field, "withheld_fact_ids");
     }
 
     #[test]
