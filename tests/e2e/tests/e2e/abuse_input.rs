@@ -323,6 +323,12 @@ async fn a_node_may_append_only_its_own_disclosures_about_members_now_within_its
     append(disclosure(&coordinator))
         .await
         .expect("a proper disclosure record is appended");
+    let mut partly_withheld = disclosure(&coordinator);
+    partly_withheld.withheld_fact_ids = vec!["f-0007".into()];
+    partly_withheld.withheld_fact_categories = vec!["diagnosis_group".into()];
+    append(partly_withheld)
+        .await
+        .expect("a record of disclosed and withheld facts is appended");
 
     let other_member = stranger().to_string();
     let secs = |s: i64| {
@@ -413,6 +419,18 @@ async fn a_node_may_append_only_its_own_disclosures_about_members_now_within_its
             Box::new(|e| e.fact_ids = vec!["f-123456782".into()]),
             Code::InvalidArgument,
             "fact_ids",
+        ),
+        (
+            "BSN-shaped withheld fact id",
+            Box::new(|e| e.withheld_fact_ids = vec!["f-123456782".into()]),
+            Code::InvalidArgument,
+            "withheld_fact_ids",
+        ),
+        (
+            "free text as a withheld category",
+            Box::new(|e| e.withheld_fact_categories = vec!["psychotic disorder".into()]),
+            Code::InvalidArgument,
+            "withheld_fact_categories",
         ),
     ];
     for (what, bend, code, field) in cases {
