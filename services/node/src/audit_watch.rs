@@ -17,7 +17,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use doorzet_audit::checkpoint::{Checkpoint, NoteVerifier};
 use doorzet_audit::merkle::{self, Hash};
-use doorzet_mesh::directory::Directory;
 use doorzet_mesh::log_throttle::Throttle;
 use doorzet_proto::v1::{self, audit_log_client::AuditLogClient};
 use doorzet_store::Database;
@@ -70,7 +69,7 @@ pub enum PeerCheck {
 pub struct AuditWatch {
     db: Database,
     coordinator: Channel,
-    directory: Arc<Directory>,
+    directory: crate::directory_sync::DirectorySync,
     health: HealthReporter,
     sweep: u64,
     alarm: Arc<RwLock<Option<String>>>,
@@ -119,11 +118,12 @@ fn rpc_failure(what: impl Fn() -> String) -> impl Fn(tonic::Status) -> Outcome {
 }
 
 impl AuditWatch {
-    /// Makes the watcher; loads a persisted alarm, if any.
+    /// Makes the watcher; loads a persisted alarm, if any. `directory` is the node's directory
+    /// sync, refreshed on the spot when a checkpoint does not verify under the key in force.
     pub async fn new(
         db: Database,
         coordinator: Channel,
-        directory: Arc<Directory>,
+        directory: crate::directory_sync::DirectorySync,
         health: HealthReporter,
         metrics: &doorzet_mesh::layers::metrics::Metrics,
         config: &crate::config::AuditWatch,
@@ -471,11 +471,10 @@ impl AuditWatch {
         *self.check_error.write().unwrap_or_else(|e| e.into_inner()) = error;
     }
 
-    /// The key to check `note` with: the pinned one, or the directory's new key when this node's
-    /// operator configured it or `note` is signed by both the pinned and the new key.
     /// The audit key the directory in force publishes (empty before there is one).
     fn published_key(&self) -> String {
         self.directory
+            .directory
             .current()
             .and_then(|d| {
                 d.wire
@@ -486,6 +485,8 @@ impl AuditWatch {
             .unwrap_or_default()
     }
 
+    /// The key to check `note` with: the pinned one, or the directory's new key when this node's
+    /// operator configured it or `note` is signed by both the pinned and the new key.
     /// `published` is read before `note` is fetched, so a checkpoint from a coordinator that has
     /// since restarted with a new key is never judged against that key.
     async fn verifier(&self, published: String, note: &str) -> Result<NoteVerifier, Outcome> {
@@ -556,7 +557,18 @@ impl AuditWatch {
             .map_err(rpc)?
             .into_inner()
             .checkpoint;
-        let verifier = self.verifier(published, &note).await?;
+        let mut verifier = self.verifier(published.clone(), &note).await?;
+        if verifier.verify(&note).is_err() {
+            // The coordinator may have restarted with a new key before this node's directory copy
+            // caught up: judge the checkpoint against the directory as it is now, not a stale copy.
+            if let Err(e) = self.directory.refresh().await {
+                tracing::debug!(error = %e, "directory refresh for a checkpoint that did not verify failed");
+            }
+            let fresh = self.published_key();
+            if fresh != published {
+                verifier = self.verifier(fresh, &note).await?;
+            }
+        }
         let checkpoint = verifier
             .verify(&note)
             .map_err(|e| Outcome::Broken(format!("checkpoint does not verify: {e}")))?;

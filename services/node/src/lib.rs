@@ -113,7 +113,7 @@ pub async fn serve(
     let audit = audit_watch::AuditWatch::new(
         db.clone(),
         coordinator_channel.clone(),
-        directory.clone(),
+        sync.clone(),
         health.clone(),
         &metrics,
         &config.audit,
