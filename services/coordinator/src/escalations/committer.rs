@@ -1,13 +1,17 @@
 //! Group commit of transitions: the transitions that arrive while one transaction runs go into the
 //! next one together, so a burst (deadlines falling due at once, a wave of registrations) pays one
 //! sync of the database's log per batch rather than one per transition, and a lone transition
-//! waits for nothing. Each keeps its own outcome (see [`store::commit_all`]).
+//! waits for nothing. Each keeps its own outcome (see [`store::commit_all`]). The notifications
+//! of a batch are written claimed by this instance and handed to the delivery loop in memory
+//! ([`Fresh`]), so it need not claim them and read them back.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use doorzet_store::Database;
 use tokio::sync::{mpsc, oneshot};
 
+use super::outbox::{Fresh, LEASE};
 use super::store;
 use crate::Error;
 
@@ -27,20 +31,50 @@ pub(super) struct Committer {
 }
 
 impl Committer {
-    /// Starts the writer on `db`; it stops when the last clone is dropped.
-    pub(super) fn spawn(db: Database) -> Self {
+    /// Starts the writer on `db` for coordinator `instance`, handing the notifications it commits
+    /// to `fresh`; it stops when the last clone is dropped.
+    pub(super) fn spawn(db: Database, fresh: Arc<Fresh>, instance: String) -> Self {
         let (jobs, mut queue) = mpsc::channel::<Job>(4 * MAX_BATCH);
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-                let outcomes = {
+                // With the delivery loop far behind, the rows are left for it to claim instead.
+                let handed = fresh.has_room();
+                let committed = {
                     let writes: Vec<(&store::Write, SystemTime)> =
                         batch.iter().map(|(w, at, _)| (w, *at)).collect();
-                    store::commit_all(&db, &writes).await
+                    let delivery = match writes.iter().map(|(_, at)| *at).max() {
+                        Some(latest) if handed => store::Delivery::Claimed {
+                            instance: &instance,
+                            until: latest + LEASE,
+                        },
+                        _ => store::Delivery::Due,
+                    };
+                    store::commit_all(&db, &writes, delivery).await
                 };
-                match outcomes {
-                    Ok(outcomes) => {
-                        for ((_, _, reply), outcome) in batch.drain(..).zip(outcomes) {
+                match committed {
+                    Ok(committed) => {
+                        let mut ids = committed.outbox_ids.into_iter();
+                        let mut handover = Vec::new();
+                        for ((write, _, _), outcome) in batch.iter_mut().zip(&committed.outcomes) {
+                            if matches!(outcome, Ok(true)) {
+                                for (recipient_org, notification) in write.outbox.drain(..) {
+                                    let Some(id) = ids.next() else { break };
+                                    handover.push(store::Claimed {
+                                        id,
+                                        recipient_org,
+                                        notification,
+                                        attempts: 0,
+                                    });
+                                }
+                            }
+                        }
+                        if handed {
+                            fresh.push(handover);
+                        } else {
+                            fresh.spilled();
+                        }
+                        for ((_, _, reply), outcome) in batch.drain(..).zip(committed.outcomes) {
                             let _ = reply.send(outcome);
                         }
                     }

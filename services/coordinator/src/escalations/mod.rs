@@ -57,6 +57,8 @@ struct Inner {
     audit: doorzet_audit::log::AuditLog,
     /// This coordinator instance (host and listener), holder of outbox claims.
     instance: String,
+    /// Notifications committed by this instance, waiting for the delivery loop.
+    fresh: Arc<outbox::Fresh>,
     outbox_wake: Notify,
     scheduler_wake: Notify,
     audit_wake: Notify,
@@ -220,9 +222,11 @@ impl Engine {
         instance: String,
     ) -> Self {
         let (events, _) = broadcast::channel(1024);
+        let fresh = Arc::new(outbox::Fresh::default());
         Self {
             inner: Arc::new(Inner {
-                committer: committer::Committer::spawn(db.clone()),
+                committer: committer::Committer::spawn(db.clone(), fresh.clone(), instance.clone()),
+                fresh,
                 db,
                 ladder,
                 org,

@@ -2,9 +2,16 @@
 //! backoff for a node that is down (1 s doubling up to `max_retry_interval`), so a node that was
 //! offline receives everything when it returns. Rows are claimed with a lease, so a second
 //! coordinator on the same database skips them; the nodes deduplicate by notification id.
+//!
+//! The notifications this instance commits are written claimed by it and handed over in memory
+//! ([`Fresh`]): the loop delivers them without reading them back. The database is claimed from
+//! for the rest (retries, a restarted instance's claims, another instance's lapsed leases) when
+//! the earliest of them is due, and at least every few seconds.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
 
 use doorzet_domain::Oin;
 use doorzet_proto::v1;
@@ -19,11 +26,74 @@ const BATCH: u32 = 4096;
 const BATCH_PER_CALL: usize = 256;
 /// How long a claim holds before another coordinator may take the row (a round ends within the
 /// notify timeout; an instance that restarts releases its own claims at once).
-const LEASE: Duration = Duration::from_secs(30);
+pub(super) const LEASE: Duration = Duration::from_secs(30);
+/// Most notifications waiting in memory; past it, commits leave theirs for the loop to claim.
+const FRESH_MAX: usize = 65_536;
+/// Longest wait between looks at the database (for another instance's lapsed leases).
+const DB_LOOK: Duration = Duration::from_secs(5);
+
+/// Notifications this instance committed, claimed by it in the same transaction, waiting for the
+/// delivery loop.
+#[derive(Debug, Default)]
+pub(super) struct Fresh {
+    queue: Mutex<Vec<store::Claimed>>,
+    spilled: AtomicBool,
+}
+
+impl Fresh {
+    /// Whether a commit may hand its notifications over.
+    pub(super) fn has_room(&self) -> bool {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).len() < FRESH_MAX
+    }
+
+    /// Hands committed notifications over, in commit order.
+    pub(super) fn push(&self, claimed: Vec<store::Claimed>) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(claimed);
+    }
+
+    /// Says a commit left its notifications in the database, due at once.
+    pub(super) fn spilled(&self) {
+        self.spilled.store(true, Ordering::Release);
+    }
+
+    fn take(&self, max: usize) -> Vec<store::Claimed> {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let at = max.min(queue.len());
+        let rest = queue.split_off(at);
+        std::mem::replace(&mut *queue, rest)
+    }
+}
+
+/// When the loop next claims from the database.
+#[derive(Debug)]
+struct DbLook {
+    /// The earliest notification due there (a claimed one is due when its claim ends).
+    due: Option<SystemTime>,
+    /// The last look.
+    last: std::time::Instant,
+}
+
+impl DbLook {
+    fn now_due(&self, now: SystemTime) -> bool {
+        self.due.is_some_and(|d| d <= now) || self.last.elapsed() >= DB_LOOK
+    }
+
+    /// How long the loop may sleep.
+    fn wait(&self, now: SystemTime) -> Duration {
+        let until_due = self
+            .due
+            .map_or(DB_LOOK, |d| d.duration_since(now).unwrap_or_default());
+        until_due.min(DB_LOOK.saturating_sub(self.last.elapsed()))
+    }
+}
 
 pub(super) fn spawn(engine: Engine, shutdown: CancellationToken) {
     tokio::spawn(async move {
-        match store::release_claims(&engine.inner.db, &engine.inner.instance).await {
+        let now = engine.inner.clock.now();
+        match store::release_claims(&engine.inner.db, &engine.inner.instance, now).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(
                 notifications = n,
@@ -33,18 +103,17 @@ pub(super) fn spawn(engine: Engine, shutdown: CancellationToken) {
                 tracing::warn!(error = %e, "could not release earlier claims; they expire with their lease")
             }
         }
+        let mut look = DbLook {
+            due: Some(now),
+            last: std::time::Instant::now(),
+        };
         loop {
-            let wait = match round(&engine).await {
+            let wait = match round(&engine, &mut look).await {
                 Ok(true) => continue,
-                Ok(false) => {
-                    let next = store::next_attempt(&engine.inner.db).await.ok().flatten();
-                    let now = engine.inner.clock.now();
-                    next.map(|n| n.duration_since(now).unwrap_or_default())
-                        .unwrap_or(Duration::from_secs(5))
-                        .min(Duration::from_secs(5))
-                }
+                Ok(false) => look.wait(engine.inner.clock.now()),
                 Err(e) => {
                     tracing::warn!(error = %e, "notification delivery round failed");
+                    look.due = Some(engine.inner.clock.now());
                     Duration::from_secs(1)
                 }
             };
@@ -58,22 +127,38 @@ pub(super) fn spawn(engine: Engine, shutdown: CancellationToken) {
     });
 }
 
-/// Delivers one batch; `true` when there may be more due now.
-async fn round(engine: &Engine) -> Result<bool, Error> {
+/// Delivers one batch: what this instance handed over, and from the database what is due there.
+/// `true` when there may be more due now.
+async fn round(engine: &Engine, look: &mut DbLook) -> Result<bool, Error> {
     let db = &engine.inner.db;
     let now = engine.inner.clock.now();
-    let claimed = store::claim_due(db, &engine.inner.instance, now, LEASE, BATCH).await?;
+    let mut claimed = engine.inner.fresh.take(BATCH as usize);
+    let mut full = claimed.len() == BATCH as usize;
+    let spilled = engine.inner.fresh.spilled.swap(false, Ordering::AcqRel);
+    if !full && (spilled || look.now_due(now)) {
+        let room = BATCH - claimed.len() as u32;
+        let from_db = store::claim_due(db, &engine.inner.instance, now, LEASE, room).await?;
+        look.last = std::time::Instant::now();
+        if from_db.len() as u32 == room {
+            full = true;
+            look.due = Some(now);
+        } else {
+            look.due = store::next_attempt(db).await?;
+        }
+        claimed.extend(from_db);
+    }
     if claimed.is_empty() {
         return Ok(false);
     }
-    let full = claimed.len() as u32 == BATCH;
     let mut by_node: BTreeMap<String, Vec<store::Claimed>> = BTreeMap::new();
     for c in claimed {
         by_node.entry(c.recipient_org.clone()).or_default().push(c);
     }
-    let sends = by_node
-        .into_iter()
-        .map(|(org, items)| deliver(engine, org, items));
+    let sends = by_node.into_iter().map(|(org, mut items)| {
+        // In the order written: a retry before what was committed after it.
+        items.sort_by_key(|c| c.id);
+        deliver(engine, org, items)
+    });
     let results = futures_util::future::join_all(sends).await;
     let now = engine.inner.clock.now();
     let mut delivered = Vec::new();
@@ -83,7 +168,9 @@ async fn round(engine: &Engine) -> Result<bool, Error> {
             let backoff = Duration::from_secs(1 << attempts.min(16))
                 .min(engine.inner.config.max_retry_interval);
             tracing::info!(notifications = ids.len(), retry_in = ?backoff, error = %error, "node not reached; notifications kept for retry");
-            store::failed(db, &ids, attempts + 1, now + backoff, &error).await?;
+            let retry = now + backoff;
+            store::failed(db, &ids, attempts + 1, retry, &error).await?;
+            look.due = Some(look.due.map_or(retry, |d| d.min(retry)));
         }
     }
     store::delivered(db, &delivered, now).await?;

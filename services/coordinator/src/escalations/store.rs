@@ -20,14 +20,16 @@ fn decode<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M, Error> {
 /// Most rows in one INSERT.
 const ROWS_PER_INSERT: usize = 64;
 
-/// The VALUES of `rows` new outbox rows: id, recipient, body and first attempt as parameters,
-/// no attempts, no claim, no error yet.
+/// The VALUES of `rows` new outbox rows: id, recipient, body, when it is next due, the claim's
+/// end and its holder as parameters; no attempts, no error yet.
 fn outbox_values(backend: Backend, rows: usize) -> String {
     let mut p = Params::new(backend);
     (0..rows)
         .map(|_| {
             format!(
-                "({}, {}, {}, 0, {}, 0, '', '')",
+                "({}, {}, {}, 0, {}, {}, {}, '')",
+                p.one(),
+                p.one(),
                 p.one(),
                 p.one(),
                 p.one(),
@@ -36,6 +38,31 @@ fn outbox_values(backend: Backend, rows: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Who delivers the notifications a commit writes.
+#[derive(Debug, Clone, Copy)]
+pub enum Delivery<'a> {
+    /// The committing instance, from memory: the rows are written claimed by it until `until`
+    /// (and are due then, should it not mark them delivered or failed by that time).
+    Claimed {
+        /// The coordinator instance.
+        instance: &'a str,
+        /// The claim's end.
+        until: SystemTime,
+    },
+    /// Whoever claims them from the database: the rows are due at once.
+    Due,
+}
+
+/// What [`commit_all`] did.
+#[derive(Debug)]
+pub struct Committed {
+    /// Each write's outcome, in the order of the writes.
+    pub outcomes: Vec<Result<bool, Error>>,
+    /// The row ids of the stored writes' notifications, in the order of the writes and of their
+    /// `outbox`.
+    pub outbox_ids: Vec<i64>,
 }
 
 /// One transition's writes.
@@ -64,11 +91,13 @@ pub struct Write {
 /// entries, notifications) go in a few multi-row statements. Each write keeps its own outcome:
 /// `Ok(false)` when another transition got there first (the sequence moved on), an error when its
 /// idempotency key is being used by a concurrent request; either way nothing of it is stored and
-/// the others are. `Err` only when the transaction itself failed: then none is in.
+/// the others are. `Err` only when the transaction itself failed: then none is in. The
+/// notifications are written for `delivery`.
 pub async fn commit_all(
     db: &Database,
     writes: &[(&Write, SystemTime)],
-) -> Result<Vec<Result<bool, Error>>, Error> {
+    delivery: Delivery<'_>,
+) -> Result<Committed, Error> {
     use sqlx::Connection;
     let mut conn = db.writer().await?;
     let mut tx = conn.begin().await?;
@@ -97,9 +126,12 @@ pub async fn commit_all(
         .filter(|(_, o)| matches!(o, Ok(true)))
         .map(|(w, _)| *w)
         .collect();
-    insert_rows(db.backend(), &mut tx, &stored).await?;
+    let outbox_ids = insert_rows(db.backend(), &mut tx, &stored, delivery).await?;
     tx.commit().await?;
-    Ok(outcomes)
+    Ok(Committed {
+        outcomes,
+        outbox_ids,
+    })
 }
 
 fn key_taken() -> Error {
@@ -243,12 +275,14 @@ async fn claim_move(
 }
 
 /// The rows of the writes that were claimed, a few statements for all of them: none of these can
-/// collide (events and notifications are numbered by the sequence just claimed).
+/// collide (events and notifications are numbered by the sequence just claimed). Returns the
+/// notifications' row ids in the order of the writes.
 async fn insert_rows(
     backend: Backend,
     tx: &mut sqlx::AnyConnection,
     writes: &[(&Write, SystemTime)],
-) -> Result<(), Error> {
+    delivery: Delivery<'_>,
+) -> Result<Vec<i64>, Error> {
     let members: Vec<(&str, &str)> = writes
         .iter()
         .flat_map(|(w, _)| {
@@ -306,23 +340,43 @@ async fn insert_rows(
         .iter()
         .flat_map(|(w, now)| w.outbox.iter().map(move |(org, n)| (org, n, *now)))
         .collect();
+    let mut ids = Vec::with_capacity(outbox.len());
     for chunk in outbox.chunks(ROWS_PER_INSERT) {
         let sql = format!(
             "INSERT INTO outbox (notification_id, recipient_org, body, attempts, next_attempt_at, \
-             claimed_until, claimed_by, last_error) VALUES {}",
+             claimed_until, claimed_by, last_error) VALUES {} RETURNING id, notification_id",
             outbox_values(backend, chunk.len())
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut q = sqlx::query_as::<_, (i64, String)>(sqlx::AssertSqlSafe(sql));
         for (recipient, notification, now) in chunk {
+            let (due, claimed_until, claimed_by) = match delivery {
+                Delivery::Claimed { instance, until } => (until, millis(until), instance),
+                Delivery::Due => (*now, 0, ""),
+            };
             q = q
                 .bind(notification.notification_id.clone())
                 .bind((*recipient).clone())
                 .bind(notification.encode_to_vec())
-                .bind(millis(*now));
+                .bind(millis(due))
+                .bind(claimed_until)
+                .bind(claimed_by.to_string());
         }
-        q.execute(&mut *tx).await?;
+        // RETURNING gives no order; the notification ids are unique.
+        let returned: std::collections::HashMap<String, i64> = q
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|(id, notification_id)| (notification_id, id))
+            .collect();
+        for (_, notification, _) in chunk {
+            ids.push(
+                *returned
+                    .get(&notification.notification_id)
+                    .ok_or_else(|| Error::Corrupt("outbox insert lost a row".into()))?,
+            );
+        }
     }
-    Ok(())
+    Ok(ids)
 }
 
 /// One escalation.
@@ -509,7 +563,7 @@ pub struct Claimed {
 }
 
 /// Claims up to `limit` due notifications for `lease` as coordinator `instance` (another
-/// coordinator skips them meanwhile).
+/// coordinator skips them meanwhile); they are due again when the lease ends.
 pub async fn claim_due(
     db: &Database,
     instance: &str,
@@ -522,7 +576,8 @@ pub async fn claim_due(
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
     };
     let sql = format!(
-        "UPDATE outbox SET claimed_until = $1, claimed_by = $4 WHERE id IN (SELECT id FROM outbox \
+        "UPDATE outbox SET claimed_until = $1, next_attempt_at = $1, claimed_by = $4 \
+         WHERE id IN (SELECT id FROM outbox \
          WHERE delivered_at IS NULL AND next_attempt_at <= $2 AND claimed_until <= $2 \
          ORDER BY next_attempt_at, id LIMIT $3{lock}) \
          RETURNING id, recipient_org, body, attempts"
@@ -551,22 +606,29 @@ pub async fn claim_due(
     Ok(out)
 }
 
-/// Releases the claims `instance` held before it restarted (it is not delivering them now).
-pub async fn release_claims(db: &Database, instance: &str) -> Result<u64, Error> {
+/// Releases the claims `instance` held before it restarted (it is not delivering them now): they
+/// are due at `now`.
+pub async fn release_claims(db: &Database, instance: &str, now: SystemTime) -> Result<u64, Error> {
     let mut conn = db.writer().await?;
     let done = sqlx::query(
-        "UPDATE outbox SET claimed_until = 0 WHERE claimed_by = $1 AND delivered_at IS NULL \
-         AND claimed_until > 0",
+        "UPDATE outbox SET claimed_until = 0, next_attempt_at = $2 WHERE claimed_by = $1 \
+         AND delivered_at IS NULL AND claimed_until > 0",
     )
     .bind(instance)
+    .bind(millis(now))
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected())
 }
 
-/// Marks notifications delivered.
+/// Marks notifications delivered, in one transaction.
 pub async fn delivered(db: &Database, ids: &[i64], now: SystemTime) -> Result<(), Error> {
+    use sqlx::Connection;
+    if ids.is_empty() {
+        return Ok(());
+    }
     let mut conn = db.writer().await?;
+    let mut tx = conn.begin().await?;
     for chunk in ids.chunks(256) {
         let mut p = Params::new(db.backend());
         let sql = format!(
@@ -578,8 +640,9 @@ pub async fn delivered(db: &Database, ids: &[i64], now: SystemTime) -> Result<()
         for id in chunk {
             q = q.bind(*id);
         }
-        q.execute(&mut *conn).await?;
+        q.execute(&mut *tx).await?;
     }
+    tx.commit().await?;
     Ok(())
 }
 
@@ -614,14 +677,13 @@ pub async fn failed(
     Ok(())
 }
 
-/// The earliest next attempt of an undelivered notification.
+/// The earliest next attempt of an undelivered notification (a claimed one is due when its claim
+/// ends).
 pub async fn next_attempt(db: &Database) -> Result<Option<SystemTime>, Error> {
-    let row: (Option<i64>,) = sqlx::query_as(
-        "SELECT MIN(CASE WHEN claimed_until > next_attempt_at THEN claimed_until \
-         ELSE next_attempt_at END) FROM outbox WHERE delivered_at IS NULL",
-    )
-    .fetch_one(db.pool())
-    .await?;
+    let row: (Option<i64>,) =
+        sqlx::query_as("SELECT MIN(next_attempt_at) FROM outbox WHERE delivered_at IS NULL")
+            .fetch_one(db.pool())
+            .await?;
     Ok(row.0.map(from_millis))
 }
 
@@ -759,7 +821,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_batch_keeps_each_transitions_own_outcome() {
+    async fn a_batch_keeps_each_transitions_own_outcome_and_hands_its_notifications_over() {
         for test_db in TestDatabase::all().await {
             let db = Database::connect(test_db.url(), &[&crate::store::MIGRATIONS])
                 .await
@@ -775,9 +837,11 @@ mod tests {
                     (&write("f", 1, None, Some("req-2")), now),
                     (&write("b", 1, None, None), now),
                 ],
+                Delivery::Due,
             )
             .await
-            .unwrap();
+            .unwrap()
+            .outcomes;
             assert!(
                 matches!(first[..], [Ok(true), Ok(true), Err(_), Ok(true)]),
                 "{first:?}"
@@ -795,8 +859,9 @@ mod tests {
             );
 
             // One moves on, a second move from the same state conflicts, a reused request id
-            // fails: each is that write's own outcome, and the others are stored.
-            let outcomes = commit_all(
+            // fails: each is that write's own outcome, and the others are stored. Their
+            // notifications are written claimed by the committing instance.
+            let committed = commit_all(
                 &db,
                 &[
                     (&write("a", 2, Some(1), None), now),
@@ -804,9 +869,14 @@ mod tests {
                     (&write("c", 1, None, Some("req-1")), now),
                     (&write("d", 1, None, None), now),
                 ],
+                Delivery::Claimed {
+                    instance: "coordinator-1",
+                    until: now + Duration::from_secs(30),
+                },
             )
             .await
             .unwrap();
+            let (outcomes, handed) = (committed.outcomes, committed.outbox_ids);
             assert!(
                 matches!(outcomes[..], [Ok(true), Ok(false), Err(_), Ok(true)]),
                 "{outcomes:?}"
@@ -823,6 +893,53 @@ mod tests {
             assert_eq!(
                 count(&db, "SELECT COUNT(*) FROM escalation_requests").await,
                 2
+            );
+
+            // Another instance claims only the unclaimed ones; the committing instance's are
+            // due when their claim ends, or at once when it restarts.
+            let ids = |c: &[Claimed]| {
+                c.iter()
+                    .map(|c| c.notification.notification_id.clone())
+                    .collect::<Vec<_>>()
+            };
+            let lease = Duration::from_secs(30);
+            let due = claim_due(&db, "coordinator-2", now, lease, 100)
+                .await
+                .unwrap();
+            assert_eq!(
+                ids(&due),
+                [
+                    "a.1.00000001000000000001",
+                    "e.1.00000001000000000001",
+                    "b.1.00000001000000000001"
+                ]
+            );
+            delivered(&db, &due.iter().map(|c| c.id).collect::<Vec<_>>(), now)
+                .await
+                .unwrap();
+            assert_eq!(
+                next_attempt(&db).await.unwrap(),
+                Some(from_millis(millis(now + lease))),
+                "the claimed ones are due when their claim ends"
+            );
+            assert!(
+                claim_due(&db, "coordinator-2", now, lease, 100)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+            assert_eq!(release_claims(&db, "coordinator-1", now).await.unwrap(), 2);
+            let released = claim_due(&db, "coordinator-2", now, lease, 100)
+                .await
+                .unwrap();
+            assert_eq!(
+                ids(&released),
+                ["a.2.00000001000000000001", "d.1.00000001000000000001"]
+            );
+            assert_eq!(
+                handed,
+                released.iter().map(|c| c.id).collect::<Vec<_>>(),
+                "the committer learns the row ids in the order of the writes"
             );
             db.close().await;
             test_db.drop().await;
