@@ -340,6 +340,7 @@ async fn insert_rows(
         .iter()
         .flat_map(|(w, now)| w.outbox.iter().map(move |(org, n)| (org, n, *now)))
         .collect();
+    let grants = insert_grants(backend, tx, &outbox).await?;
     let mut ids = Vec::with_capacity(outbox.len());
     for chunk in outbox.chunks(ROWS_PER_INSERT) {
         let sql = format!(
@@ -356,12 +357,12 @@ async fn insert_rows(
             q = q
                 .bind(notification.notification_id.clone())
                 .bind((*recipient).clone())
-                .bind(notification.encode_to_vec())
+                .bind(body_without_stored_grant(notification, &grants))
                 .bind(millis(due))
                 .bind(claimed_until)
                 .bind(claimed_by.to_string());
         }
-        // RETURNING gives no order; the notification ids are unique.
+        // RETURNING gives no order; a notification id is unique (escalation, sequence, recipient).
         let returned: std::collections::HashMap<String, i64> = q
             .fetch_all(&mut *tx)
             .await?
@@ -377,6 +378,90 @@ async fn insert_rows(
         }
     }
     Ok(ids)
+}
+
+/// The grants the notifications carry, each stored once by the escalation and sequence of its
+/// transition (one grant serves every participant invited by it).
+type StoredGrants<'a> = std::collections::HashMap<(&'a str, u64), &'a str>;
+
+async fn insert_grants<'a>(
+    backend: Backend,
+    tx: &mut sqlx::AnyConnection,
+    outbox: &[(&String, &'a v1::NotifyRequest, SystemTime)],
+) -> Result<StoredGrants<'a>, Error> {
+    let mut grants = StoredGrants::new();
+    let mut new = Vec::new();
+    for (_, n, _) in outbox {
+        if !n.grant.is_empty() {
+            let key = (n.escalation_id.as_str(), n.sequence);
+            if let std::collections::hash_map::Entry::Vacant(e) = grants.entry(key) {
+                e.insert(n.grant.as_str());
+                new.push((key, n.grant.as_str()));
+            }
+        }
+    }
+    for chunk in new.chunks(ROWS_PER_INSERT) {
+        let sql = format!(
+            "INSERT INTO outbox_grants (escalation_id, sequence, token) VALUES {}",
+            Params::new(backend).rows(chunk.len(), 3)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for ((escalation_id, sequence), token) in chunk {
+            q = q
+                .bind(escalation_id.to_string())
+                .bind(*sequence as i64)
+                .bind(token.to_string());
+        }
+        q.execute(&mut *tx).await?;
+    }
+    Ok(grants)
+}
+
+/// The stored body of `n`: without its grant when that is the one stored for its transition.
+fn body_without_stored_grant(n: &v1::NotifyRequest, grants: &StoredGrants<'_>) -> Vec<u8> {
+    let stored = grants.get(&(n.escalation_id.as_str(), n.sequence));
+    if n.grant.is_empty() || stored != Some(&n.grant.as_str()) {
+        return n.encode_to_vec();
+    }
+    v1::NotifyRequest {
+        grant: String::new(),
+        ..n.clone()
+    }
+    .encode_to_vec()
+}
+
+/// Puts back the grants of claimed invitations whose body was stored without one.
+async fn restore_grants(
+    conn: &mut sqlx::AnyConnection,
+    claimed: &mut [Claimed],
+) -> Result<(), Error> {
+    let mut found: std::collections::HashMap<(String, u64), Option<String>> =
+        std::collections::HashMap::new();
+    for c in claimed.iter_mut() {
+        let n = &mut c.notification;
+        if !n.grant.is_empty() || n.event != v1::EscalationEventType::Invited as i32 {
+            continue;
+        }
+        let key = (n.escalation_id.clone(), n.sequence);
+        let token = match found.get(&key) {
+            Some(token) => token.clone(),
+            None => {
+                let token: Option<String> = sqlx::query_scalar(
+                    "SELECT token FROM outbox_grants WHERE escalation_id = $1 AND sequence = $2",
+                )
+                .bind(&key.0)
+                .bind(key.1 as i64)
+                .fetch_optional(&mut *conn)
+                .await?;
+                found.insert(key, token.clone());
+                token
+            }
+        };
+        if let Some(token) = token {
+            n.grant = token;
+        }
+    }
+    Ok(())
 }
 
 /// One escalation.
@@ -601,6 +686,7 @@ pub async fn claim_due(
             })
         })
         .collect::<Result<_, Error>>()?;
+    restore_grants(&mut conn, &mut out).await?;
     // RETURNING gives no order; deliver in the order written.
     out.sort_by_key(|c| c.id);
     Ok(out)
@@ -941,6 +1027,61 @@ mod tests {
                 released.iter().map(|c| c.id).collect::<Vec<_>>(),
                 "the committer learns the row ids in the order of the writes"
             );
+            db.close().await;
+            test_db.drop().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_invitations_grant_is_stored_once_and_comes_back_with_a_claim() {
+        for test_db in TestDatabase::all().await {
+            let db = Database::connect(test_db.url(), &[&crate::store::MIGRATIONS])
+                .await
+                .unwrap();
+            let now = SystemTime::now();
+            let mut w = write("g", 1, None, None);
+            // The participants are invited with the transition's grant; the registrant hears of
+            // it without one.
+            let notify = |org: &str, event: v1::EscalationEventType, grant: &str| {
+                (
+                    org.to_string(),
+                    v1::NotifyRequest {
+                        notification_id: format!("g.1.{org}"),
+                        escalation_id: "g".into(),
+                        sequence: 1,
+                        event: event as i32,
+                        grant: grant.into(),
+                        ..Default::default()
+                    },
+                )
+            };
+            let invited = v1::EscalationEventType::Invited;
+            w.outbox = vec![
+                notify("00000001000000000002", invited, "grant-for-g-1"),
+                notify("00000001000000000003", invited, "grant-for-g-1"),
+                notify(ORG, v1::EscalationEventType::ParticipantsResolved, ""),
+            ];
+            commit_all(&db, &[(&w, now)], Delivery::Due).await.unwrap();
+            assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox_grants").await, 1);
+            let bodies: Vec<Vec<u8>> = sqlx::query_scalar("SELECT body FROM outbox ORDER BY id")
+                .fetch_all(db.pool())
+                .await
+                .unwrap();
+            for body in &bodies {
+                let n: v1::NotifyRequest = decode(body, "notification").unwrap();
+                assert!(
+                    n.grant.is_empty(),
+                    "the grant is not stored per notification"
+                );
+            }
+            let claimed = claim_due(&db, "coordinator-1", now, Duration::from_secs(30), 10)
+                .await
+                .unwrap();
+            let grants: Vec<&str> = claimed
+                .iter()
+                .map(|c| c.notification.grant.as_str())
+                .collect();
+            assert_eq!(grants, ["grant-for-g-1", "grant-for-g-1", ""]);
             db.close().await;
             test_db.drop().await;
         }
