@@ -59,6 +59,13 @@ impl Fresh {
         self.spilled.store(true, Ordering::Release);
     }
 
+    /// Puts back what a failed round took, before anything handed over since.
+    fn put_back(&self, mut taken: Vec<store::Claimed>) {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        taken.append(&mut queue);
+        *queue = taken;
+    }
+
     fn take(&self, max: usize) -> Vec<store::Claimed> {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let at = max.min(queue.len());
@@ -137,13 +144,20 @@ async fn round(engine: &Engine, look: &mut DbLook) -> Result<bool, Error> {
     let spilled = engine.inner.fresh.spilled.swap(false, Ordering::AcqRel);
     if !full && (spilled || look.now_due(now)) {
         let room = BATCH - claimed.len() as u32;
-        let from_db = store::claim_due(db, &engine.inner.instance, now, LEASE, room).await?;
+        let from_db = match store::claim_due(db, &engine.inner.instance, now, LEASE, room).await {
+            Ok(from_db) => from_db,
+            Err(e) => {
+                engine.inner.fresh.put_back(claimed);
+                return Err(e);
+            }
+        };
         look.last = std::time::Instant::now();
         if from_db.len() as u32 == room {
             full = true;
             look.due = Some(now);
         } else {
-            look.due = store::next_attempt(db).await?;
+            // Unknown for now: the next round looks again.
+            look.due = store::next_attempt(db).await.unwrap_or(Some(now));
         }
         claimed.extend(from_db);
     }
@@ -241,4 +255,32 @@ async fn deliver(engine: &Engine, org: String, items: Vec<store::Claimed>) -> Ou
         }
     }
     (ok, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claimed(id: i64) -> store::Claimed {
+        store::Claimed {
+            id,
+            recipient_org: "00000001000000000001".into(),
+            notification: v1::NotifyRequest::default(),
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn what_a_failed_round_took_goes_back_before_what_came_since() {
+        let fresh = Fresh::default();
+        fresh.push((1..=3).map(claimed).collect());
+        let taken = fresh.take(2);
+        assert_eq!(taken.iter().map(|c| c.id).collect::<Vec<_>>(), [1, 2]);
+        fresh.push(vec![claimed(4)]);
+        fresh.put_back(taken);
+        let all = fresh.take(BATCH as usize);
+        assert_eq!(all.iter().map(|c| c.id).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        assert!(fresh.take(1).is_empty());
+        assert!(fresh.has_room());
+    }
 }
