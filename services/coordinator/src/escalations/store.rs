@@ -1086,4 +1086,66 @@ mod tests {
             test_db.drop().await;
         }
     }
+
+    #[tokio::test]
+    async fn each_move_keeps_its_own_outcome_and_a_refused_one_leaves_nothing() {
+        for test_db in TestDatabase::all().await {
+            let db = Database::connect(test_db.url(), &[&crate::store::MIGRATIONS])
+                .await
+                .unwrap();
+            let now = SystemTime::now();
+            let new: Vec<Write> = ["m1", "m2", "m3", "m4"]
+                .iter()
+                .map(|id| write(id, 1, None, None))
+                .collect();
+            let batch: Vec<(&Write, SystemTime)> = new.iter().map(|w| (w, now)).collect();
+            commit_all(&db, &batch, Delivery::Due).await.unwrap();
+            let mut moved = write("m1", 2, Some(1), None);
+            moved.next_due = Some(now + Duration::from_secs(60));
+            moved.escalation.tier = 2;
+            let outcomes = commit_all(
+                &db,
+                &[
+                    (&moved, now),
+                    // Another coordinator moved it on already.
+                    (&write("m2", 5, Some(4), None), now),
+                    // With an idempotency key.
+                    (&write("m3", 2, Some(1), Some("req-m3")), now),
+                    // Twice in one batch, in order.
+                    (&write("m4", 2, Some(1), None), now),
+                    (&write("m4", 3, Some(2), None), now),
+                ],
+                Delivery::Due,
+            )
+            .await
+            .unwrap()
+            .outcomes;
+            assert!(
+                matches!(
+                    outcomes[..],
+                    [Ok(true), Ok(false), Ok(true), Ok(true), Ok(true)]
+                ),
+                "{outcomes:?}"
+            );
+            let m1 = get(&db, "m1").await.unwrap().unwrap();
+            assert_eq!((m1.sequence, m1.tier), (2, 2));
+            assert_eq!(get(&db, "m2").await.unwrap().unwrap().sequence, 1);
+            assert_eq!(get(&db, "m3").await.unwrap().unwrap().sequence, 2);
+            assert_eq!(get(&db, "m4").await.unwrap().unwrap().sequence, 3);
+            assert_eq!(
+                next_due(&db).await.unwrap(),
+                Some(from_millis(millis(now + Duration::from_secs(60))))
+            );
+            // Nothing of the refused move is stored.
+            let events: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM escalation_events WHERE escalation_id = 'm2'",
+            )
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+            assert_eq!(events, 1);
+            db.close().await;
+            test_db.drop().await;
+        }
+    }
 }
