@@ -558,20 +558,27 @@ impl AuditWatch {
             .into_inner()
             .checkpoint;
         let mut verifier = self.verifier(published.clone(), &note).await?;
-        if verifier.verify(&note).is_err() {
-            // The coordinator may have restarted with a new key before this node's directory copy
-            // caught up: judge the checkpoint against the directory as it is now, not a stale copy.
-            if let Err(e) = self.directory.refresh().await {
-                tracing::debug!(error = %e, "directory refresh for a checkpoint that did not verify failed");
-            }
-            let fresh = self.published_key();
-            if fresh != published {
+        let broken = |e| Outcome::Broken(format!("checkpoint does not verify: {e}"));
+        let checkpoint = match verifier.verify(&note) {
+            Ok(checkpoint) => checkpoint,
+            Err(e) => {
+                // The coordinator may have restarted with a new key before this node's directory
+                // copy caught up: the checkpoint is judged by the directory as it is now, and not
+                // at all while that cannot be read (a stale copy is no evidence).
+                self.directory.refresh().await.map_err(|why| {
+                    Outcome::Unavailable(format!(
+                        "checkpoint does not verify under the key in force, and the directory could not be refreshed to judge it: {why}"
+                    ))
+                })?;
+                self.directory.report().await;
+                let fresh = self.published_key();
+                if fresh == published {
+                    return Err(broken(e));
+                }
                 verifier = self.verifier(fresh, &note).await?;
+                verifier.verify(&note).map_err(broken)?
             }
-        }
-        let checkpoint = verifier
-            .verify(&note)
-            .map_err(|e| Outcome::Broken(format!("checkpoint does not verify: {e}")))?;
+        };
         if checkpoint.origin != verifier.name() {
             return Err(Outcome::Broken(format!(
                 "checkpoint is for origin `{}`, the pinned key is `{}`",

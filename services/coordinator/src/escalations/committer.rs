@@ -30,6 +30,25 @@ pub(super) struct Committer {
     jobs: mpsc::Sender<Job>,
 }
 
+/// The notifications of the stored writes in `batch`, with their row ids, in commit order.
+fn handover(batch: &mut [Job], committed: &store::Committed) -> Vec<store::Claimed> {
+    let mut ids = committed.outbox_ids.iter().copied();
+    let mut claimed = Vec::with_capacity(committed.outbox_ids.len());
+    for ((write, _, _), outcome) in batch.iter_mut().zip(&committed.outcomes) {
+        if matches!(outcome, Ok(true)) {
+            for ((recipient_org, notification), id) in write.outbox.drain(..).zip(&mut ids) {
+                claimed.push(store::Claimed {
+                    id,
+                    recipient_org,
+                    notification,
+                    attempts: 0,
+                });
+            }
+        }
+    }
+    claimed
+}
+
 impl Committer {
     /// Starts the writer on `db` for coordinator `instance`, handing the notifications it commits
     /// to `fresh`; it stops when the last clone is dropped.
@@ -54,23 +73,8 @@ impl Committer {
                 };
                 match committed {
                     Ok(committed) => {
-                        let mut ids = committed.outbox_ids.into_iter();
-                        let mut handover = Vec::new();
-                        for ((write, _, _), outcome) in batch.iter_mut().zip(&committed.outcomes) {
-                            if matches!(outcome, Ok(true)) {
-                                for (recipient_org, notification) in write.outbox.drain(..) {
-                                    let Some(id) = ids.next() else { break };
-                                    handover.push(store::Claimed {
-                                        id,
-                                        recipient_org,
-                                        notification,
-                                        attempts: 0,
-                                    });
-                                }
-                            }
-                        }
                         if handed {
-                            fresh.push(handover);
+                            fresh.push(handover(&mut batch, &committed));
                         } else {
                             fresh.spilled();
                         }

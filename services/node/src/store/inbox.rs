@@ -16,16 +16,8 @@ pub async fn store(
     notification: &v1::NotifyRequest,
     now: SystemTime,
 ) -> Result<bool, Error> {
-    let inserted = sqlx::query(
-        "INSERT INTO inbox (notification_id, body, received_at) VALUES ($1, $2, $3) \
-         ON CONFLICT (notification_id) DO NOTHING",
-    )
-    .bind(&notification.notification_id)
-    .bind(notification.encode_to_vec())
-    .bind(millis(now))
-    .execute(db.pool())
-    .await?;
-    Ok(inserted.rows_affected() == 1)
+    let new = store_all(db, std::slice::from_ref(notification), now).await?;
+    Ok(new.first().copied().unwrap_or(false))
 }
 
 /// Stores `notifications` in one statement (so in one transaction), each unless its id was stored
