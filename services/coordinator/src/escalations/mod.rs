@@ -37,6 +37,8 @@ use crate::Error;
 use crate::clock::Clock;
 use crate::config::EscalationsConfig;
 use peers::Peers;
+use scheduler::DueKind;
+pub use scheduler::FiringMetrics;
 
 /// The escalation engine, shared by the gRPC service and the workers.
 #[derive(Debug, Clone)]
@@ -63,6 +65,7 @@ struct Inner {
     scheduler_wake: Notify,
     audit_wake: Notify,
     events: broadcast::Sender<v1::EscalationEvent>,
+    firing: FiringMetrics,
 }
 
 /// Loads and checks the ladder file, naming the file in any error.
@@ -220,6 +223,7 @@ impl Engine {
         clock: Clock,
         audit: doorzet_audit::log::AuditLog,
         instance: String,
+        firing: FiringMetrics,
     ) -> Self {
         let (events, _) = broadcast::channel(1024);
         let fresh = Arc::new(outbox::Fresh::default());
@@ -240,6 +244,7 @@ impl Engine {
                 scheduler_wake: Notify::new(),
                 audit_wake: Notify::new(),
                 events,
+                firing,
             }),
         }
     }
@@ -1178,24 +1183,28 @@ impl Engine {
         .await
     }
 
-    /// Fires what is due for escalation `id` at the clock's now (scheduler): an overdue
-    /// commitment, a passed term, or the follow-up date.
-    pub(crate) async fn fire(&self, id: &str) -> Result<(), Error> {
-        let Some(esc) = store::get(&self.inner.db, id).await? else {
-            return Ok(());
-        };
+    /// Fires what is due for `esc`, as the scheduler read it, at the clock's now: an overdue
+    /// commitment, a passed term, or the follow-up date; counts how late it fired.
+    pub(crate) async fn fire(&self, esc: v1::Escalation) -> Result<(), Error> {
+        let id = esc.escalation_id.as_str();
         let now = self.inner.clock.now();
+        let due = next_due(&esc)?;
         let overdue: Option<String> = overdue_commitment(&esc, now);
-        let step = if overdue.is_some() {
-            Step::Note {
+        let kind = if overdue.is_some() {
+            DueKind::Commitment
+        } else if lifecycle_of(&esc)?.state.term_runs() {
+            DueKind::Term
+        } else {
+            DueKind::FollowUp
+        };
+        let step = match kind {
+            DueKind::Commitment => Step::Note {
                 event: v1::EscalationEventType::CommitmentOverdue,
                 action: v1::AuditAction::CommitmentOverdue,
                 alert: true,
-            }
-        } else if lifecycle_of(&esc)?.state.term_runs() {
-            Step::Lifecycle(Event::DeadlinePassed)
-        } else {
-            Step::Lifecycle(Event::FollowUpDue)
+            },
+            DueKind::Term => Step::Lifecycle(Event::DeadlinePassed),
+            DueKind::FollowUp => Step::Lifecycle(Event::FollowUpDue),
         };
         let result = self
             .transition_from(Some(esc.clone()), id, None, step, None, |e| {
@@ -1210,11 +1219,21 @@ impl Engine {
             })
             .await;
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                if let Some(due) = due {
+                    let clock = &self.inner.clock;
+                    let late = clock
+                        .now()
+                        .duration_since(clock.fell_due(due))
+                        .unwrap_or_default();
+                    self.inner.firing.observe(kind, late);
+                }
+                Ok(())
+            }
             // Another coordinator fired it first, or it changed meanwhile.
             Err(Error::FailedPrecondition(why)) => {
                 tracing::debug!(escalation = %id, reason = %why, "nothing to fire");
-                store::set_due_if_unchanged(&self.inner.db, id, esc.sequence, next_due(&esc)?).await
+                store::set_due_if_unchanged(&self.inner.db, id, esc.sequence, due).await
             }
             Err(e) => Err(e),
         }

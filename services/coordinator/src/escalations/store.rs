@@ -621,17 +621,19 @@ pub async fn next_due(db: &Database) -> Result<Option<SystemTime>, Error> {
     Ok(row.0.map(from_millis))
 }
 
-/// Escalations due at `now`, oldest deadline first.
-pub async fn due(db: &Database, now: SystemTime, limit: u32) -> Result<Vec<String>, Error> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "SELECT escalation_id FROM escalations WHERE next_due IS NOT NULL AND next_due <= $1 \
+/// Escalations due at `now` as stored, oldest deadline first (read with their bodies, so firing
+/// them needs no read of its own; a transition names the sequence it read, so one that changed
+/// since is not fired on a stale copy).
+pub async fn due(db: &Database, now: SystemTime, limit: u32) -> Result<Vec<v1::Escalation>, Error> {
+    let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
+        "SELECT body FROM escalations WHERE next_due IS NOT NULL AND next_due <= $1 \
          ORDER BY next_due LIMIT $2",
     )
     .bind(millis(now))
     .bind(i64::from(limit))
     .fetch_all(db.pool())
     .await?;
-    Ok(rows.into_iter().map(|(id,)| id).collect())
+    rows.iter().map(|(b,)| decode(b, "escalation")).collect()
 }
 
 /// A notification claimed for delivery.

@@ -569,6 +569,21 @@ async fn a_passed_term_moves_the_case_up_by_itself_even_across_a_crash() {
         v1::EscalationState::ParticipantsResolved as i32
     );
     assert!(SystemTime::try_from(moved.deadline.unwrap()).unwrap() > mesh.clock.now());
+    // The coordinator counts how late it fired: from the clock's move past the term (the term
+    // itself lies days before the clock's new now), so seconds at most.
+    let metrics = doorzet_testkit::mesh::http_get(mesh.coordinator.admin, "/metrics").await;
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in the coordinator's metrics"))
+    };
+    assert_eq!(
+        value("doorzet_coordinator_deadline_lag_seconds_count{due=\"term\"}"),
+        1.0
+    );
+    let late = value("doorzet_coordinator_deadline_lag_seconds_sum{due=\"term\"}");
+    assert!((0.0..10.0).contains(&late), "fired {late} s late");
     // The registrant hears of it, once.
     let municipality = &mesh.nodes[MUNICIPALITY];
     let n = notified(municipality, &id, v1::EscalationEventType::Escalated, 3).await;
