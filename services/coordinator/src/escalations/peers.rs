@@ -31,18 +31,29 @@ pub struct Peers {
 }
 
 /// Members' `ListMandates` answers, reused for `ttl` unless the member says its mandates changed.
+/// Callers that miss while the same question is already out wait for that answer instead of
+/// asking again: a burst of deadlines moving cases to the same tier asks each member once.
 #[derive(Debug, Default)]
 struct MandateCache {
     ttl: Duration,
     inner: Mutex<CacheInner>,
+    asking: Mutex<HashMap<MandateKey, Ask>>,
 }
+
+/// A member, tier and role asked about.
+type MandateKey = (Oin, u32, String);
+
+/// An answer on its way, shared by everyone who asked meanwhile.
+type Ask = futures_util::future::Shared<
+    futures_util::future::BoxFuture<'static, Result<Vec<v1::Mandate>, String>>,
+>;
 
 #[derive(Debug, Default)]
 struct CacheInner {
     /// Per member, bumped by each change it announces: an answer asked for before a change is
     /// not kept after it.
     generation: HashMap<Oin, u64>,
-    answers: HashMap<(Oin, u32, String), (Instant, Vec<v1::Mandate>)>,
+    answers: HashMap<MandateKey, (Instant, Vec<v1::Mandate>)>,
 }
 
 /// Whether a mandate that was current when its member answered still is at `at`: not ended, not
@@ -57,7 +68,7 @@ fn still_current(m: &v1::Mandate, at: SystemTime) -> bool {
 }
 
 impl MandateCache {
-    fn get(&self, key: &(Oin, u32, String), at: SystemTime) -> Option<Vec<v1::Mandate>> {
+    fn get(&self, key: &MandateKey, at: SystemTime) -> Option<Vec<v1::Mandate>> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let (fetched, mandates) = inner.answers.get(key)?;
         (fetched.elapsed() < self.ttl).then(|| {
@@ -74,7 +85,7 @@ impl MandateCache {
         inner.generation.get(&org).copied().unwrap_or(0)
     }
 
-    fn put(&self, key: (Oin, u32, String), generation: u64, mandates: Vec<v1::Mandate>) {
+    fn put(&self, key: MandateKey, generation: u64, mandates: Vec<v1::Mandate>) {
         if self.ttl.is_zero() {
             return;
         }
@@ -88,6 +99,12 @@ impl MandateCache {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         *inner.generation.entry(org).or_default() += 1;
         inner.answers.retain(|(o, _, _), _| *o != org);
+        drop(inner);
+        // An answer asked for before the change is not waited for after it.
+        self.asking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(o, _, _), _| *o != org);
     }
 }
 
@@ -111,6 +128,7 @@ impl Peers {
             mandates: Arc::new(MandateCache {
                 ttl: mandate_cache_ttl,
                 inner: Mutex::default(),
+                asking: Mutex::default(),
             }),
         }
     }
@@ -172,14 +190,50 @@ impl Peers {
         role: &str,
         at: SystemTime,
     ) -> Result<Vec<v1::Mandate>, String> {
+        use futures_util::FutureExt;
         let key = (org, tier, role.to_owned());
         if let Some(hit) = self.mandates.get(&key, at) {
             return Ok(hit);
         }
-        let generation = self.mandates.generation(org);
-        let answer = self.ask_mandates(org, tier, role, at).await?;
-        self.mandates.put(key, generation, answer.clone());
-        Ok(answer)
+        let ask = {
+            let mut asking = self
+                .mandates
+                .asking
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match asking.get(&key) {
+                Some(ask) => ask.clone(),
+                None => {
+                    let generation = self.mandates.generation(org);
+                    let (peers, asked) = (self.clone(), key.clone());
+                    let ask = async move {
+                        let answer = peers.ask_mandates(org, tier, &asked.2, at).await;
+                        if let Ok(mandates) = &answer {
+                            peers
+                                .mandates
+                                .put(asked.clone(), generation, mandates.clone());
+                        }
+                        peers
+                            .mandates
+                            .asking
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&asked);
+                        answer
+                    }
+                    .boxed()
+                    .shared();
+                    asking.insert(key, ask.clone());
+                    ask
+                }
+            }
+        };
+        // Asked for a moment a little earlier: judged again at `at`, as a cached answer is.
+        Ok(ask
+            .await?
+            .into_iter()
+            .filter(|m| still_current(m, at))
+            .collect())
     }
 
     async fn ask_mandates(
@@ -313,7 +367,7 @@ mod cache_tests {
     fn cache(ttl: Duration) -> MandateCache {
         MandateCache {
             ttl,
-            inner: Mutex::default(),
+            ..MandateCache::default()
         }
     }
 

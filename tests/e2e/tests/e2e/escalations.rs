@@ -1179,3 +1179,87 @@ async fn a_changed_mandate_is_seen_by_the_next_registration_despite_the_cache() 
     let second = mandate(ggz, "teamleider", &[1]).await;
     assert_eq!(ggz_seat(&mesh, &case_id, "cache-4").await, Some(second));
 }
+
+/// `ListMandates` requests the node `node` has answered.
+async fn mandate_asks(node: &TestNode) -> u64 {
+    doorzet_testkit::mesh::http_get(node.admin, "/metrics")
+        .await
+        .lines()
+        .filter(|l| {
+            l.starts_with("doorzet_mesh_requests_total{") && l.contains("method=\"ListMandates\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn deadlines_falling_due_together_ask_each_member_for_its_mandates_once() {
+    let mesh = TestMesh::start(5).await;
+    mandates(&mesh).await;
+    let case_id = eviction_case(&mesh).await;
+    let municipality = &mesh.nodes[MUNICIPALITY];
+    let cm = municipality.org.token("cm-7", "casemanager");
+    const CASES: usize = 12;
+    for i in 0..CASES {
+        admin(municipality)
+            .escalate(with_token(
+                v1::EscalateRequest {
+                    tables_tried: vec![],
+                    ..escalate_request(&case_id, &format!("together-{i}"), 1, false)
+                },
+                &cm,
+            ))
+            .await
+            .expect("tier 1");
+    }
+    let care_office = &mesh.nodes[CARE_OFFICE];
+    let before = mandate_asks(care_office).await;
+    // Every term passes in the same instant: the cases move to tier 2 together, and each needs
+    // the care office's tier-2 mandates, which nobody has asked for yet.
+    mesh.clock.advance(15 * DAY);
+    let mut client = coordinator(&mesh, municipality);
+    eventually(Duration::from_secs(20), "all at tier 2", || {
+        let (mut client, cm) = (client.clone(), cm.clone());
+        async move {
+            let list = client
+                .list_escalations(with_token(
+                    v1::ListEscalationsRequest {
+                        tier: Some(2),
+                        states: vec![v1::EscalationState::ParticipantsResolved as i32],
+                        page_size: 100,
+                        ..Default::default()
+                    },
+                    &cm,
+                ))
+                .await
+                .ok()?
+                .into_inner();
+            (list.escalations.len() == CASES).then_some(list)
+        }
+    })
+    .await;
+    let asked = mandate_asks(care_office).await - before;
+    assert_eq!(asked, 1, "one question for {CASES} firings at once");
+    // Each case has the care office at its tier-2 table all the same.
+    let one = client
+        .list_escalations(with_token(
+            v1::ListEscalationsRequest {
+                tier: Some(2),
+                page_size: 1,
+                ..Default::default()
+            },
+            &cm,
+        ))
+        .await
+        .expect("list")
+        .into_inner()
+        .escalations
+        .remove(0);
+    assert!(
+        one.participants
+            .iter()
+            .any(|p| p.org == care_office.org.org.to_string() && !p.missing),
+        "{:?}",
+        one.participants
+    );
+}
