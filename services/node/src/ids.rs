@@ -12,32 +12,7 @@ pub fn random(prefix: &str) -> String {
     format!("{prefix}-{letters}")
 }
 
-/// A time-ordered id `prefix-` followed by 22 lowercase letters: the milliseconds since 1970 in 10
-/// base-26 letters, then 12 random letters (about 56 bits). For records written in a stream (the
-/// disclosure log): a new id sorts after the ones before it, so its unique index grows at its end
-/// instead of touching a random page of the index in every insert.
-pub fn ordered(prefix: &str) -> String {
-    let millis = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    ordered_at(prefix, millis)
-}
-
-fn ordered_at(prefix: &str, millis: u64) -> String {
-    let mut id = String::with_capacity(prefix.len() + 23);
-    id.push_str(prefix);
-    id.push('-');
-    let mut time = [b'a'; 10];
-    let mut rest = millis;
-    for letter in time.iter_mut().rev() {
-        *letter = b'a' + (rest % 26) as u8;
-        rest /= 26;
-    }
-    id.extend(time.iter().map(|b| *b as char));
-    let mut rng = rand::thread_rng();
-    id.extend((0..12).map(|_| (b'a' + rng.gen_range(0..26u8)) as char));
-    id
-}
+pub use doorzet_store::ids::ordered;
 
 /// The id of a record whose caller named the request (`request_id`), so that a retry lands on the
 /// record the first attempt made: `prefix-k` and 24 letters of a hash of the request id.
@@ -82,14 +57,6 @@ mod tests {
     }
 
     #[test]
-    fn ordered_ids_are_letters_and_sort_by_time() {
-        let a = ordered("disc");
-        assert!(a.starts_with("disc-") && a.len() == 27, "{a}");
-        assert!(a[5..].bytes().all(|b| b.is_ascii_lowercase()));
-        assert_ne!(a, ordered("disc"));
-    }
-
-    #[test]
     fn case_refs_refuse_bsns_and_odd_characters() {
         assert!(check_case_ref("case-7f3a9c2e").is_ok());
         assert!(check_case_ref("case-123456782").is_err());
@@ -98,12 +65,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn a_later_millisecond_sorts_later(a in 0u64..(1 << 46), step in 1u64..1_000_000) {
-            let (x, y) = (ordered_at("disc", a), ordered_at("disc", a + step));
-            prop_assert!(x < y, "{} then {}", x, y);
-        }
-
         #[test]
         fn the_check_never_panics(s in "\\PC{0,100}") {
             let _ = check_case_ref(&s);

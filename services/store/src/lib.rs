@@ -7,9 +7,12 @@
 //! - [`StorageConfig`]: the `[storage]` configuration section.
 //! - [`Database`]: a connected, migrated pool and which backend it talks to.
 //! - [`Migrations`]: a service's migration sets for both backends.
+//! - [`ids`]: time-ordered record ids, so that keys grow at the end of their B-trees.
 //! - `testing` (feature `testing`): throwaway databases on SQLite and PostgreSQL for storage tests.
 
 #[cfg(any(test, feature = "testing"))]
+pub mod ids;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 use std::str::FromStr;

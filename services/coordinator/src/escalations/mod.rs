@@ -451,7 +451,9 @@ impl Engine {
         let accepted = lifecycle::apply(&registered, ladder, &Event::Accept, now)
             .map_err(|e| Error::FailedPrecondition(e.to_string()))?;
         let mut escalation = v1::Escalation {
-            escalation_id: random_id("esc"),
+            // Time-ordered: the escalation's rows (events, members, grants, and the nodes' inbox
+            // rows) are keyed by it, and their B-trees then grow at the end.
+            escalation_id: doorzet_store::ids::ordered("esc"),
             case_ref: req.case_ref.clone(),
             region: ladder.region.id.clone(),
             tier: req.tier,
