@@ -10,9 +10,8 @@
 //! - [`ids`]: time-ordered record ids, so that keys grow at the end of their B-trees.
 //! - `testing` (feature `testing`): throwaway databases on SQLite and PostgreSQL for storage tests.
 
-#[cfg(any(test, feature = "testing"))]
 pub mod ids;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 use std::str::FromStr;
