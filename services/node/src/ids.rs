@@ -1,18 +1,7 @@
 //! Identifiers the node makes (random, letters only, so no run of digits in them can look like a
 //! BSN to the audit log's check) and the shape of a case reference.
 
-use rand::Rng;
-
-/// A random id `prefix-` followed by 20 lowercase letters (about 94 bits).
-pub fn random(prefix: &str) -> String {
-    let mut rng = rand::thread_rng();
-    let letters: String = (0..20)
-        .map(|_| (b'a' + rng.gen_range(0..26u8)) as char)
-        .collect();
-    format!("{prefix}-{letters}")
-}
-
-pub use doorzet_store::ids::ordered;
+pub use doorzet_store::ids::{ordered, random};
 
 /// The id of a record whose caller named the request (`request_id`), so that a retry lands on the
 /// record the first attempt made: `prefix-k` and 24 letters of a hash of the request id.
@@ -47,14 +36,6 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-
-    #[test]
-    fn random_ids_are_letters_and_distinct() {
-        let a = random("fact");
-        assert!(a.starts_with("fact-") && a.len() == 25);
-        assert!(a[5..].bytes().all(|b| b.is_ascii_lowercase()));
-        assert_ne!(a, random("fact"));
-    }
 
     #[test]
     fn case_refs_refuse_bsns_and_odd_characters() {

@@ -1,10 +1,19 @@
-//! Time-ordered record ids: a new id sorts after those made before it, so a B-tree keyed by it
-//! (a primary key, a unique index, an index that starts with it) grows at its end, and a
-//! transaction that writes many rows dirties a few pages at the end instead of one random page
-//! per row. Letters only, so no run of digits in them can look like a BSN to the audit log's
-//! check.
+//! Record ids the services make: random ones, and time-ordered ones for records written in a
+//! stream (a new id sorts after those made before it, so a B-tree keyed by it grows at its end,
+//! and a transaction that writes many rows dirties a few pages at the end instead of one random
+//! page per row). Letters only, so no run of digits in them can look like a BSN to the audit
+//! log's check.
 
 use rand::Rng;
+
+/// A random id `prefix-` followed by 20 lowercase letters (about 94 bits).
+pub fn random(prefix: &str) -> String {
+    let mut rng = rand::thread_rng();
+    let letters: String = (0..20)
+        .map(|_| (b'a' + rng.gen_range(0..26u8)) as char)
+        .collect();
+    format!("{prefix}-{letters}")
+}
 
 /// A time-ordered id `prefix-` followed by 22 lowercase letters: the milliseconds since 1970 in
 /// 10 base-26 letters, then 12 random letters (about 56 bits, for ids made in one millisecond).
@@ -36,6 +45,14 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn random_ids_are_letters_and_distinct() {
+        let a = random("fact");
+        assert!(a.starts_with("fact-") && a.len() == 25);
+        assert!(a[5..].bytes().all(|b| b.is_ascii_lowercase()));
+        assert_ne!(a, random("fact"));
+    }
 
     #[test]
     fn ordered_ids_are_letters_and_distinct() {

@@ -126,15 +126,6 @@ fn hash_request(method: &str, message: &impl Message) -> String {
     hex::encode(h.finalize())
 }
 
-fn random_id(prefix: &str) -> String {
-    use rand::Rng;
-    let mut rng = rand::thread_rng();
-    let letters: String = (0..20)
-        .map(|_| (b'a' + rng.gen_range(0..26u8)) as char)
-        .collect();
-    format!("{prefix}-{letters}")
-}
-
 fn to_time(t: Option<prost_types::Timestamp>) -> Option<SystemTime> {
     t.and_then(|t| SystemTime::try_from(t).ok())
 }
@@ -589,7 +580,7 @@ impl Engine {
             .as_secs();
         let claims = GrantClaims {
             iss: self.inner.org.to_string(),
-            jti: random_id("grant"),
+            jti: doorzet_store::ids::random("grant"),
             escalation_id: e.escalation_id.clone(),
             case_ref: e.case_ref.clone(),
             tier: e.tier,

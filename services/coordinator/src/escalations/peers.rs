@@ -206,7 +206,9 @@ impl Peers {
                 None => {
                     let generation = self.mandates.generation(org);
                     let (peers, asked) = (self.clone(), key.clone());
-                    let ask = async move {
+                    // Its own task: the question is answered and leaves the map (its clone of
+                    // `peers` with it) even when every caller waiting for it has gone.
+                    let task = tokio::spawn(async move {
                         let answer = peers.ask_mandates(org, tier, &asked.2, at).await;
                         if let Ok(mandates) = &answer {
                             peers
@@ -220,6 +222,10 @@ impl Peers {
                             .unwrap_or_else(|e| e.into_inner())
                             .remove(&asked);
                         answer
+                    });
+                    let ask = async move {
+                        task.await
+                            .unwrap_or_else(|e| Err(format!("mandate lookup stopped: {e}")))
                     }
                     .boxed()
                     .shared();
