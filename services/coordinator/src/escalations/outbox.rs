@@ -7,10 +7,14 @@
 //! ([`Fresh`]): the loop delivers them without reading them back. The database is claimed from
 //! for the rest (retries, a restarted instance's claims, another instance's lapsed leases) when
 //! the earliest of them is due, and at least every few seconds.
+//!
+//! Each node has its own lane ([`Lanes`]): one call at a time, in order, so a node that is slow or
+//! hangs until the notify timeout holds up only its own notifications. While a node backs off after
+//! a failed call, what arrives for it waits in the database behind what failed.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use doorzet_domain::Oin;
@@ -98,6 +102,8 @@ impl DbLook {
 }
 
 pub(super) fn spawn(engine: Engine, shutdown: CancellationToken) {
+    let lanes = Arc::new(Lanes::default());
+    spawn_marker(engine.clone(), lanes.clone(), shutdown.clone());
     tokio::spawn(async move {
         let now = engine.inner.clock.now();
         match store::release_claims(&engine.inner.db, &engine.inner.instance, now).await {
@@ -115,7 +121,7 @@ pub(super) fn spawn(engine: Engine, shutdown: CancellationToken) {
             last: std::time::Instant::now(),
         };
         loop {
-            let wait = match round(&engine, &mut look).await {
+            let wait = match round(&engine, &lanes, &mut look, &shutdown).await {
                 Ok(true) => continue,
                 Ok(false) => look.wait(engine.inner.clock.now()),
                 Err(e) => {
@@ -134,16 +140,126 @@ pub(super) fn spawn(engine: Engine, shutdown: CancellationToken) {
     });
 }
 
-/// Delivers one batch: what this instance handed over, and from the database what is due there.
-/// `true` when there may be more due now.
-async fn round(engine: &Engine, look: &mut DbLook) -> Result<bool, Error> {
+/// One delivery lane per node: a node's notifications go out in order, one call at a time, and a
+/// node that is slow, hanging or down holds up only its own lane, never the other nodes'. What
+/// arrives for a busy lane waits in its queue and goes out with its next call.
+#[derive(Debug, Default)]
+struct Lanes {
+    lanes: Mutex<HashMap<String, Lane>>,
+    /// Notifications in lanes, queued or in flight: the loop takes no more past [`LANES_MAX`].
+    held: AtomicUsize,
+    /// Delivered, waiting to be marked: whatever gathers while a mark is written goes in the next
+    /// one transaction.
+    marks: Mutex<Vec<i64>>,
+    mark_wake: tokio::sync::Notify,
+    /// The earliest retry a lane set, for the loop's next look at the database.
+    retry_due: Mutex<Option<SystemTime>>,
+}
+
+#[derive(Debug, Default)]
+struct Lane {
+    queue: Vec<store::Claimed>,
+    busy: bool,
+    /// After a failed call: until then, what arrives waits in the database behind what failed, so
+    /// the node never sees a later notification first and is not tried more often than backoff says.
+    backoff_until: Option<SystemTime>,
+}
+
+/// What a lane does with what it holds.
+enum Next {
+    Send(Vec<store::Claimed>),
+    /// The lane backs off until then: back to the database, due then.
+    Defer(Vec<store::Claimed>, SystemTime),
+}
+
+/// Most notifications held in lanes.
+const LANES_MAX: usize = 65_536;
+
+impl Lanes {
+    /// Adds `items` (one node's, in order) to `org`'s lane; `true` when the lane needs a task.
+    fn enqueue(&self, org: &str, items: Vec<store::Claimed>) -> bool {
+        self.held.fetch_add(items.len(), Ordering::AcqRel);
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        let lane = lanes.entry(org.to_owned()).or_default();
+        lane.queue.extend(items);
+        !std::mem::replace(&mut lane.busy, true)
+    }
+
+    /// Takes what `org`'s lane holds, or ends its task (`None`) when nothing is left.
+    fn next(&self, org: &str, now: SystemTime) -> Option<Next> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        let lane = lanes.get_mut(org)?;
+        if lane.queue.is_empty() {
+            lane.busy = false;
+            if lane.backoff_until.is_none_or(|until| until <= now) {
+                lanes.remove(org);
+            }
+            return None;
+        }
+        let items = std::mem::take(&mut lane.queue);
+        Some(match lane.backoff_until.filter(|until| *until > now) {
+            Some(until) => Next::Defer(items, until),
+            None => {
+                lane.backoff_until = None;
+                Next::Send(items)
+            }
+        })
+    }
+
+    fn back_off(&self, org: &str, until: SystemTime) {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lane) = lanes.get_mut(org) {
+            lane.backoff_until = Some(until);
+        }
+        let mut due = self.retry_due.lock().unwrap_or_else(|e| e.into_inner());
+        *due = Some(due.map_or(until, |d| d.min(until)));
+    }
+
+    fn done(&self, n: usize) {
+        self.held.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    fn mark(&self, ids: Vec<i64>) {
+        if ids.is_empty() {
+            return;
+        }
+        self.marks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(ids);
+        self.mark_wake.notify_one();
+    }
+}
+
+/// Claims a batch (what this instance handed over, and from the database what is due there) and
+/// hands it to the nodes' lanes. `true` when there may be more due now.
+async fn round(
+    engine: &Engine,
+    lanes: &Arc<Lanes>,
+    look: &mut DbLook,
+    shutdown: &CancellationToken,
+) -> Result<bool, Error> {
     let db = &engine.inner.db;
     let now = engine.inner.clock.now();
-    let mut claimed = engine.inner.fresh.take(BATCH as usize);
-    let mut full = claimed.len() == BATCH as usize;
+    if let Some(retry) = lanes
+        .retry_due
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
+        look.due = Some(look.due.map_or(retry, |d| d.min(retry)));
+    }
+    let room = LANES_MAX.saturating_sub(lanes.held.load(Ordering::Acquire));
+    if room == 0 {
+        // A lane that finishes wakes the loop.
+        return Ok(false);
+    }
+    let batch = room.min(BATCH as usize);
+    let mut claimed = engine.inner.fresh.take(batch);
+    let mut full = claimed.len() == batch;
     let spilled = engine.inner.fresh.spilled.swap(false, Ordering::AcqRel);
     if !full && (spilled || look.now_due(now)) {
-        let room = BATCH - claimed.len() as u32;
+        let room = (batch - claimed.len()) as u32;
         let from_db = match store::claim_due(db, &engine.inner.instance, now, LEASE, room).await {
             Ok(from_db) => from_db,
             Err(e) => {
@@ -161,34 +277,104 @@ async fn round(engine: &Engine, look: &mut DbLook) -> Result<bool, Error> {
         }
         claimed.extend(from_db);
     }
-    if claimed.is_empty() {
-        return Ok(false);
-    }
     let mut by_node: BTreeMap<String, Vec<store::Claimed>> = BTreeMap::new();
     for c in claimed {
         by_node.entry(c.recipient_org.clone()).or_default().push(c);
     }
-    let sends = by_node.into_iter().map(|(org, mut items)| {
+    for (org, mut items) in by_node {
         // In the order written: a retry before what was committed after it.
         items.sort_by_key(|c| c.id);
-        deliver(engine, org, items)
-    });
-    let results = futures_util::future::join_all(sends).await;
-    let now = engine.inner.clock.now();
-    let mut delivered = Vec::new();
-    for (ok, failed) in results {
-        delivered.extend(ok);
-        if let Some((ids, attempts, error)) = failed {
-            let backoff = Duration::from_secs(1 << attempts.min(16))
-                .min(engine.inner.config.max_retry_interval);
-            tracing::info!(notifications = ids.len(), retry_in = ?backoff, error = %error, "node not reached; notifications kept for retry");
-            let retry = now + backoff;
-            store::failed(db, &ids, attempts + 1, retry, &error).await?;
-            look.due = Some(look.due.map_or(retry, |d| d.min(retry)));
+        if lanes.enqueue(&org, items) {
+            tokio::spawn(run_lane(
+                engine.clone(),
+                lanes.clone(),
+                org,
+                shutdown.clone(),
+            ));
         }
     }
-    store::delivered(db, &delivered, now).await?;
     Ok(full)
+}
+
+/// Delivers `org`'s lane until it is empty.
+async fn run_lane(engine: Engine, lanes: Arc<Lanes>, org: String, shutdown: CancellationToken) {
+    let db = &engine.inner.db;
+    loop {
+        let now = engine.inner.clock.now();
+        let Some(next) = lanes.next(&org, now) else {
+            return;
+        };
+        // Not delivered: the ids, the attempts to store, why, and the retry when already known.
+        let (n, undelivered) = match next {
+            Next::Send(items) => {
+                let n = items.len();
+                let (ok, failed) = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    outcome = deliver(&engine, org.clone(), items) => outcome,
+                };
+                lanes.mark(ok);
+                (
+                    n,
+                    failed.map(|(ids, attempts, error)| (ids, attempts + 1, error, None)),
+                )
+            }
+            Next::Defer(items, until) => {
+                let ids = items.iter().map(|c| c.id).collect();
+                let attempts = items.iter().map(|c| c.attempts).max().unwrap_or(0);
+                let why = "waiting behind earlier notifications to this node".to_owned();
+                (items.len(), Some((ids, attempts, why, Some(until))))
+            }
+        };
+        if let Some((ids, attempts, error, until)) = undelivered {
+            let now = engine.inner.clock.now();
+            let retry = until.unwrap_or_else(|| {
+                now + Duration::from_secs(1 << attempts.saturating_sub(1).min(16))
+                    .min(engine.inner.config.max_retry_interval)
+            });
+            if until.is_none() {
+                tracing::info!(node = %org, notifications = ids.len(), retry_in = ?retry.duration_since(now).unwrap_or_default(), error = %error, "node not reached; notifications kept for retry");
+            }
+            if let Err(e) = store::failed(db, &ids, attempts, retry, &error).await {
+                // Their claims lapse with the lease, and the loop takes them up again then.
+                tracing::warn!(error = %e, notifications = ids.len(), "could not schedule the retry");
+            }
+            lanes.back_off(&org, retry);
+        }
+        lanes.done(n);
+        engine.inner.outbox_wake.notify_one();
+    }
+}
+
+/// Marks delivered notifications, one transaction for whatever the lanes delivered meanwhile.
+fn spawn_marker(engine: Engine, lanes: Arc<Lanes>, shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = lanes.mark_wake.notified() => {}
+            }
+            loop {
+                let ids =
+                    std::mem::take(&mut *lanes.marks.lock().unwrap_or_else(|e| e.into_inner()));
+                if ids.is_empty() {
+                    break;
+                }
+                let now = engine.inner.clock.now();
+                if let Err(e) = store::delivered(&engine.inner.db, &ids, now).await {
+                    tracing::warn!(error = %e, notifications = ids.len(), "could not mark notifications delivered; trying again");
+                    lanes
+                        .marks
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend(ids);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    });
 }
 
 type Outcome = (Vec<i64>, Option<(Vec<i64>, u32, String)>);
@@ -268,6 +454,44 @@ mod tests {
             notification: v1::NotifyRequest::default(),
             attempts: 0,
         }
+    }
+
+    fn ids(next: Option<Next>) -> (&'static str, Vec<i64>) {
+        match next {
+            Some(Next::Send(items)) => ("send", items.iter().map(|c| c.id).collect()),
+            Some(Next::Defer(items, _)) => ("defer", items.iter().map(|c| c.id).collect()),
+            None => ("idle", Vec::new()),
+        }
+    }
+
+    #[test]
+    fn a_lane_sends_in_order_and_defers_while_it_backs_off() {
+        let lanes = Lanes::default();
+        let org = "00000001000000000001";
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert!(
+            lanes.enqueue(org, vec![claimed(1), claimed(2)]),
+            "a new lane needs a task"
+        );
+        assert!(!lanes.enqueue(org, vec![claimed(3)]), "a busy lane has one");
+        assert_eq!(ids(lanes.next(org, now)), ("send", vec![1, 2, 3]));
+
+        // A failed call: what arrives before the retry waits behind it.
+        let retry = now + Duration::from_secs(2);
+        lanes.back_off(org, retry);
+        assert!(!lanes.enqueue(org, vec![claimed(4)]));
+        assert_eq!(ids(lanes.next(org, now)), ("defer", vec![4]));
+        assert_eq!(ids(lanes.next(org, now)), ("idle", vec![]));
+        assert_eq!(*lanes.retry_due.lock().unwrap(), Some(retry));
+
+        // At the retry, the lane sends again and, once empty, goes.
+        assert!(
+            lanes.enqueue(org, vec![claimed(5)]),
+            "an idle lane needs a task again"
+        );
+        assert_eq!(ids(lanes.next(org, retry)), ("send", vec![5]));
+        assert_eq!(ids(lanes.next(org, retry)), ("idle", vec![]));
+        assert!(lanes.lanes.lock().unwrap().is_empty());
     }
 
     #[test]

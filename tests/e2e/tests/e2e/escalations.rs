@@ -4,8 +4,11 @@
 //! reading the facts the consent covers, the meeting, a decision whose commitments are checked
 //! against mandates, follow-up and close; a term that passes moves the case up by itself (the
 //! coordinator's clock is moved, nothing sleeps); a restarted coordinator fires a pending deadline;
-//! a registrant the ladder does not allow is refused after the same call succeeds for one it does.
+//! a registrant the ladder does not allow is refused after the same call succeeds for one it does;
+//! a node that hangs holds up only its own notifications.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use doorzet_proto::v1::{
@@ -13,6 +16,7 @@ use doorzet_proto::v1::{
 };
 use doorzet_testkit::mesh::{Storage, TestNode, channel_as, with_token};
 use doorzet_testkit::{TestMesh, eventually};
+use tokio::io::AsyncReadExt;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -669,12 +673,12 @@ async fn planned(mesh: &TestMesh) -> (v1::Escalation, String) {
     (esc, pd)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_node_that_was_down_receives_every_notification_when_back() {
-    let mut mesh = TestMesh::start(5).await;
-    let ids = mandates(&mesh).await;
-    let (esc, pd) = planned(&mesh).await;
-    let id = esc.escalation_id.clone();
+/// The eviction case with its meeting planned and known at the registrant's node, which then stops:
+/// the escalation id, the process director's token and the mandates.
+async fn planned_then_registrant_node_stops(mesh: &mut TestMesh) -> (String, String, Vec<String>) {
+    let ids = mandates(mesh).await;
+    let (esc, pd) = planned(mesh).await;
+    let id = esc.escalation_id;
     notified(
         &mesh.nodes[MUNICIPALITY],
         &id,
@@ -682,18 +686,35 @@ async fn a_node_that_was_down_receives_every_notification_when_back() {
         3,
     )
     .await;
-
-    // The registrant's node goes down; the table decides meanwhile.
     mesh.stop_node(MUNICIPALITY).await;
-    let decided = coordinator(&mesh, &mesh.nodes[MUNICIPALITY])
+    (id, pd, ids)
+}
+
+/// The table's decision (sequence 4), recorded while the registrant's node is away.
+async fn decide_while_registrant_is_away(
+    mesh: &TestMesh,
+    id: &str,
+    pd: &str,
+    ids: &[String],
+) -> v1::Escalation {
+    let decided = coordinator(mesh, &mesh.nodes[MUNICIPALITY])
         .record_decision(with_token(
-            housing_decision(&mesh, &id, &ids[5], 10 * DAY),
-            &pd,
+            housing_decision(mesh, id, &ids[5], 10 * DAY),
+            pd,
         ))
         .await
-        .expect("decision while the registrant's node is down")
+        .expect("decision while the registrant's node is away")
         .into_inner();
     assert_eq!(decided.sequence, 4);
+    decided
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_was_down_receives_every_notification_when_back() {
+    let mut mesh = TestMesh::start(5).await;
+    // The registrant's node goes down; the table decides meanwhile.
+    let (id, pd, ids) = planned_then_registrant_node_stops(&mut mesh).await;
+    decide_while_registrant_is_away(&mesh, &id, &pd, &ids).await;
     // The other participants have it (delivery works), the registrant's node cannot.
     notified(&mesh.nodes[GGZ], &id, v1::EscalationEventType::Decided, 4).await;
 
@@ -713,6 +734,111 @@ async fn a_node_that_was_down_receives_every_notification_when_back() {
         .collect();
     sequences.sort();
     assert_eq!(sequences, [1, 2, 3, 4], "every event once, none lost");
+}
+
+/// A node that hangs: its mesh address accepts connections and never answers (a stuck process, a
+/// firewall that drops). Counts the connections it took.
+struct Hang {
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Hang {
+    async fn at(endpoint: &str) -> Self {
+        let addr = endpoint.trim_start_matches("https://");
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("the node's address");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            let mut held = tokio::task::JoinSet::new();
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.spawn(async move {
+                    // Reads what the caller sends and answers nothing.
+                    let mut buf = [0u8; 4096];
+                    while stream.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+                });
+            }
+        });
+        Self { accepted, task }
+    }
+}
+
+impl Drop for Hang {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_node_holds_up_only_its_own_notifications() {
+    let mut mesh = TestMesh::start(5).await;
+    // The registrant's node hangs. The decision goes to every participant; the call to the
+    // registrant's node waits for an answer that does not come.
+    let (id, pd, ids) = planned_then_registrant_node_stops(&mut mesh).await;
+    let hang = Hang::at(&mesh.nodes[MUNICIPALITY].mesh_endpoint).await;
+    let decided = decide_while_registrant_is_away(&mesh, &id, &pd, &ids).await;
+    notified(&mesh.nodes[GGZ], &id, v1::EscalationEventType::Decided, 4).await;
+    eventually(
+        Duration::from_secs(10),
+        "a connection to the hanging node",
+        || async { (hang.accepted.load(Ordering::SeqCst) > 0).then_some(()) },
+    )
+    .await;
+
+    // Progress reports follow. The first one's delivery to the hanging node waits for the
+    // connection; while it waits, the next transition still reaches the other participants.
+    let housing = &mesh.nodes[HOUSING];
+    let commitment = decided.decision.unwrap().commitments[0]
+        .commitment_id
+        .clone();
+    let reported = std::time::Instant::now();
+    for (sequence, progress) in [(5, "Gesprek gepland"), (6, "Gesprek gevoerd")] {
+        coordinator(&mesh, housing)
+            .report_commitment(with_token(
+                v1::ReportCommitmentRequest {
+                    request_id: format!("rep-{sequence}"),
+                    escalation_id: id.clone(),
+                    commitment_id: commitment.clone(),
+                    done: false,
+                    progress: progress.into(),
+                },
+                &housing.org.token("dir-1", "directeur"),
+            ))
+            .await
+            .expect("report while the registrant's node hangs");
+        notified(
+            &mesh.nodes[GGZ],
+            &id,
+            v1::EscalationEventType::CommitmentReported,
+            sequence,
+        )
+        .await;
+    }
+    let waited = reported.elapsed();
+    assert!(
+        waited < Duration::from_secs(2),
+        "the other participants waited {waited:?}: for the call to the hanging node to time out (5 s)?"
+    );
+
+    // Back to normal: the registrant's node gets all of them, in order, once.
+    drop(hang);
+    mesh.start_node(MUNICIPALITY).await;
+    notified(
+        &mesh.nodes[MUNICIPALITY],
+        &id,
+        v1::EscalationEventType::CommitmentReported,
+        6,
+    )
+    .await;
+    let sequences: Vec<u64> = events_of(&mesh.nodes[MUNICIPALITY], &id)
+        .await
+        .into_iter()
+        .map(|(sequence, _)| sequence)
+        .collect();
+    assert_eq!(sequences, [1, 2, 3, 4, 5, 6], "every event once, in order");
 }
 
 #[tokio::test(flavor = "multi_thread")]
