@@ -193,7 +193,7 @@ pub async fn serve_with_clock(
                 clock,
                 audit.clone(),
                 instance_name(&config),
-                escalations::FiringMetrics::register(&metrics),
+                escalations::EngineMetrics::register(&metrics),
             );
             engine.spawn_workers(shutdown.clone());
             Some(engine)

@@ -36,9 +36,29 @@ use tokio::sync::{Notify, broadcast};
 use crate::Error;
 use crate::clock::Clock;
 use crate::config::EscalationsConfig;
+pub use outbox::DeliveryMetrics;
 use peers::Peers;
 use scheduler::DueKind;
 pub use scheduler::FiringMetrics;
+
+/// The engine's metrics.
+#[derive(Debug, Clone)]
+pub struct EngineMetrics {
+    /// How late deadlines fire.
+    pub firing: FiringMetrics,
+    /// How notifications reach the nodes.
+    pub delivery: DeliveryMetrics,
+}
+
+impl EngineMetrics {
+    /// Registers them all in `metrics`.
+    pub fn register(metrics: &doorzet_mesh::layers::metrics::Metrics) -> Self {
+        Self {
+            firing: FiringMetrics::register(metrics),
+            delivery: DeliveryMetrics::register(metrics),
+        }
+    }
+}
 
 /// The escalation engine, shared by the gRPC service and the workers.
 #[derive(Debug, Clone)]
@@ -65,7 +85,7 @@ struct Inner {
     scheduler_wake: Notify,
     audit_wake: Notify,
     events: broadcast::Sender<v1::EscalationEvent>,
-    firing: FiringMetrics,
+    metrics: EngineMetrics,
 }
 
 /// Loads and checks the ladder file, naming the file in any error.
@@ -214,7 +234,7 @@ impl Engine {
         clock: Clock,
         audit: doorzet_audit::log::AuditLog,
         instance: String,
-        firing: FiringMetrics,
+        metrics: EngineMetrics,
     ) -> Self {
         let (events, _) = broadcast::channel(1024);
         let fresh = Arc::new(outbox::Fresh::default());
@@ -235,7 +255,7 @@ impl Engine {
                 scheduler_wake: Notify::new(),
                 audit_wake: Notify::new(),
                 events,
-                firing,
+                metrics,
             }),
         }
     }
@@ -1219,7 +1239,7 @@ impl Engine {
                         .now()
                         .duration_since(clock.fell_due(due))
                         .unwrap_or_default();
-                    self.inner.firing.observe(kind, late);
+                    self.inner.metrics.firing.observe(kind, late);
                 }
                 Ok(())
             }

@@ -18,7 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use doorzet_domain::Oin;
+use doorzet_mesh::layers::metrics::Metrics;
 use doorzet_proto::v1;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio_util::sync::CancellationToken;
 
 use super::{Engine, store};
@@ -78,6 +83,53 @@ impl Fresh {
     }
 }
 
+/// What an operator watches of delivery, per node (organisation id): notifications delivered,
+/// calls that failed (the node down, hanging or refusing), and how many wait in the lanes.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryMetrics {
+    delivered: Family<NodeLabels, Counter>,
+    failed: Family<NodeLabels, Counter>,
+    in_lanes: Gauge,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
+}
+
+impl DeliveryMetrics {
+    /// Registers `doorzet_coordinator_notifications_delivered_total`,
+    /// `doorzet_coordinator_notification_failures_total` and
+    /// `doorzet_coordinator_notifications_in_lanes` in `metrics`.
+    pub fn register(metrics: &Metrics) -> Self {
+        let this = Self::default();
+        metrics.register(|registry| {
+            registry.register(
+                "coordinator_notifications_delivered",
+                "Notifications a node acknowledged (stored in its inbox)",
+                this.delivered.clone(),
+            );
+            registry.register(
+                "coordinator_notification_failures",
+                "Calls to a node that failed or timed out; their notifications wait for a retry",
+                this.failed.clone(),
+            );
+            registry.register(
+                "coordinator_notifications_in_lanes",
+                "Notifications claimed by this coordinator and queued or in flight to their nodes",
+                this.in_lanes.clone(),
+            );
+        });
+        this
+    }
+
+    fn node(org: &str) -> NodeLabels {
+        NodeLabels {
+            node: org.to_owned(),
+        }
+    }
+}
+
 /// When the loop next claims from the database.
 #[derive(Debug)]
 struct DbLook {
@@ -102,7 +154,10 @@ impl DbLook {
 }
 
 pub(super) fn spawn(engine: Engine, shutdown: CancellationToken) {
-    let lanes = Arc::new(Lanes::default());
+    let lanes = Arc::new(Lanes {
+        metrics: engine.inner.metrics.delivery.clone(),
+        ..Lanes::default()
+    });
     spawn_marker(engine.clone(), lanes.clone(), shutdown.clone());
     tokio::spawn(async move {
         let now = engine.inner.clock.now();
@@ -154,6 +209,7 @@ struct Lanes {
     mark_wake: tokio::sync::Notify,
     /// The earliest retry a lane set, for the loop's next look at the database.
     retry_due: Mutex<Option<SystemTime>>,
+    metrics: DeliveryMetrics,
 }
 
 #[derive(Debug, Default)]
@@ -178,7 +234,8 @@ const LANES_MAX: usize = 65_536;
 impl Lanes {
     /// Adds `items` (one node's, in order) to `org`'s lane; `true` when the lane needs a task.
     fn enqueue(&self, org: &str, items: Vec<store::Claimed>) -> bool {
-        self.held.fetch_add(items.len(), Ordering::AcqRel);
+        let held = self.held.fetch_add(items.len(), Ordering::AcqRel) + items.len();
+        self.metrics.in_lanes.set(held as i64);
         let mut lanes = self.lanes.lock().unwrap_or_else(|e| e.into_inner());
         let lane = lanes.entry(org.to_owned()).or_default();
         lane.queue.extend(items);
@@ -216,7 +273,8 @@ impl Lanes {
     }
 
     fn done(&self, n: usize) {
-        self.held.fetch_sub(n, Ordering::AcqRel);
+        let held = self.held.fetch_sub(n, Ordering::AcqRel) - n;
+        self.metrics.in_lanes.set(held as i64);
     }
 
     fn mark(&self, ids: Vec<i64>) {
@@ -312,6 +370,12 @@ async fn run_lane(engine: Engine, lanes: Arc<Lanes>, org: String, shutdown: Canc
                     _ = shutdown.cancelled() => return,
                     outcome = deliver(&engine, org.clone(), items) => outcome,
                 };
+                let node = DeliveryMetrics::node(&org);
+                let delivered = lanes.metrics.delivered.get_or_create(&node);
+                delivered.inc_by(ok.len() as u64);
+                if failed.is_some() {
+                    lanes.metrics.failed.get_or_create(&node).inc();
+                }
                 lanes.mark(ok);
                 (
                     n,

@@ -575,12 +575,9 @@ async fn a_passed_term_moves_the_case_up_by_itself_even_across_a_crash() {
     assert!(SystemTime::try_from(moved.deadline.unwrap()).unwrap() > mesh.clock.now());
     // The coordinator counts how late it fired: from the clock's move past the term (the term
     // itself lies days before the clock's new now), so seconds at most.
-    let metrics = doorzet_testkit::mesh::http_get(mesh.coordinator.admin, "/metrics").await;
+    let metrics = coordinator_metrics(&mesh).await;
     let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} in the coordinator's metrics"))
+        metric(&metrics, name).unwrap_or_else(|| panic!("{name} in the coordinator's metrics"))
     };
     assert_eq!(
         value("doorzet_coordinator_deadline_lag_seconds_count{due=\"term\"}"),
@@ -671,6 +668,18 @@ async fn planned(mesh: &TestMesh) -> (v1::Escalation, String) {
         .expect("plan")
         .into_inner();
     (esc, pd)
+}
+
+/// The coordinator's metrics, as Prometheus scrapes them.
+async fn coordinator_metrics(mesh: &TestMesh) -> String {
+    doorzet_testkit::mesh::http_get(mesh.coordinator.admin, "/metrics").await
+}
+
+/// The value of the series `name` (with its labels) in `metrics`.
+fn metric(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
 }
 
 /// The eviction case with its meeting planned and known at the registrant's node, which then stops:
@@ -839,6 +848,32 @@ async fn a_hanging_node_holds_up_only_its_own_notifications() {
         .map(|(sequence, _)| sequence)
         .collect();
     assert_eq!(sequences, [1, 2, 3, 4, 5, 6], "every event once, in order");
+
+    // The operator sees which node failed, and that nothing is left waiting.
+    let node = |i: usize| mesh.nodes[i].org.org.to_string();
+    let metrics = eventually(Duration::from_secs(10), "the lanes empty", || async {
+        let metrics = coordinator_metrics(&mesh).await;
+        (metric(&metrics, "doorzet_coordinator_notifications_in_lanes") == Some(0.0))
+            .then_some(metrics)
+    })
+    .await;
+    let failures = |i| {
+        let name = format!(
+            "doorzet_coordinator_notification_failures_total{{node=\"{}\"}}",
+            node(i)
+        );
+        metric(&metrics, &name).unwrap_or(0.0)
+    };
+    assert!(failures(MUNICIPALITY) >= 1.0, "{metrics}");
+    assert_eq!(failures(GGZ), 0.0);
+    let delivered = format!(
+        "doorzet_coordinator_notifications_delivered_total{{node=\"{}\"}}",
+        node(MUNICIPALITY)
+    );
+    assert!(
+        metric(&metrics, &delivered).is_some_and(|n| n >= 6.0),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
