@@ -371,8 +371,11 @@ async fn run_lane(engine: Engine, lanes: Arc<Lanes>, org: String, shutdown: Canc
                     outcome = deliver(&engine, org.clone(), items) => outcome,
                 };
                 let node = DeliveryMetrics::node(&org);
-                let delivered = lanes.metrics.delivered.get_or_create(&node);
-                delivered.inc_by(ok.len() as u64);
+                lanes
+                    .metrics
+                    .delivered
+                    .get_or_create(&node)
+                    .inc_by(ok.len() as u64);
                 if failed.is_some() {
                     lanes.metrics.failed.get_or_create(&node).inc();
                 }
