@@ -21,6 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
 
+use crate::coalesce::WriteYield;
 use crate::config::Limits;
 use crate::identity::ListenerKind;
 use crate::layers::body::on_finish;
@@ -132,6 +133,8 @@ pub struct GuardedStream {
     metrics: Metrics,
     listener: &'static str,
     _slot: Slot,
+    /// Coalesces the connection's writes (see [`crate::coalesce`]).
+    write_yield: WriteYield,
 }
 
 impl std::fmt::Debug for GuardedStream {
@@ -192,7 +195,9 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        std::task::ready!(this.write_yield.poll_before_write(cx));
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -200,15 +205,21 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        std::task::ready!(this.write_yield.poll_before_write(cx));
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        // So that h2 copies payloads up to 1 KiB into its buffer (see `crate::coalesce`).
+        false
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let flushed = std::task::ready!(Pin::new(&mut this.inner).poll_flush(cx));
+        this.write_yield.flushed();
+        Poll::Ready(flushed)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -318,6 +329,7 @@ pub fn incoming(
                             metrics,
                             listener: label,
                             _slot: slot,
+                            write_yield: WriteYield::default(),
                         };
                         let _ = tx.send(Ok(guarded)).await;
                     }

@@ -12,6 +12,7 @@
 //! - [`server`]: the shared gRPC server builder.
 //! - [`log_throttle`]: rate limits for log lines that can repeat.
 //! - [`client`]: mutual-TLS channels to peers.
+//! - [`coalesce`]: fewer, fuller writes on busy HTTP/2 connections.
 //! - [`admin`]: the admin HTTP listener with Prometheus metrics and probes.
 //! - [`telemetry`]: tracing subscriber, OTLP export and W3C trace-context propagation.
 //! - [`service_main`]: the shared tail of every service binary (telemetry, signals, exit codes).
@@ -20,6 +21,7 @@
 
 pub mod admin;
 pub mod client;
+pub mod coalesce;
 pub mod config;
 pub mod connections;
 pub mod directory;
