@@ -200,18 +200,9 @@ impl AsyncWrite for GuardedStream {
         Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        std::task::ready!(this.write_yield.poll_before_write(cx));
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
-    }
-
+    // Not vectored (the default `poll_write_vectored` goes through `poll_write`), so that h2 copies
+    // payloads up to 1 KiB into its buffer (see `crate::coalesce`).
     fn is_write_vectored(&self) -> bool {
-        // So that h2 copies payloads up to 1 KiB into its buffer (see `crate::coalesce`).
         false
     }
 
