@@ -8,10 +8,10 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use doorzet_store::{Backend, Database, Params};
+use doorzet_store::{Backend, Database};
 
 use crate::Error;
-use crate::store::cases::{from_millis, join, millis};
+use crate::store::cases::{from_millis, millis};
 
 /// The outcome of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,16 +96,96 @@ pub enum AuditState {
 const INSERT_COLUMNS: &str = "seq, disclosure_id, at, requester_org, requester_person, \
     on_behalf_of_org, case_ref, escalation_id, purpose, disclosed_fact_ids, disclosed_categories, \
     withheld_fact_ids, withheld_categories, outcome, refusal, grant_id, audit_state";
+
 const INSERT_WIDTH: usize = 17;
 
-/// Rows per multi-row INSERT, largest first (a few fixed shapes, so prepared statements are
-/// reused).
-const ROW_SHAPES: [usize; 4] = [64, 16, 4, 1];
+/// One statement stores a whole batch: the rows go in as one JSON array of arrays (one bound
+/// value), in [`INSERT_COLUMNS`] order. Binding 17 values a row cost more than the insert itself,
+/// and a statement per row shape cost a round trip each to SQLite's thread. SQLite reads the
+/// array with `jsonb_each`, which parses it once into its binary form so that each column is a
+/// look-up (`json_each` turned every element back into text for each of its columns).
+fn insert_sql(backend: Backend) -> &'static str {
+    static SQLITE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let values = (0..INSERT_WIDTH)
+            .map(|i| format!("value ->> {i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("INSERT INTO disclosures ({INSERT_COLUMNS}) SELECT {values} FROM jsonb_each($1)")
+    });
+    static POSTGRES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let values = (0..INSERT_WIDTH)
+            .map(|i| match i {
+                0 | 2 => format!("(value ->> {i})::bigint"),
+                16 => format!("(value ->> {i})::integer"),
+                _ => format!("value ->> {i}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "INSERT INTO disclosures ({INSERT_COLUMNS}) \
+             SELECT {values} FROM jsonb_array_elements($1::jsonb) AS value"
+        )
+    });
+    match backend {
+        Backend::Sqlite => &SQLITE,
+        Backend::Postgres => &POSTGRES,
+    }
+}
+
+/// A list column's stored form: the values joined by commas, written straight into the JSON.
+struct Joined<'a>(&'a [String]);
+
+impl std::fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, v) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(v)?;
+        }
+        Ok(())
+    }
+}
+
+impl serde::Serialize for Joined<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A record to store, as a JSON array in [`INSERT_COLUMNS`] order.
+struct NewRow<'a>(i64, &'a Record, AuditState);
+
+impl serde::Serialize for NewRow<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let NewRow(seq, r, audit) = self;
+        let mut t = s.serialize_tuple(INSERT_WIDTH)?;
+        t.serialize_element(seq)?;
+        t.serialize_element(&r.disclosure_id)?;
+        t.serialize_element(&millis(r.at))?;
+        t.serialize_element(&r.requester_org)?;
+        t.serialize_element(&r.requester_person)?;
+        t.serialize_element(&r.on_behalf_of_org)?;
+        t.serialize_element(&r.case_ref)?;
+        t.serialize_element(&r.escalation_id)?;
+        t.serialize_element(&r.purpose)?;
+        t.serialize_element(&Joined(&r.disclosed_fact_ids))?;
+        t.serialize_element(&Joined(&r.disclosed_categories))?;
+        t.serialize_element(&Joined(&r.withheld_fact_ids))?;
+        t.serialize_element(&Joined(&r.withheld_categories))?;
+        t.serialize_element(r.outcome.as_str())?;
+        t.serialize_element(&r.refusal)?;
+        t.serialize_element(&r.grant_id)?;
+        t.serialize_element(&(*audit as i32))?;
+        t.end()
+    }
+}
 
 /// Stores `records` on `conn` (within the writer's transaction) with the sequence numbers
-/// `first_seq..`, in the order of `records`, several rows per statement. The writer numbers them
-/// itself: it is the log's only writer, and reading numbers back (`RETURNING`) cost a round trip
-/// per row between SQLite's thread and the writer.
+/// `first_seq..`, in the order of `records`, with one statement. The writer numbers them itself:
+/// it is the log's only writer, and reading numbers back (`RETURNING`) cost a round trip per row
+/// between SQLite's thread and the writer.
 async fn insert_on(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
@@ -113,43 +193,16 @@ async fn insert_on(
     records: &[Record],
     audit: AuditState,
 ) -> Result<(), Error> {
-    let mut seq = first_seq;
-    let mut rest = records;
-    while !rest.is_empty() {
-        let rows = ROW_SHAPES
-            .into_iter()
-            .find(|n| *n <= rest.len())
-            .unwrap_or(1);
-        let (chunk, tail) = rest.split_at(rows);
-        let sql = format!(
-            "INSERT INTO disclosures ({INSERT_COLUMNS}) VALUES {}",
-            Params::new(backend).rows(rows, INSERT_WIDTH)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for r in chunk {
-            query = query
-                .bind(seq)
-                .bind(r.disclosure_id.clone())
-                .bind(millis(r.at))
-                .bind(r.requester_org.clone())
-                .bind(r.requester_person.clone())
-                .bind(r.on_behalf_of_org.clone())
-                .bind(r.case_ref.clone())
-                .bind(r.escalation_id.clone())
-                .bind(r.purpose.clone())
-                .bind(join(&r.disclosed_fact_ids))
-                .bind(join(&r.disclosed_categories))
-                .bind(join(&r.withheld_fact_ids))
-                .bind(join(&r.withheld_categories))
-                .bind(r.outcome.as_str())
-                .bind(r.refusal.clone())
-                .bind(r.grant_id.clone())
-                .bind(audit as i32);
-            seq += 1;
-        }
-        query.execute(&mut *conn).await?;
-        rest = tail;
-    }
+    let rows: Vec<NewRow<'_>> = (first_seq..)
+        .zip(records)
+        .map(|(seq, r)| NewRow(seq, r, audit))
+        .collect();
+    let json = serde_json::to_string(&rows)
+        .map_err(|e| Error::Corrupt(format!("disclosure records do not encode: {e}")))?;
+    sqlx::query(insert_sql(backend))
+        .bind(json)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -499,6 +552,40 @@ mod tests {
             .iter()
             .map(|(_, r)| r.requester_person.clone())
             .collect()
+    }
+
+    #[tokio::test]
+    async fn a_record_reads_back_exactly_as_written_whatever_its_characters() {
+        for test_db in TestDatabase::all().await {
+            let db = Database::connect(test_db.url(), &[&crate::store::MIGRATIONS])
+                .await
+                .unwrap();
+            let writer = Writer::start(db.clone());
+            let mut odd = record(1);
+            odd.requester_person = "mw. \"de Vries\" \\ ÿ ü 💡 ' ; -- $1 ?".into();
+            odd.refusal = "grant is malformed: {\"a\": [1]}".into();
+            odd.disclosed_fact_ids.clear();
+            odd.disclosed_categories.clear();
+            odd.outcome = Outcome::Withheld;
+            let plain = record(2);
+            // Together, so that they most likely go in with one statement.
+            let (a, b) = tokio::join!(writer.write(odd.clone()), writer.write(plain.clone()));
+            a.unwrap();
+            b.unwrap();
+            let stored: Vec<Record> = pending(&db, 0, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect();
+            assert_eq!(stored, [odd.clone(), plain]);
+            assert_eq!(
+                for_case_ref(&db, &odd.case_ref, 1).await.unwrap()[0].requester_person,
+                "emp-2"
+            );
+            db.close().await;
+            test_db.drop().await;
+        }
     }
 
     #[tokio::test]
