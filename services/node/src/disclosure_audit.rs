@@ -47,7 +47,7 @@ pub struct Appender {
 /// withheld side by side). FACTS_DISCLOSED when the answer disclosed anything, with what it
 /// withheld beside it; FACTS_WITHHELD otherwise: outcome REFUSED for a refused request (no facts)
 /// or an answer that withheld every fact, SUCCESS when nothing was linked to the case reference.
-pub fn entries_of(org: Oin, record: &Record) -> Vec<v1::AuditEntry> {
+pub fn entries_of(org: Oin, record: Record) -> Vec<v1::AuditEntry> {
     let (action, outcome) = match record.outcome {
         Outcome::Refused => (v1::AuditAction::FactsWithheld, v1::AuditOutcome::Refused),
         _ if !record.disclosed_fact_ids.is_empty() => {
@@ -61,70 +61,94 @@ pub fn entries_of(org: Oin, record: &Record) -> Vec<v1::AuditEntry> {
     };
     let mut base = doorzet_audit::entry::new_entry(record.at, org, action);
     base.actor_subject = "doorzet-node".into();
-    base.recipient_org = record.requester_org.clone();
-    base.escalation_id = record.escalation_id.clone();
-    base.case_ref = record.case_ref.clone();
-    base.purpose = record.purpose.clone();
+    base.recipient_org = record.requester_org;
+    base.escalation_id = record.escalation_id;
+    base.case_ref = record.case_ref;
+    base.purpose = record.purpose;
     base.outcome = outcome as i32;
     if record.outcome == Outcome::Refused {
         return vec![base];
     }
-    let chunk = |list: &[String], i: usize| -> Vec<String> {
-        list.chunks(MAX_FACTS)
-            .nth(i)
-            .map(<[String]>::to_vec)
-            .unwrap_or_default()
-    };
     let parts = record
         .disclosed_fact_ids
         .len()
         .max(record.withheld_fact_ids.len())
         .div_ceil(MAX_FACTS)
         .max(1);
-    // The last part takes `base` itself: one answer of up to 64 facts a side costs no copy.
-    std::iter::repeat_n(base, parts)
-        .enumerate()
-        .map(|(i, mut e)| {
-            e.fact_ids = chunk(&record.disclosed_fact_ids, i);
-            e.fact_categories = chunk(&record.disclosed_categories, i);
-            e.withheld_fact_ids = chunk(&record.withheld_fact_ids, i);
-            e.withheld_fact_categories = chunk(&record.withheld_categories, i);
+    if parts == 1 {
+        // Nearly every answer: the record's lists move into the entry as they are.
+        base.fact_ids = record.disclosed_fact_ids;
+        base.fact_categories = record.disclosed_categories;
+        base.withheld_fact_ids = record.withheld_fact_ids;
+        base.withheld_fact_categories = record.withheld_categories;
+        return vec![base];
+    }
+    let mut lists = [
+        record.disclosed_fact_ids.into_iter(),
+        record.disclosed_categories.into_iter(),
+        record.withheld_fact_ids.into_iter(),
+        record.withheld_categories.into_iter(),
+    ];
+    (0..parts)
+        .map(|_| {
+            let mut e = base.clone();
+            let [a, b, c, d] = &mut lists;
+            e.fact_ids = a.by_ref().take(MAX_FACTS).collect();
+            e.fact_categories = b.by_ref().take(MAX_FACTS).collect();
+            e.withheld_fact_ids = c.by_ref().take(MAX_FACTS).collect();
+            e.withheld_fact_categories = d.by_ref().take(MAX_FACTS).collect();
             e
         })
         .collect()
 }
 
+/// One `Append` call: the entries of `records` records, the last of which has sequence number
+/// `last_seq`.
+#[derive(Debug, PartialEq)]
+struct Call {
+    records: usize,
+    last_seq: i64,
+    entries: Vec<v1::AuditEntry>,
+}
+
 /// Splits records into `Append` calls in order, each at most [`MAX_APPEND`] entries and ending on a
-/// record's last entry: (how many records, their entries). A record with more entries than one
-/// call carries goes alone and is sent in as many calls as it takes.
-fn appends(org: Oin, records: &[(i64, Record)]) -> Vec<(usize, Vec<v1::AuditEntry>)> {
-    let mut calls: Vec<(usize, Vec<v1::AuditEntry>)> = Vec::new();
-    let mut current: (usize, Vec<v1::AuditEntry>) = (0, Vec::new());
-    for (_, record) in records {
+/// record's last entry. A record with more entries than one call carries goes alone and is sent in
+/// as many calls as it takes.
+fn appends(org: Oin, records: Vec<(i64, Record)>) -> Vec<Call> {
+    let mut calls: Vec<Call> = Vec::new();
+    let mut current: Option<Call> = None;
+    for (seq, record) in records {
         let e = entries_of(org, record);
-        if current.0 > 0 && current.1.len() + e.len() > MAX_APPEND {
-            calls.push(std::mem::take(&mut current));
-        }
-        current.0 += 1;
-        current.1.extend(e);
+        let call = match current.take() {
+            Some(call) if call.entries.len() + e.len() > MAX_APPEND => {
+                calls.push(call);
+                None
+            }
+            other => other,
+        };
+        let mut call = call.unwrap_or(Call {
+            records: 0,
+            last_seq: seq,
+            entries: Vec::new(),
+        });
+        call.records += 1;
+        call.last_seq = seq;
+        call.entries.extend(e);
+        current = Some(call);
     }
-    if current.0 > 0 {
-        calls.push(current);
-    }
+    calls.extend(current);
     calls
 }
 
 /// Appends `entries` in calls of at most [`MAX_APPEND`].
 async fn append_all(
     client: &mut AuditLogClient<Channel>,
-    entries: Vec<v1::AuditEntry>,
+    mut entries: Vec<v1::AuditEntry>,
 ) -> Result<(), tonic::Status> {
-    for part in entries.chunks(MAX_APPEND) {
-        client
-            .append(v1::AppendRequest {
-                entries: part.to_vec(),
-            })
-            .await?;
+    while !entries.is_empty() {
+        let rest = entries.split_off(entries.len().min(MAX_APPEND));
+        client.append(v1::AppendRequest { entries }).await?;
+        entries = rest;
     }
     Ok(())
 }
@@ -214,34 +238,40 @@ impl Appender {
             };
             // Until these are appended, the database is where to find them.
             let from_db = std::mem::replace(&mut progress.from_db, true);
-            let mut rest = &pending[..];
-            for (records, entries) in appends(self.org, &pending) {
-                let (these, tail) = rest.split_at(records);
-                rest = tail;
-                match append_all(&mut client, entries).await {
-                    Ok(()) => self.appended(progress, these[these.len() - 1].0).await?,
+            let taken = pending.len();
+            for call in appends(self.org, pending) {
+                match append_all(&mut client, call.entries).await {
+                    Ok(()) => self.appended(progress, call.last_seq).await?,
                     Err(status) if status.code() != tonic::Code::InvalidArgument => {
                         return Err(coordinator_error(&status));
                     }
-                    // One record spoils the call: append one by one, keep the refused here.
+                    // One record spoils the call: append its records one by one (read back from
+                    // the database, as the call took the entries), keep the refused here.
                     Err(_) => {
+                        let these = disclosures::pending(
+                            &self.db,
+                            progress.appended_through,
+                            call.records as u32,
+                        )
+                        .await?;
                         for (seq, record) in these {
+                            let id = record.disclosure_id.clone();
                             match append_all(&mut client, entries_of(self.org, record)).await {
                                 Ok(()) => {}
                                 Err(s) if s.code() == tonic::Code::InvalidArgument => {
-                                    tracing::error!(disclosure = %record.disclosure_id, reason = %s.message(), "disclosure record refused by the audit log; kept in the node's log only");
+                                    tracing::error!(disclosure = %id, reason = %s.message(), "disclosure record refused by the audit log; kept in the node's log only");
                                     self.refused.inc();
-                                    disclosures::mark_local_only(&self.db, *seq).await?;
+                                    disclosures::mark_local_only(&self.db, seq).await?;
                                 }
                                 Err(s) => return Err(coordinator_error(&s)),
                             }
-                            self.appended(progress, *seq).await?;
+                            self.appended(progress, seq).await?;
                         }
                     }
                 }
             }
             progress.from_db = from_db;
-            if !from_db && pending.len() < BATCH as usize {
+            if !from_db && taken < BATCH as usize {
                 return Ok(());
             }
         }
@@ -301,17 +331,19 @@ mod tests {
                 .enumerate()
                 .map(|(i, (d, w, r))| (i as i64 + 1, record(*d, *w, *r)))
                 .collect();
-            let calls = appends(org, &records);
-            prop_assert_eq!(calls.iter().map(|(n, _)| n).sum::<usize>(), records.len());
+            let calls = appends(org, records.clone());
+            prop_assert_eq!(calls.iter().map(|c| c.records).sum::<usize>(), records.len());
             let mut next = 0;
-            for (n, entries) in &calls {
-                prop_assert!(*n >= 1);
-                prop_assert!(*n == 1 || entries.len() <= MAX_APPEND);
+            for call in &calls {
+                let n = call.records;
+                prop_assert!(n >= 1);
+                prop_assert!(n == 1 || call.entries.len() <= MAX_APPEND);
+                prop_assert_eq!(call.last_seq, records[next + n - 1].0);
                 let expected: Vec<_> = records[next..next + n]
                     .iter()
-                    .flat_map(|(_, r)| entries_of(org, r))
+                    .flat_map(|(_, r)| entries_of(org, r.clone()))
                     .collect();
-                prop_assert_eq!(entries, &expected);
+                prop_assert_eq!(&call.entries, &expected);
                 next += n;
             }
         }
@@ -326,7 +358,7 @@ mod tests {
         ) {
             let org: Oin = "00000001000000000003".parse().unwrap();
             let r = record(disclosed, withheld, refused);
-            let entries = entries_of(org, &r);
+            let entries = entries_of(org, r.clone());
             let parts = disclosed.max(withheld).div_ceil(MAX_FACTS).max(1);
             prop_assert_eq!(entries.len(), if refused { 1 } else { parts });
             for e in &entries {
@@ -362,12 +394,12 @@ mod tests {
         let org: Oin = "00000001000000000003".parse().unwrap();
         // 200 records of 7 disclosed and 3 withheld facts: one entry each.
         let records: Vec<(i64, Record)> = (1..=200).map(|i| (i, record(7, 3, false))).collect();
-        let calls = appends(org, &records);
+        let calls = appends(org, records);
         assert_eq!(calls.len(), 2);
         assert!(
             calls
                 .iter()
-                .all(|(n, e)| *n == 100 && e.len() == MAX_APPEND)
+                .all(|c| c.records == 100 && c.entries.len() == MAX_APPEND)
         );
     }
 }
