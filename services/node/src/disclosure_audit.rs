@@ -116,27 +116,21 @@ struct Call {
 /// as many calls as it takes.
 fn appends(org: Oin, records: Vec<(i64, Record)>) -> Vec<Call> {
     let mut calls: Vec<Call> = Vec::new();
-    let mut current: Option<Call> = None;
     for (seq, record) in records {
-        let e = entries_of(org, record);
-        let call = match current.take() {
-            Some(call) if call.entries.len() + e.len() > MAX_APPEND => {
-                calls.push(call);
-                None
+        let entries = entries_of(org, record);
+        match calls.last_mut() {
+            Some(call) if call.entries.len() + entries.len() <= MAX_APPEND => {
+                call.records += 1;
+                call.last_seq = seq;
+                call.entries.extend(entries);
             }
-            other => other,
-        };
-        let mut call = call.unwrap_or(Call {
-            records: 0,
-            last_seq: seq,
-            entries: Vec::new(),
-        });
-        call.records += 1;
-        call.last_seq = seq;
-        call.entries.extend(e);
-        current = Some(call);
+            _ => calls.push(Call {
+                records: 1,
+                last_seq: seq,
+                entries,
+            }),
+        }
     }
-    calls.extend(current);
     calls
 }
 

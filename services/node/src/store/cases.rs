@@ -13,12 +13,16 @@ use crate::Error;
 pub use doorzet_store::{from_millis, millis};
 
 /// Joins vocabulary values or ids for a list column.
-pub fn join<T: ToString>(values: impl IntoIterator<Item = T>) -> String {
-    values
-        .into_iter()
-        .map(|v| v.to_string())
-        .collect::<Vec<_>>()
-        .join(",")
+pub fn join<T: std::fmt::Display>(values: impl IntoIterator<Item = T>) -> String {
+    use std::fmt::Write;
+    let mut joined = String::new();
+    for (i, v) in values.into_iter().enumerate() {
+        if i > 0 {
+            joined.push(',');
+        }
+        let _ = write!(joined, "{v}");
+    }
+    joined
 }
 
 /// Splits a list column, failing on a value that no longer parses.

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use doorzet_store::{Backend, Database};
 
 use crate::Error;
-use crate::store::cases::{from_millis, millis};
+use crate::store::cases::{from_millis, join, millis};
 
 /// The outcome of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +96,6 @@ pub enum AuditState {
 const INSERT_COLUMNS: &str = "seq, disclosure_id, at, requester_org, requester_person, \
     on_behalf_of_org, case_ref, escalation_id, purpose, disclosed_fact_ids, disclosed_categories, \
     withheld_fact_ids, withheld_categories, outcome, refusal, grant_id, audit_state";
-
 const INSERT_WIDTH: usize = 17;
 
 /// One statement stores a whole batch: the rows go in as one JSON array of arrays (one bound
@@ -132,27 +131,6 @@ fn insert_sql(backend: Backend) -> &'static str {
     }
 }
 
-/// A list column's stored form: the values joined by commas, written straight into the JSON.
-struct Joined<'a>(&'a [String]);
-
-impl std::fmt::Display for Joined<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, v) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            f.write_str(v)?;
-        }
-        Ok(())
-    }
-}
-
-impl serde::Serialize for Joined<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
 /// A record to store, as a JSON array in [`INSERT_COLUMNS`] order.
 struct NewRow<'a>(i64, &'a Record, AuditState);
 
@@ -170,10 +148,10 @@ impl serde::Serialize for NewRow<'_> {
         t.serialize_element(&r.case_ref)?;
         t.serialize_element(&r.escalation_id)?;
         t.serialize_element(&r.purpose)?;
-        t.serialize_element(&Joined(&r.disclosed_fact_ids))?;
-        t.serialize_element(&Joined(&r.disclosed_categories))?;
-        t.serialize_element(&Joined(&r.withheld_fact_ids))?;
-        t.serialize_element(&Joined(&r.withheld_categories))?;
+        t.serialize_element(&join(&r.disclosed_fact_ids))?;
+        t.serialize_element(&join(&r.disclosed_categories))?;
+        t.serialize_element(&join(&r.withheld_fact_ids))?;
+        t.serialize_element(&join(&r.withheld_categories))?;
         t.serialize_element(r.outcome.as_str())?;
         t.serialize_element(&r.refusal)?;
         t.serialize_element(&r.grant_id)?;
