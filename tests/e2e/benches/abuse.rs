@@ -82,12 +82,12 @@ where
     let _ = abuser.await;
     // The node's handshake timeout (10 s) and the allocator's decay of freed pages (10 s) pass.
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let metrics = doorzet_testkit::mesh::http_get(node.admin_addr, "/metrics").await;
-    let open = metrics
-        .lines()
-        .find(|l| l.starts_with(r#"doorzet_mesh_connections{listener="local"}"#))
-        .unwrap_or("no connections gauge")
-        .to_owned();
+    let metrics = doorzet_testkit::metrics::scrape(node.admin_addr).await;
+    let open =
+        doorzet_testkit::metrics::value(&metrics, r#"doorzet_mesh_connections{listener="local"}"#)
+            .map_or("no connections gauge".to_owned(), |n| {
+                format!("{n} open connections on the local listener")
+            });
     println!("{name}: 20 s after, {open}");
     Row {
         name,

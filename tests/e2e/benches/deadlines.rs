@@ -179,18 +179,14 @@ async fn mesh() -> (
 
 /// The coordinator's deadline-lag histogram for terms: (upper bound in seconds, cumulative count).
 async fn lag_buckets(mesh: &TestMesh) -> Vec<(f64, u64)> {
-    let metrics = doorzet_testkit::mesh::http_get(mesh.coordinator.admin, "/metrics").await;
-    metrics
-        .lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix("doorzet_coordinator_deadline_lag_seconds_bucket{le=\"")?;
-            let (le, count) = rest.split_once("\",due=\"term\"} ")?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, count.trim().parse().ok()?))
+    let metrics = doorzet_testkit::metrics::scrape(mesh.coordinator.admin).await;
+    doorzet_testkit::metrics::samples(&metrics, "doorzet_coordinator_deadline_lag_seconds_bucket")
+        .filter_map(|(labels, count)| {
+            let le = labels
+                .strip_prefix("{le=\"")?
+                .strip_suffix("\",due=\"term\"}")?;
+            // "+Inf" parses as infinity.
+            Some((le.parse().ok()?, count as u64))
         })
         .collect()
 }

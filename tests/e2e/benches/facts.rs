@@ -274,12 +274,9 @@ fn main() {
         let caught_up = load_ended.elapsed();
         let after_audit = cpu();
         let after_mib = rss_mib(pid);
-        let metrics = doorzet_testkit::mesh::http_get(node.admin_addr, "/metrics").await;
-        let refused = metrics
-            .lines()
-            .find(|l| l.starts_with("doorzet_node_disclosure_records_refused_by_audit_log_total "))
-            .unwrap_or("-")
-            .to_owned();
+        let metrics = doorzet_testkit::metrics::scrape(node.admin_addr).await;
+        let refused = doorzet_testkit::metrics::value(&metrics, "doorzet_node_disclosure_records_refused_by_audit_log_total")
+            .map_or("-".to_owned(), |n| n.to_string());
 
         println!("\nfacts bench: {seconds} s per load, {CONCURRENCY} concurrent callers, release node on SQLite\n");
         println!("{:<44} {:>10} {:>9} {:>9} {:>7}", "load", "req/s", "p50 ms", "p99 ms", "failed");
@@ -320,6 +317,6 @@ fn main() {
         );
         println!("start-up to SERVING on an empty SQLite file: {:.0} ms (goal < 500 ms)", startup.as_secs_f64() * 1e3);
         println!("resident memory: idle {idle_mib:.1} MiB (goal < 30 MiB), after the run {after_mib:.1} MiB");
-        println!("audit: {refused}");
+        println!("disclosure records the audit log refused: {refused}");
     });
 }

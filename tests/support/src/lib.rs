@@ -8,11 +8,13 @@
 //! - [`audit`]: disclosure records, appending them, and waiting on a node's audit checks.
 //! - [`process`]: a coordinator as a real process.
 //! - [`gateway`]: a REST gateway beside a node of the mesh.
+//! - [`metrics`]: reading the services' `/metrics`.
 
 pub mod audit;
 pub mod gateway;
 pub mod measure;
 pub mod mesh;
+pub mod metrics;
 pub mod pki;
 pub mod process;
 

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use doorzet_proto::v1::{self, node_admin_client::NodeAdminClient};
-use doorzet_testkit::mesh::{http_get, with_token};
+use doorzet_testkit::mesh::with_token;
+use doorzet_testkit::metrics::{scrape, value};
 use doorzet_testkit::pki::server_only_client_config;
 use doorzet_testkit::process::{CoordinatorProcess, NodeProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,17 +36,8 @@ async fn node_status(
         .map(tonic::Response::into_inner)
 }
 
-/// Returns the value of the first sample whose line starts with `series`.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|line| line.starts_with(series))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 async fn metrics(node: &NodeProcess) -> String {
-    http_get(node.admin_addr, "/metrics").await
+    scrape(node.admin_addr).await
 }
 
 async fn tls_connect(
@@ -111,7 +103,7 @@ async fn random_method_paths_are_counted_as_unknown_and_never_become_labels() {
         assert!(!body.contains(caller_text), "`{caller_text}` in metrics");
     }
     assert_eq!(
-        sample(
+        value(
             &body,
             r#"doorzet_mesh_requests_total{service="unknown",method="unknown",code="16",peer_kind="unidentified"}"#
         ),
@@ -162,7 +154,7 @@ async fn held_connections_beyond_the_cap_are_refused_while_callers_keep_working(
     }
     let body = metrics(&node).await;
     assert!(
-        sample(
+        value(
             &body,
             r#"doorzet_mesh_connections_refused_total{listener="local",reason="connection_cap"}"#
         )
@@ -479,7 +471,7 @@ async fn a_request_without_path_is_refused_and_an_idle_connection_is_closed() {
     );
     let body = metrics(&node).await;
     assert!(
-        sample(
+        value(
             &body,
             r#"doorzet_mesh_connections_idle_closed_total{listener="local"}"#
         )

@@ -12,6 +12,7 @@ use doorzet_proto::v1::{
     node_admin_client::NodeAdminClient,
 };
 use doorzet_testkit::mesh::{channel_as, http_get, stranger, with_token};
+use doorzet_testkit::metrics::{scrape, value};
 use doorzet_testkit::pki::TestClaims;
 use doorzet_testkit::process::{CoordinatorProcess, NodeProcess, Running};
 use tonic::Code;
@@ -33,12 +34,7 @@ fn replace_file(path: &std::path::Path, contents: impl AsRef<[u8]>) {
 }
 
 async fn admin_metric(addr: std::net::SocketAddr, series: &str) -> Option<f64> {
-    http_get(addr, "/metrics")
-        .await
-        .lines()
-        .find(|line| line.starts_with(series))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    value(&scrape(addr).await, series)
 }
 
 async fn wait_metric(

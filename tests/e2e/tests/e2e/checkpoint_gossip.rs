@@ -12,8 +12,8 @@ use doorzet_proto::v1::{
     self, audit_log_client::AuditLogClient, node_admin_client::NodeAdminClient,
     partner_node_client::PartnerNodeClient,
 };
-use doorzet_testkit::mesh::{AUDIT_ORIGIN, channel_as, http_get, with_token};
-use doorzet_testkit::{TestMesh, eventually};
+use doorzet_testkit::mesh::{AUDIT_ORIGIN, channel_as, with_token};
+use doorzet_testkit::{TestMesh, eventually, metrics};
 use tonic::metadata::MetadataValue;
 
 const CASE_REF: &str = "case-gossipqwrtyp";
@@ -32,14 +32,9 @@ async fn list_mandates_with(mesh: &TestMesh, note: &str) -> tonic::Result<()> {
 
 /// Waits until node 0 counted a compared checkpoint with `result`.
 async fn wait_peer_checks(mesh: &TestMesh, result: &str) {
-    let series = format!("doorzet_node_peer_checkpoints_total{{result=\"{result}\"}} ");
+    let series = format!("doorzet_node_peer_checkpoints_total{{result=\"{result}\"}}");
     eventually(Duration::from_secs(10), "checkpoint compared", || async {
-        http_get(mesh.nodes[0].admin, "/metrics")
-            .await
-            .lines()
-            .find_map(|l| l.strip_prefix(series.as_str()))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|v| *v >= 1.0)
+        metrics::value(&metrics::scrape(mesh.nodes[0].admin).await, &series).filter(|v| *v >= 1.0)
     })
     .await;
 }

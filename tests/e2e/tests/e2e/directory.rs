@@ -309,14 +309,9 @@ async fn a_lower_directory_version_is_refused_and_counted_as_a_rollback() {
     )))
     .await;
     eventually(Duration::from_secs(10), "rollback counted", || async {
-        doorzet_testkit::mesh::http_get(mesh.nodes[0].admin, "/metrics")
-            .await
-            .lines()
-            .any(|l| {
-                l.starts_with("doorzet_node_directory_rollbacks_refused_total ")
-                    && !l.ends_with(" 0")
-            })
-            .then_some(())
+        let metrics = doorzet_testkit::metrics::scrape(mesh.nodes[0].admin).await;
+        doorzet_testkit::metrics::value(&metrics, "doorzet_node_directory_rollbacks_refused_total")
+            .filter(|n| *n > 0.0)
     })
     .await;
     assert_eq!(

@@ -15,7 +15,7 @@ use doorzet_proto::v1::{
     self, coordinator_client::CoordinatorClient, node_admin_client::NodeAdminClient,
 };
 use doorzet_testkit::mesh::{Storage, TestNode, channel_as, with_token};
-use doorzet_testkit::{TestMesh, eventually};
+use doorzet_testkit::{TestMesh, eventually, metrics};
 use tokio::io::AsyncReadExt;
 use tonic::Code;
 use tonic::transport::Channel;
@@ -577,7 +577,8 @@ async fn a_passed_term_moves_the_case_up_by_itself_even_across_a_crash() {
     // itself lies days before the clock's new now), so seconds at most.
     let metrics = coordinator_metrics(&mesh).await;
     let value = |name: &str| -> f64 {
-        metric(&metrics, name).unwrap_or_else(|| panic!("{name} in the coordinator's metrics"))
+        metrics::value(&metrics, name)
+            .unwrap_or_else(|| panic!("{name} in the coordinator's metrics"))
     };
     assert_eq!(
         value("doorzet_coordinator_deadline_lag_seconds_count{due=\"term\"}"),
@@ -672,14 +673,7 @@ async fn planned(mesh: &TestMesh) -> (v1::Escalation, String) {
 
 /// The coordinator's metrics, as Prometheus scrapes them.
 async fn coordinator_metrics(mesh: &TestMesh) -> String {
-    doorzet_testkit::mesh::http_get(mesh.coordinator.admin, "/metrics").await
-}
-
-/// The value of the series `name` (with its labels) in `metrics`.
-fn metric(metrics: &str, name: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+    metrics::scrape(mesh.coordinator.admin).await
 }
 
 /// The eviction case with its meeting planned and known at the registrant's node, which then stops:
@@ -853,7 +847,7 @@ async fn a_hanging_node_holds_up_only_its_own_notifications() {
     let node = |i: usize| mesh.nodes[i].org.org.to_string();
     let metrics = eventually(Duration::from_secs(10), "the lanes empty", || async {
         let metrics = coordinator_metrics(&mesh).await;
-        (metric(&metrics, "doorzet_coordinator_notifications_in_lanes") == Some(0.0))
+        (metrics::value(&metrics, "doorzet_coordinator_notifications_in_lanes") == Some(0.0))
             .then_some(metrics)
     })
     .await;
@@ -862,7 +856,7 @@ async fn a_hanging_node_holds_up_only_its_own_notifications() {
             "doorzet_coordinator_notification_failures_total{{node=\"{}\"}}",
             node(i)
         );
-        metric(&metrics, &name).unwrap_or(0.0)
+        metrics::value(&metrics, &name).unwrap_or(0.0)
     };
     assert!(failures(MUNICIPALITY) >= 1.0, "{metrics}");
     assert_eq!(failures(GGZ), 0.0);
@@ -871,7 +865,7 @@ async fn a_hanging_node_holds_up_only_its_own_notifications() {
         node(MUNICIPALITY)
     );
     assert!(
-        metric(&metrics, &delivered).is_some_and(|n| n >= 6.0),
+        metrics::value(&metrics, &delivered).is_some_and(|n| n >= 6.0),
         "{metrics}"
     );
 }
@@ -980,14 +974,10 @@ async fn two_coordinators_on_one_postgresql_deliver_each_notification_once() {
     .await;
     // Every notification arrived, none was delivered twice.
     for node in &mesh.nodes {
-        let metrics = doorzet_testkit::mesh::http_get(node.admin, "/metrics").await;
-        let repeated = metrics
-            .lines()
-            .find(|l| l.starts_with("doorzet_node_notifications_repeated_total "))
-            .unwrap_or_default()
-            .to_owned();
+        let metrics = metrics::scrape(node.admin).await;
         assert_eq!(
-            repeated, "doorzet_node_notifications_repeated_total 0",
+            metrics::value(&metrics, "doorzet_node_notifications_repeated_total"),
+            Some(0.0),
             "{}",
             node.org.org
         );
@@ -1343,13 +1333,10 @@ async fn a_changed_mandate_is_seen_by_the_next_registration_despite_the_cache() 
 
 /// `ListMandates` requests the node `node` has answered.
 async fn mandate_asks(node: &TestNode) -> u64 {
-    doorzet_testkit::mesh::http_get(node.admin, "/metrics")
-        .await
-        .lines()
-        .filter(|l| {
-            l.starts_with("doorzet_mesh_requests_total{") && l.contains("method=\"ListMandates\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    let metrics = metrics::scrape(node.admin).await;
+    metrics::samples(&metrics, "doorzet_mesh_requests_total")
+        .filter(|(labels, _)| labels.contains("method=\"ListMandates\""))
+        .map(|(_, n)| n as u64)
         .sum()
 }
 

@@ -447,12 +447,12 @@ async fn disclosures_made_while_the_coordinator_is_down_reach_its_audit_log_once
 
 /// The node's count of records the audit log refused, from its metrics.
 async fn refused_by_audit_log(mesh: &TestMesh) -> f64 {
-    doorzet_testkit::mesh::http_get(mesh.nodes[0].admin, "/metrics")
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix("doorzet_node_disclosure_records_refused_by_audit_log_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    let metrics = doorzet_testkit::metrics::scrape(mesh.nodes[0].admin).await;
+    doorzet_testkit::metrics::value(
+        &metrics,
+        "doorzet_node_disclosure_records_refused_by_audit_log_total",
+    )
+    .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread")]
