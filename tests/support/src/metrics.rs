@@ -13,13 +13,8 @@ pub async fn scrape(addr: SocketAddr) -> String {
 /// `doorzet_node_peer_checkpoints_total{result="ok"}` (a trailing space is ignored).
 pub fn value(text: &str, series: &str) -> Option<f64> {
     let series = series.trim_end();
-    text.lines().find_map(|line| {
-        line.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
+    let (name, labels) = series.split_at(series.find('{').unwrap_or(series.len()));
+    samples(text, name).find_map(|(l, v)| (l == labels).then_some(v))
 }
 
 /// Every sample of the metric `name`: its labels (`{...}`, empty when it has none) and value.

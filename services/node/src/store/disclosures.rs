@@ -93,10 +93,27 @@ pub enum AuditState {
     LocalOnly = 2,
 }
 
-const INSERT_COLUMNS: &str = "seq, disclosure_id, at, requester_org, requester_person, \
-    on_behalf_of_org, case_ref, escalation_id, purpose, disclosed_fact_ids, disclosed_categories, \
-    withheld_fact_ids, withheld_categories, outcome, refusal, grant_id, audit_state";
-const INSERT_WIDTH: usize = 17;
+/// The stored columns in the order [`NewRow`] writes them, with their PostgreSQL types (JSON gives
+/// text; SQLite's column affinity converts by itself).
+const INSERT_COLUMNS: [(&str, &str); 17] = [
+    ("seq", "bigint"),
+    ("disclosure_id", "text"),
+    ("at", "bigint"),
+    ("requester_org", "text"),
+    ("requester_person", "text"),
+    ("on_behalf_of_org", "text"),
+    ("case_ref", "text"),
+    ("escalation_id", "text"),
+    ("purpose", "text"),
+    ("disclosed_fact_ids", "text"),
+    ("disclosed_categories", "text"),
+    ("withheld_fact_ids", "text"),
+    ("withheld_categories", "text"),
+    ("outcome", "text"),
+    ("refusal", "text"),
+    ("grant_id", "text"),
+    ("audit_state", "integer"),
+];
 
 /// One statement stores a whole batch: the rows go in as one JSON array of arrays (one bound
 /// value), in [`INSERT_COLUMNS`] order. Binding 17 values a row cost more than the insert itself,
@@ -104,27 +121,27 @@ const INSERT_WIDTH: usize = 17;
 /// array with `jsonb_each`, which parses it once into its binary form so that each column is a
 /// look-up (`json_each` turned every element back into text for each of its columns).
 fn insert_sql(backend: Backend) -> &'static str {
-    static SQLITE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let values = (0..INSERT_WIDTH)
-            .map(|i| format!("value ->> {i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!("INSERT INTO disclosures ({INSERT_COLUMNS}) SELECT {values} FROM jsonb_each($1)")
-    });
-    static POSTGRES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        let values = (0..INSERT_WIDTH)
-            .map(|i| match i {
-                0 | 2 => format!("(value ->> {i})::bigint"),
-                16 => format!("(value ->> {i})::integer"),
-                _ => format!("value ->> {i}"),
+    fn build(backend: Backend) -> String {
+        let names = INSERT_COLUMNS.map(|(name, _)| name).join(", ");
+        let values = INSERT_COLUMNS
+            .iter()
+            .enumerate()
+            .map(|(i, (_, pg_type))| match backend {
+                Backend::Sqlite => format!("value ->> {i}"),
+                Backend::Postgres => format!("(value ->> {i})::{pg_type}"),
             })
             .collect::<Vec<_>>()
             .join(", ");
-        format!(
-            "INSERT INTO disclosures ({INSERT_COLUMNS}) \
-             SELECT {values} FROM jsonb_array_elements($1::jsonb) AS value"
-        )
-    });
+        let rows = match backend {
+            Backend::Sqlite => "jsonb_each($1)",
+            Backend::Postgres => "jsonb_array_elements($1::jsonb) AS value",
+        };
+        format!("INSERT INTO disclosures ({names}) SELECT {values} FROM {rows}")
+    }
+    static SQLITE: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| build(Backend::Sqlite));
+    static POSTGRES: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| build(Backend::Postgres));
     match backend {
         Backend::Sqlite => &SQLITE,
         Backend::Postgres => &POSTGRES,
@@ -138,7 +155,7 @@ impl serde::Serialize for NewRow<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeTuple;
         let NewRow(seq, r, audit) = self;
-        let mut t = s.serialize_tuple(INSERT_WIDTH)?;
+        let mut t = s.serialize_tuple(INSERT_COLUMNS.len())?;
         t.serialize_element(seq)?;
         t.serialize_element(&r.disclosure_id)?;
         t.serialize_element(&millis(r.at))?;

@@ -36,10 +36,6 @@ async fn node_status(
         .map(tonic::Response::into_inner)
 }
 
-async fn metrics(node: &NodeProcess) -> String {
-    scrape(node.admin_addr).await
-}
-
 async fn tls_connect(
     node: &NodeProcess,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
@@ -93,7 +89,7 @@ async fn random_method_paths_are_counted_as_unknown_and_never_become_labels() {
             .expect_err("no such method");
         assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     }
-    let body = metrics(&node).await;
+    let body = scrape(node.admin_addr).await;
     assert!(
         body.len() < 32 * 1024,
         "metrics grew to {} bytes",
@@ -152,7 +148,7 @@ async fn held_connections_beyond_the_cap_are_refused_while_callers_keep_working(
             .await
             .expect("established caller keeps working at the cap");
     }
-    let body = metrics(&node).await;
+    let body = scrape(node.admin_addr).await;
     assert!(
         value(
             &body,
@@ -457,7 +453,7 @@ async fn a_request_without_path_is_refused_and_an_idle_connection_is_closed() {
         "a request without :path was served: {refused:?}"
     );
     if refused.iter().any(|(kind, _)| *kind == 1) {
-        let body = metrics(&node).await;
+        let body = scrape(node.admin_addr).await;
         assert!(
             body.contains(r#"service="unknown",method="unknown",code="3""#),
             "{body}"
@@ -469,7 +465,7 @@ async fn a_request_without_path_is_refused_and_an_idle_connection_is_closed() {
         closed_by_server(&mut stream, Duration::from_secs(10)).await,
         "an idle connection stayed open"
     );
-    let body = metrics(&node).await;
+    let body = scrape(node.admin_addr).await;
     assert!(
         value(
             &body,
