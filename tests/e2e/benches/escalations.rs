@@ -5,15 +5,16 @@
 //! escalations as the other nodes' organisations for `ESC_SECONDS` (default 10); halfway the
 //! coordinator is killed with SIGKILL and restarted, and callers retry with the same idempotency
 //! key. After the load, an open-loop phase submits `ESC_PACED_RATE` (default 50) escalations a
-//! second for `ESC_PACED_SECONDS` (default 20: 1,000 registrations, so the p99 is the tenth slowest and
-//! not one stall of the disk the 51 processes share). Throughout, a watcher asks the audit log for its latest signed
-//! checkpoint every 10 ms, so each audit entry's wait from its transition to a checkpoint that
-//! covers it is known (within the 10 ms). `ESC_MANDATE_CACHE_TTL` (default `30s`; `0s` asks the nodes every
-//! time) is the coordinator's mandate cache. Reported: submissions per second, submit latency, the time from
-//! registration to the last participant's `Notify` acknowledged (stored durably at the node), under
-//! the load and in the open-loop phase, notifications delivered per
-//! second, how long the audit entries wait for the log after the load, and, from every node's
-//! inbox, notifications lost (committed at the coordinator, never in an inbox) and stored twice.
+//! second for `ESC_PACED_SECONDS` (default 20: 1,000 registrations, so that its p99 is the tenth
+//! slowest, not decided by one stall of the disk the 51 processes share). Throughout, a watcher
+//! asks the audit log for its latest signed checkpoint every 10 ms, so each audit entry's wait from
+//! its transition to a checkpoint that covers it is known (within the 10 ms).
+//! `ESC_MANDATE_CACHE_TTL` (default `30s`; `0s` asks the nodes every time) is the coordinator's
+//! mandate cache. Reported: submissions per second, submit latency, the time from registration to
+//! the last participant's `Notify` acknowledged (stored durably at the node), under the load and in
+//! the open-loop phase, notifications delivered per second, how long the audit entries wait for the
+//! log after the load, and, from every node's inbox, notifications lost (committed at the
+//! coordinator, never in an inbox) and stored twice.
 //!
 //! ```sh
 //! cargo build --release --bins && cargo bench -p doorzet-e2e --bench escalations
