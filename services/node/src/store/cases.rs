@@ -14,15 +14,38 @@ pub use doorzet_store::{from_millis, millis};
 
 /// Joins vocabulary values or ids for a list column.
 pub fn join<T: std::fmt::Display>(values: impl IntoIterator<Item = T>) -> String {
-    use std::fmt::Write;
     let mut joined = String::new();
+    let _ = write_joined(&mut joined, values);
+    joined
+}
+
+/// A list column's text written where it goes, with no string of its own: into a formatter, or
+/// as a string value of a serde serializer (the disclosure writer's JSON rows).
+pub struct Joined<'a, T>(pub &'a [T]);
+
+impl<T: std::fmt::Display> std::fmt::Display for Joined<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write_joined(f, self.0)
+    }
+}
+
+impl<T: std::fmt::Display> serde::Serialize for Joined<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+fn write_joined<T: std::fmt::Display>(
+    out: &mut impl std::fmt::Write,
+    values: impl IntoIterator<Item = T>,
+) -> std::fmt::Result {
     for (i, v) in values.into_iter().enumerate() {
         if i > 0 {
-            joined.push(',');
+            out.write_char(',')?;
         }
-        let _ = write!(joined, "{v}");
+        write!(out, "{v}")?;
     }
-    joined
+    Ok(())
 }
 
 /// Splits a list column, failing on a value that no longer parses.
@@ -460,4 +483,25 @@ pub async fn case_for_ref(db: &Database, case_ref: &str) -> Result<Option<String
         .into_iter()
         .next()
         .map(|l| l.case_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_joins_the_same_as_text_and_as_a_json_string() {
+        let values = ["a", "b\"c", "d\\e", "ü"];
+        assert_eq!(join(values), "a,b\"c,d\\e,ü");
+        assert_eq!(Joined(&values).to_string(), join(values));
+        assert_eq!(
+            serde_json::to_string(&Joined(&values)).unwrap(),
+            serde_json::to_string(&join(values)).unwrap()
+        );
+        assert_eq!(join(Vec::<String>::new()), "");
+        assert_eq!(
+            serde_json::to_string(&Joined::<String>(&[])).unwrap(),
+            "\"\""
+        );
+    }
 }

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use doorzet_store::{Backend, Database};
 
 use crate::Error;
-use crate::store::cases::{from_millis, join, millis};
+use crate::store::cases::{Joined, from_millis, millis};
 
 /// The outcome of one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,10 +165,10 @@ impl serde::Serialize for NewRow<'_> {
         t.serialize_element(&r.case_ref)?;
         t.serialize_element(&r.escalation_id)?;
         t.serialize_element(&r.purpose)?;
-        t.serialize_element(&join(&r.disclosed_fact_ids))?;
-        t.serialize_element(&join(&r.disclosed_categories))?;
-        t.serialize_element(&join(&r.withheld_fact_ids))?;
-        t.serialize_element(&join(&r.withheld_categories))?;
+        t.serialize_element(&Joined(&r.disclosed_fact_ids))?;
+        t.serialize_element(&Joined(&r.disclosed_categories))?;
+        t.serialize_element(&Joined(&r.withheld_fact_ids))?;
+        t.serialize_element(&Joined(&r.withheld_categories))?;
         t.serialize_element(r.outcome.as_str())?;
         t.serialize_element(&r.refusal)?;
         t.serialize_element(&r.grant_id)?;
