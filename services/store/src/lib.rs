@@ -8,11 +8,13 @@
 //! - [`Database`]: a connected, migrated pool and which backend it talks to.
 //! - [`Migrations`]: a service's migration sets for both backends.
 //! - [`ids`]: time-ordered record ids, so that keys grow at the end of their B-trees.
+//! - [`wal`]: one sync of SQLite's WAL for many commits.
 //! - `testing` (feature `testing`): throwaway databases on SQLite and PostgreSQL for storage tests.
 
 pub mod ids;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod wal;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -71,6 +73,8 @@ pub struct Database {
     backend: Backend,
     /// SQLite: the process's one writing connection (see [`Database::writer`]).
     writer: Option<std::sync::Arc<tokio::sync::Mutex<Option<AnyConnection>>>>,
+    /// SQLite on a file: its WAL (see [`Database::wal`]).
+    wal: Option<std::sync::Arc<wal::WalFile>>,
 }
 
 /// The connection to write on, held until dropped (see [`Database::writer`]).
@@ -156,7 +160,7 @@ impl Database {
             .collect();
         all.sort_by_key(|m| m.version);
         Migrator::with_migrations(all).run(&pool).await?;
-        let writer = match backend {
+        let (writer, wal) = match backend {
             Backend::Sqlite => {
                 let mut conn = AnyConnection::connect_with(&options)
                     .await
@@ -165,14 +169,28 @@ impl Database {
                 // Its cache stays valid between writes and would grow to the full 32 MiB; appends
                 // and recent rows need far less.
                 conn.execute("PRAGMA cache_size = -4096;").await?;
-                Some(std::sync::Arc::new(tokio::sync::Mutex::new(Some(conn))))
+                // The main database's file; empty for an in-memory one.
+                let files: Vec<(i64, String, String)> = sqlx::query_as("PRAGMA database_list")
+                    .fetch_all(&mut conn)
+                    .await?;
+                let wal = files
+                    .into_iter()
+                    .find(|(_, name, file)| name == "main" && !file.is_empty())
+                    .map(|(_, _, file)| {
+                        std::sync::Arc::new(wal::WalFile::of(std::path::Path::new(&file)))
+                    });
+                (
+                    Some(std::sync::Arc::new(tokio::sync::Mutex::new(Some(conn)))),
+                    wal,
+                )
             }
-            Backend::Postgres => None,
+            Backend::Postgres => (None, None),
         };
         let db = Self {
             pool,
             backend,
             writer,
+            wal,
         };
         let durability = db.durability().await?;
         if !durability.is_durable() {
@@ -233,6 +251,13 @@ impl Database {
                 None => Held::Postgres(self.pool.acquire().await?),
             },
         })
+    }
+
+    /// SQLite on a file: its write-ahead log, for a writer that commits with `synchronous =
+    /// NORMAL` and makes many commits durable with one sync ([`wal::WalFile`]). `None` on
+    /// PostgreSQL, which groups the commits of concurrent transactions itself, and in memory.
+    pub fn wal(&self) -> Option<&std::sync::Arc<wal::WalFile>> {
+        self.wal.as_ref()
     }
 
     /// Returns the pool.

@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use doorzet_store::wal::WalFile;
 use doorzet_store::{Backend, Database};
 
 use crate::Error;
@@ -188,17 +189,42 @@ async fn insert_on(
     records: &[Record],
     audit: AuditState,
 ) -> Result<(), Error> {
+    sqlx::query(insert_sql(backend))
+        .bind(rows_json(first_seq, records, audit)?)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// `records` as the JSON array [`insert_sql`] reads, numbered from `first_seq`.
+fn rows_json(first_seq: i64, records: &[Record], audit: AuditState) -> Result<String, Error> {
     let rows: Vec<NewRow<'_>> = (first_seq..)
         .zip(records)
         .map(|(seq, r)| NewRow(seq, r, audit))
         .collect();
-    let json = serde_json::to_string(&rows)
-        .map_err(|e| Error::Corrupt(format!("disclosure records do not encode: {e}")))?;
-    sqlx::query(insert_sql(backend))
-        .bind(json)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+    serde_json::to_string(&rows)
+        .map_err(|e| Error::Corrupt(format!("disclosure records do not encode: {e}")))
+}
+
+/// The statements of one unsynced SQLite commit ([`write_batch_unsynced`]), in one round trip to
+/// SQLite's thread: the batch's rows (`$1`) and, with `watermark`, the new watermark (`$2`). The
+/// connection is back at `synchronous = FULL` when it ends, as every other writer expects it.
+fn unsynced_sql(watermark: bool) -> &'static str {
+    fn build(watermark: bool) -> String {
+        let mark = if watermark {
+            "UPDATE disclosure_audit_progress SET appended_through = $2 \
+             WHERE id = 1 AND appended_through < $2; "
+        } else {
+            ""
+        };
+        format!(
+            "PRAGMA synchronous = NORMAL; BEGIN; {}; {mark}COMMIT; PRAGMA synchronous = FULL",
+            insert_sql(Backend::Sqlite)
+        )
+    }
+    static PLAIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| build(false));
+    static MARKED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| build(true));
+    if watermark { &MARKED } else { &PLAIN }
 }
 
 #[expect(
@@ -207,10 +233,13 @@ async fn insert_on(
 )]
 enum Message {
     /// A record to store; answered once it is durable.
-    Record(Record, tokio::sync::oneshot::Sender<Result<(), String>>),
+    Record(Record, Reply),
     /// Everything up to this sequence number is in the audit log.
     Appended(i64),
 }
+
+/// Answers a request once its record is durable (or with why it is not stored).
+type Reply = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 /// Stores records with group commit: the records of concurrent requests share one transaction (one
 /// fsync), and each request is answered only once its record is durable. It is the only writer of
@@ -218,6 +247,12 @@ enum Message {
 /// which the audit watermark relies on (on PostgreSQL too, where concurrent writers could commit a
 /// lower sequence number after a higher one). It also moves the watermark, in its next
 /// transaction, and hands what it committed to the audit appender in memory ([`Committed`]).
+///
+/// On an SQLite file a commit does not wait for the disk itself: it is one round trip to SQLite's
+/// thread at `synchronous = NORMAL`, and a thread of its own ([`Syncer`]) makes every commit that
+/// returned durable with one sync of the WAL, while the next batch is being written. Requests are
+/// answered, and records handed to the appender, only after that sync. So a busy node no longer
+/// waits for the disk between batches, and one sync covers several commits.
 #[derive(Debug, Clone)]
 pub struct Writer {
     queue: tokio::sync::mpsc::Sender<Message>,
@@ -257,10 +292,20 @@ impl Writer {
     fn start_with(db: Database, capacity: usize) -> Self {
         let (queue, mut rx) = tokio::sync::mpsc::channel::<Message>(4096);
         let committed = Arc::new(Mutex::new(Committed::default()));
-        let handoff = committed.clone();
+        let handoff = Handoff {
+            committed: committed.clone(),
+            capacity,
+        };
         tokio::spawn(async move {
             // The next sequence number, read again after a failed batch.
             let mut next_seq = None;
+            let syncer = db.wal().and_then(|wal| {
+                Syncer::start(wal.clone(), handoff.clone())
+                    .inspect_err(|e| {
+                        tracing::warn!(error = %e, "no WAL sync thread; every disclosure commit syncs itself");
+                    })
+                    .ok()
+            });
             while let Some(first) = rx.recv().await {
                 let mut records = Vec::new();
                 let mut replies = Vec::new();
@@ -287,28 +332,28 @@ impl Writer {
                         }
                     }
                 }
-                let result = write_batch(&db, next_seq, &records, watermark).await;
-                let answer = match result {
+                let result =
+                    write_batch(&db, next_seq, &records, watermark, syncer.is_some()).await;
+                match result {
                     Ok(first) => {
                         next_seq = Some(first + records.len() as i64);
-                        let mut c = handoff.lock().unwrap_or_else(|e| e.into_inner());
-                        for (seq, record) in (first..).zip(records) {
-                            if c.records.len() < capacity {
-                                c.records.push_back((seq, record));
-                            } else {
-                                c.lost = true;
-                            }
+                        let stored = Stored {
+                            first,
+                            records,
+                            replies,
+                        };
+                        match &syncer {
+                            Some(syncer) => syncer.push(stored),
+                            None => handoff.durable(stored),
                         }
-                        Ok(())
                     }
                     Err(e) => {
                         next_seq = None;
                         tracing::error!(error = %e, records = records.len(), "disclosure records not stored; their requests fail");
-                        Err(e.to_string())
+                        for reply in replies {
+                            let _ = reply.send(Err(e.to_string()));
+                        }
                     }
-                };
-                for reply in replies {
-                    let _ = reply.send(answer.clone());
                 }
             }
         });
@@ -353,15 +398,104 @@ impl Writer {
     }
 }
 
+/// A committed batch: its first sequence number, its records and the requests waiting for them.
+struct Stored {
+    first: i64,
+    records: Vec<Record>,
+    replies: Vec<Reply>,
+}
+
+/// Where durable records go: to the audit appender's hand ([`Committed`]), and their requests
+/// are answered.
+#[derive(Debug, Clone)]
+struct Handoff {
+    committed: Arc<Mutex<Committed>>,
+    capacity: usize,
+}
+
+impl Handoff {
+    /// `stored` is durable: hand its records over and answer its requests.
+    fn durable(&self, stored: Stored) {
+        {
+            let mut c = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+            for (seq, record) in (stored.first..).zip(stored.records) {
+                if c.records.len() < self.capacity {
+                    c.records.push_back((seq, record));
+                } else {
+                    c.lost = true;
+                }
+            }
+        }
+        for reply in stored.replies {
+            let _ = reply.send(Ok(()));
+        }
+    }
+
+    /// The sync after `stored` failed: its records may not survive a power loss, so its requests
+    /// fail, and the appender reads what the database holds instead of the records in hand.
+    fn not_durable(&self, stored: Stored, why: &str) {
+        self.committed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lost = true;
+        for reply in stored.replies {
+            let _ = reply.send(Err(why.to_owned()));
+        }
+    }
+}
+
+/// Makes unsynced commits durable, several with one sync of the WAL, on a thread of its own (a
+/// sync blocks for the disk). Commits arrive in order and are answered in order.
+struct Syncer {
+    queue: std::sync::mpsc::Sender<Stored>,
+}
+
+impl Syncer {
+    fn start(wal: Arc<WalFile>, handoff: Handoff) -> std::io::Result<Self> {
+        let (queue, rx) = std::sync::mpsc::channel::<Stored>();
+        std::thread::Builder::new()
+            .name("disclosure-sync".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    // Every commit queued by now returned before this sync starts: one sync
+                    // makes them all durable.
+                    let waiting: Vec<Stored> = std::iter::once(first).chain(rx.try_iter()).collect();
+                    match wal.sync() {
+                        Ok(()) => waiting.into_iter().for_each(|s| handoff.durable(s)),
+                        Err(e) => {
+                            let records: usize = waiting.iter().map(|s| s.records.len()).sum();
+                            tracing::error!(error = %e, records, "disclosure log's WAL did not sync; their requests fail");
+                            let why = format!("disclosure log not synced to disk: {e}");
+                            waiting
+                                .into_iter()
+                                .for_each(|s| handoff.not_durable(s, &why));
+                        }
+                    }
+                }
+            })?;
+        Ok(Self { queue })
+    }
+
+    /// Queues a commit for the next sync.
+    fn push(&self, stored: Stored) {
+        // The thread ends only when this sender is dropped, or if it panicked: then the
+        // requests' replies are dropped with the batch, and they fail as "writer stopped".
+        let _ = self.queue.send(stored);
+    }
+}
+
 /// Stores `records` numbered from `next_seq` (read from the table when `None`) and moves the
-/// watermark; returns the first record's sequence number.
+/// watermark; returns the first record's sequence number. `unsynced` (SQLite, with a [`Syncer`]):
+/// in one round trip to SQLite's thread, committed without waiting for the disk; the caller
+/// hands the batch to the syncer.
 async fn write_batch(
     db: &Database,
     next_seq: Option<i64>,
     records: &[Record],
     watermark: Option<i64>,
+    unsynced: bool,
 ) -> Result<i64, Error> {
-    use sqlx::Connection;
+    use sqlx::{Connection, Executor};
     let mut conn = db.writer().await?;
     // Read before the transaction: a deferred SQLite transaction that reads and then writes fails
     // at once (no busy wait) when another connection wrote in between. Only this writer inserts.
@@ -369,6 +503,21 @@ async fn write_batch(
         Some(seq) => seq,
         None => next_seq_on(&mut conn).await?,
     };
+    if unsynced {
+        let rows = rows_json(first, records, AuditState::InOrder)?;
+        let mut query = sqlx::query(unsynced_sql(watermark.is_some())).bind(rows);
+        if let Some(last) = watermark {
+            query = query.bind(last);
+        }
+        if let Err(e) = query.execute(&mut *conn).await {
+            // A statement failed within the transaction: end it, and give the connection back
+            // as every writer expects it (ROLLBACK fails harmlessly when BEGIN had not run).
+            let _ = conn.execute("ROLLBACK").await;
+            let _ = conn.execute("PRAGMA synchronous = FULL").await;
+            return Err(e.into());
+        }
+        return Ok(first);
+    }
     let mut tx = conn.begin().await?;
     insert_on(&mut tx, db.backend(), first, records, AuditState::InOrder).await?;
     if let Some(last) = watermark {
@@ -590,6 +739,55 @@ mod tests {
             db.close().await;
             test_db.drop().await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_leaves_the_writing_connection_durable_and_out_of_its_transaction() {
+        let test_db = TestDatabase::sqlite();
+        let db = Database::connect(test_db.url(), &[&crate::store::MIGRATIONS])
+            .await
+            .unwrap();
+        assert!(
+            db.wal().is_some(),
+            "an SQLite file has its WAL synced apart"
+        );
+        let writer = Writer::start(db.clone());
+        writer.write(record(1)).await.unwrap();
+        let synchronous = || async {
+            let mut conn = db.writer().await.unwrap();
+            sqlx::query_scalar::<_, i64>("PRAGMA synchronous")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap()
+        };
+        // Every other writer on the connection still commits with its own fsync.
+        assert_eq!(synchronous().await, 2);
+
+        // The insert fails inside the batch's transaction.
+        let rename = |from: &'static str, to: &'static str| {
+            let db = db.clone();
+            async move {
+                let mut conn = db.writer().await.unwrap();
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "ALTER TABLE {from} RENAME TO {to}"
+                )))
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            }
+        };
+        rename("disclosures", "disclosures_away").await;
+        assert!(writer.write(record(2)).await.is_err());
+        assert_eq!(synchronous().await, 2);
+        // No transaction was left open: the connection takes the next write, and so does the
+        // log once its table is back.
+        rename("disclosures_away", "disclosures").await;
+        writer.write(record(3)).await.unwrap();
+        assert_eq!(
+            persons(&pending(&db, 0, 10).await.unwrap()),
+            ["emp-1", "emp-3"]
+        );
+        db.close().await;
     }
 
     #[tokio::test]
