@@ -206,7 +206,7 @@ fn rows_json(first_seq: i64, records: &[Record], audit: AuditState) -> Result<St
         .map_err(|e| Error::Corrupt(format!("disclosure records do not encode: {e}")))
 }
 
-/// The statements of one unsynced SQLite commit ([`write_batch_unsynced`]), in one round trip to
+/// The statements of one unsynced SQLite commit ([`write_batch`]), in one round trip to
 /// SQLite's thread: the batch's rows (`$1`) and, with `watermark`, the new watermark (`$2`). The
 /// connection is back at `synchronous = FULL` when it ends, as every other writer expects it.
 fn unsynced_sql(watermark: bool) -> &'static str {
