@@ -212,10 +212,9 @@ fn rows_json(first_seq: i64, records: &[Record], audit: AuditState) -> Result<St
 fn unsynced_sql(watermark: bool) -> &'static str {
     fn build(watermark: bool) -> String {
         let mark = if watermark {
-            "UPDATE disclosure_audit_progress SET appended_through = $2 \
-             WHERE id = 1 AND appended_through < $2; "
+            format!("{}; ", mark_appended_sql("$2"))
         } else {
-            ""
+            String::new()
         };
         format!(
             "PRAGMA synchronous = NORMAL; BEGIN; {}; {mark}COMMIT; PRAGMA synchronous = FULL",
@@ -642,14 +641,19 @@ pub async fn pending(db: &Database, after: i64, limit: u32) -> Result<Vec<(i64, 
 
 /// Moves the watermark to `last`: every entry up to it is in the audit log or kept here only.
 async fn mark_appended_on(conn: &mut sqlx::AnyConnection, last: i64) -> Result<(), Error> {
-    sqlx::query(
-        "UPDATE disclosure_audit_progress SET appended_through = $1 \
-         WHERE id = 1 AND appended_through < $1",
-    )
-    .bind(last)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(mark_appended_sql("$1")))
+        .bind(last)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
+}
+
+/// Moves the watermark up to the value bound at `param` (never down).
+fn mark_appended_sql(param: &str) -> String {
+    format!(
+        "UPDATE disclosure_audit_progress SET appended_through = {param} \
+         WHERE id = 1 AND appended_through < {param}"
+    )
 }
 
 /// The watermark: every entry up to it is in the audit log or kept here only.
@@ -788,6 +792,33 @@ mod tests {
             ["emp-1", "emp-3"]
         );
         db.close().await;
+    }
+
+    #[tokio::test]
+    async fn records_whose_sync_failed_are_refused_and_the_appender_reads_the_database() {
+        let handoff = Handoff {
+            committed: Arc::default(),
+            capacity: 10,
+        };
+        let stored = |first| {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let stored = Stored {
+                first,
+                records: vec![record(first as u64)],
+                replies: vec![reply],
+            };
+            (stored, answer)
+        };
+        // A synced commit is answered and handed over.
+        let (ok, answer) = stored(1);
+        handoff.durable(ok);
+        assert_eq!(answer.await.unwrap(), Ok(()));
+        assert_eq!(handoff.committed.lock().unwrap().records.len(), 1);
+        // One whose sync failed is refused, and the appender is told to read from the database.
+        let (failed, answer) = stored(2);
+        handoff.not_durable(failed, "disk gone");
+        assert_eq!(answer.await.unwrap(), Err("disk gone".to_owned()));
+        assert!(handoff.committed.lock().unwrap().lost);
     }
 
     #[tokio::test]
