@@ -3,13 +3,16 @@
 //! same certificates, same identity, limit and metric layers, an empty answer). 64 concurrent
 //! callers, a case of 10 facts of which 7 are disclosed and 3 withheld, the disclosure log on
 //! (every answer is a stored record, appended to the coordinator's audit log in the background).
-//! Also the node's start-up time to SERVING on an empty SQLite file and its resident memory idle
-//! and after the run.
+//! The two loads take turns, a few seconds each, so that a machine whose speed drifts during the
+//! run (a shared virtual machine) gives both the same conditions; each round's ratio is shown
+//! beside the totals. Also the node's start-up time to SERVING on an empty SQLite file and its
+//! resident memory idle and after the run.
 //!
 //! ```sh
 //! cargo build --release --bins && cargo bench -p doorzet-e2e --bench facts
 //! ```
-//! `FACTS_SECONDS` sets how long each load lasts (default 10).
+//! `FACTS_ROUNDS` sets how many turns each load gets (default 5), `FACTS_SECONDS` how long one
+//! turn lasts (default 2).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,12 +42,33 @@ const CATEGORIES: [&str; 8] = [
     "financing",
 ];
 
+/// What one load measured, over all its turns.
+#[derive(Default)]
 struct Load {
-    requests: usize,
-    per_second: f64,
-    p50: Duration,
-    p99: Duration,
+    latencies: Vec<Duration>,
+    seconds: f64,
     failed: usize,
+}
+
+impl Load {
+    fn requests(&self) -> usize {
+        self.latencies.len()
+    }
+
+    fn per_second(&self) -> f64 {
+        self.requests() as f64 / self.seconds.max(1e-9)
+    }
+
+    fn percentile(&mut self, q: f64) -> Duration {
+        self.latencies.sort_unstable();
+        percentile(&self.latencies, q)
+    }
+
+    fn add(&mut self, turn: Load) {
+        self.latencies.extend(turn.latencies);
+        self.seconds += turn.seconds;
+        self.failed += turn.failed;
+    }
 }
 
 /// Runs `CONCURRENCY` callers of `call` for `seconds`.
@@ -74,22 +98,14 @@ where
     }
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
-    let mut failed = 0;
+    let mut turn = Load::default();
     for t in tasks {
         let (l, f) = t.await.expect("caller");
-        all.extend(l);
-        failed += f;
+        turn.latencies.extend(l);
+        turn.failed += f;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort();
-    Load {
-        requests: all.len(),
-        per_second: all.len() as f64 / elapsed,
-        p50: percentile(&all, 0.5),
-        p99: percentile(&all, 0.99),
-        failed,
-    }
+    turn.seconds = started.elapsed().as_secs_f64();
+    turn
 }
 
 async fn seed(node: &NodeProcess) {
@@ -162,10 +178,14 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let seconds: u64 = std::env::var("FACTS_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let setting = |name: &str, default: u64| -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let rounds = setting("FACTS_ROUNDS", 5).max(1);
+    let seconds = setting("FACTS_SECONDS", 2).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -238,35 +258,49 @@ fn main() {
                 cpu_seconds(std::process::id()),
             ]
         };
-        let before_echo = cpu();
-        let echo_channel = mesh.clone();
-        let echo = load(seconds, move || {
-            let mut client = tonic_health::pb::health_client::HealthClient::new(echo_channel.clone());
-            async move {
-                client
-                    .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
-                    .await
-                    .is_ok()
-            }
-        })
-        .await;
-        let after_echo = cpu();
         let audit_before = checkpoint_size(&audit).await.expect("checkpoint");
-        let (facts_channel, grant) = (mesh.clone(), grant.clone());
-        let facts = load(seconds, move || {
-            let mut client = PartnerNodeClient::new(facts_channel.clone());
-            let request = v1::QueryFactsRequest {
-                grant: grant.clone(),
-                case_ref: CASE_REF.into(),
-                categories: vec![],
-                requested_by: "emp-bench".into(),
-            };
-            async move { client.query_facts(request).await.is_ok() }
-        })
-        .await;
-        let after_facts = cpu();
+        let (mut echo, mut facts) = (Load::default(), Load::default());
+        // CPU seconds of node, coordinator and caller under each load, and each round's ratio.
+        let (mut echo_cpu, mut facts_cpu) = ([0.0; 3], [0.0; 3]);
+        let mut round_ratios = Vec::new();
+        let mut after_facts = [0.0; 3];
+        for _ in 0..rounds {
+            let before_echo = cpu();
+            let echo_channel = mesh.clone();
+            let echo_turn = load(seconds, move || {
+                let mut client = tonic_health::pb::health_client::HealthClient::new(echo_channel.clone());
+                async move {
+                    client
+                        .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+                        .await
+                        .is_ok()
+                }
+            })
+            .await;
+            let after_echo = cpu();
+            let (facts_channel, grant) = (mesh.clone(), grant.clone());
+            let facts_turn = load(seconds, move || {
+                let mut client = PartnerNodeClient::new(facts_channel.clone());
+                let request = v1::QueryFactsRequest {
+                    grant: grant.clone(),
+                    case_ref: CASE_REF.into(),
+                    categories: vec![],
+                    requested_by: "emp-bench".into(),
+                };
+                async move { client.query_facts(request).await.is_ok() }
+            })
+            .await;
+            after_facts = cpu();
+            for i in 0..3 {
+                echo_cpu[i] += after_echo[i] - before_echo[i];
+                facts_cpu[i] += after_facts[i] - after_echo[i];
+            }
+            round_ratios.push(facts_turn.per_second() / echo_turn.per_second().max(1e-9));
+            echo.add(echo_turn);
+            facts.add(facts_turn);
+        }
         let load_ended = Instant::now();
-        let expected = audit_before + entries_per_answer * facts.requests as u64;
+        let expected = audit_before + entries_per_answer * facts.requests() as u64;
         let in_log_at_end = checkpoint_size(&audit).await.expect("checkpoint").saturating_sub(audit_before);
         while checkpoint_size(&audit).await.expect("checkpoint") < expected {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -278,30 +312,47 @@ fn main() {
         let refused = doorzet_testkit::metrics::value(&metrics, "doorzet_node_disclosure_records_refused_by_audit_log_total")
             .map_or("-".to_owned(), |n| n.to_string());
 
-        println!("\nfacts bench: {seconds} s per load, {CONCURRENCY} concurrent callers, release node on SQLite\n");
+        let (requests, echo_requests) = (facts.requests(), echo.requests());
+        let expected_entries = expected - audit_before;
+        let (echo_p50, echo_p99, facts_p50, facts_p99) = (
+            echo.percentile(0.5),
+            echo.percentile(0.99),
+            facts.percentile(0.5),
+            facts.percentile(0.99),
+        );
+
+        println!(
+            "\nfacts bench: {rounds} rounds of {seconds} s per load, the loads in turn, {CONCURRENCY} concurrent callers, release node on SQLite\n"
+        );
         println!("{:<44} {:>10} {:>9} {:>9} {:>7}", "load", "req/s", "p50 ms", "p99 ms", "failed");
-        for (name, l) in [("echo: Health/Check on the mesh listener", &echo), ("QueryFacts (10 facts, disclosure log on)", &facts)] {
+        for (name, l, p50, p99) in [
+            ("echo: Health/Check on the mesh listener", &echo, echo_p50, echo_p99),
+            ("QueryFacts (10 facts, disclosure log on)", &facts, facts_p50, facts_p99),
+        ] {
             println!(
                 "{:<44} {:>10.0} {:>9.2} {:>9.2} {:>7}",
                 name,
-                l.per_second,
-                l.p50.as_secs_f64() * 1e3,
-                l.p99.as_secs_f64() * 1e3,
+                l.per_second(),
+                p50.as_secs_f64() * 1e3,
+                p99.as_secs_f64() * 1e3,
                 l.failed
             );
         }
         println!(
             "\nQueryFacts throughput = {:.2} x echo (goal >= 0.50); p50 {:.2} x, p99 {:.2} x",
-            facts.per_second / echo.per_second.max(1e-9),
-            facts.p50.as_secs_f64() / echo.p50.as_secs_f64().max(1e-9),
-            facts.p99.as_secs_f64() / echo.p99.as_secs_f64().max(1e-9),
+            facts.per_second() / echo.per_second().max(1e-9),
+            facts_p50.as_secs_f64() / echo_p50.as_secs_f64().max(1e-9),
+            facts_p99.as_secs_f64() / echo_p99.as_secs_f64().max(1e-9),
         );
+        let shown: Vec<String> = round_ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!("each round: {}", shown.join(", "));
         println!("\nCPU per request (µs): {:<10} {:>10} {:>12} {:>8}", "", "node", "coordinator", "caller");
-        for (name, l, a, b) in [("echo", &echo, before_echo, after_echo), ("QueryFacts", &facts, after_echo, after_facts)] {
-            let per = |i: usize| (b[i] - a[i]) / l.requests.max(1) as f64 * 1e6;
+        for (name, n, used) in [("echo", echo_requests, echo_cpu), ("QueryFacts", requests, facts_cpu)] {
+            let per = |i: usize| used[i] / n.max(1) as f64 * 1e6;
             println!("{:<31} {:>10.0} {:>12.0} {:>8.0}", name, per(0), per(1), per(2));
         }
-        let with_audit = |i: usize| (after_audit[i] - after_echo[i]) / facts.requests.max(1) as f64 * 1e6;
+        let with_audit =
+            |i: usize| (facts_cpu[i] + after_audit[i] - after_facts[i]) / requests.max(1) as f64 * 1e6;
         println!(
             "{:<31} {:>10.0} {:>12.0} {:>8.0}",
             "QueryFacts + audit catch-up",
@@ -311,8 +362,8 @@ fn main() {
         );
         println!(
             "audit log ({entries_per_answer} entries per answer): {:.0} % of the run's entries were in a signed checkpoint when the load ended, all {} {:.2} s later",
-            in_log_at_end as f64 / (expected - audit_before).max(1) as f64 * 100.0,
-            expected - audit_before,
+            in_log_at_end as f64 / expected_entries.max(1) as f64 * 100.0,
+            expected_entries,
             caught_up.as_secs_f64()
         );
         println!("start-up to SERVING on an empty SQLite file: {:.0} ms (goal < 500 ms)", startup.as_secs_f64() * 1e3);
