@@ -112,13 +112,8 @@ pub async fn decide(
     };
     let mut response = v1::QueryFactsResponse::default();
     if let Some(case) = cache.get(db, &query.case_ref).await? {
-        let n = case.facts.len();
-        record.disclosed_fact_ids.reserve(n);
-        record.disclosed_categories.reserve(n);
-        record.withheld_fact_ids.reserve(n);
-        record.withheld_categories.reserve(n);
-        response.facts.reserve(n);
-        response.withheld.reserve(n);
+        response.facts.reserve(case.facts.len());
+        response.withheld.reserve(case.facts.len());
         for fact in &case.facts {
             if !query.categories.is_empty() && !query.categories.contains(&fact.category) {
                 continue;
