@@ -288,36 +288,74 @@ impl Writer {
     }
 
     /// Starts the writer task, holding at most `capacity` committed records for the appender.
-    ///
-    /// On an SQLite file the task runs on a thread and runtime of its own. A batch is a round trip
-    /// to SQLite's thread, and on the node's runtime its answer waited in the queue behind the
-    /// requests' tasks before the writer could hand the batch to the [`Syncer`] and start the
-    /// next one; on its own thread it goes on at once, and the records that arrived meanwhile
-    /// make the next batch. On PostgreSQL it is a task on the node's runtime, which its
-    /// connections belong to.
     fn start_with(db: Database, capacity: usize) -> Self {
-        let (queue, rx) = tokio::sync::mpsc::channel::<Message>(4096);
+        let (queue, mut rx) = tokio::sync::mpsc::channel::<Message>(4096);
         let committed = Arc::new(Mutex::new(Committed::default()));
         let handoff = Handoff {
             committed: committed.clone(),
             capacity,
         };
-        if db.wal().is_some() {
-            let spawned = std::thread::Builder::new()
-                .name("disclosure-writer".into())
-                .spawn(move || match tokio::runtime::Builder::new_current_thread().build() {
-                    Ok(runtime) => runtime.block_on(run(db, rx, handoff, false)),
-                    // Dropping the queue's receiver fails every write as "writer stopped".
-                    Err(e) => {
-                        tracing::error!(error = %e, "no runtime for the disclosure writer; QueryFacts fails")
+        tokio::spawn(async move {
+            // The next sequence number, read again after a failed batch.
+            let mut next_seq = None;
+            let syncer = db.wal().and_then(|wal| {
+                Syncer::start(wal.clone(), handoff.clone())
+                    .inspect_err(|e| {
+                        tracing::warn!(error = %e, "no WAL sync thread; every disclosure commit syncs itself");
+                    })
+                    .ok()
+            });
+            while let Some(first) = rx.recv().await {
+                let mut records = Vec::new();
+                let mut replies = Vec::new();
+                let mut watermark = None;
+                let mut next = Some(first);
+                let mut yielded = false;
+                while let Some(message) = next.take() {
+                    match message {
+                        Message::Record(record, reply) => {
+                            records.push(record);
+                            replies.push(reply);
+                        }
+                        Message::Appended(seq) => watermark = watermark.max(Some(seq)),
                     }
-                });
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "no thread for the disclosure writer; QueryFacts fails");
+                    if records.len() < MAX_BATCH {
+                        next = rx.try_recv().ok();
+                        if next.is_none() && !yielded {
+                            // Once per batch, let the requests that are running now add their
+                            // records first: a third more records per commit (per fsync) for one
+                            // turn of the runtime's delay.
+                            yielded = true;
+                            tokio::task::yield_now().await;
+                            next = rx.try_recv().ok();
+                        }
+                    }
+                }
+                let result =
+                    write_batch(&db, next_seq, &records, watermark, syncer.is_some()).await;
+                match result {
+                    Ok(first) => {
+                        next_seq = Some(first + records.len() as i64);
+                        let stored = Stored {
+                            first,
+                            records,
+                            replies,
+                        };
+                        match &syncer {
+                            Some(syncer) => syncer.push(stored),
+                            None => handoff.durable(stored),
+                        }
+                    }
+                    Err(e) => {
+                        next_seq = None;
+                        tracing::error!(error = %e, records = records.len(), "disclosure records not stored; their requests fail");
+                        for reply in replies {
+                            let _ = reply.send(Err(e.to_string()));
+                        }
+                    }
+                }
             }
-        } else {
-            tokio::spawn(run(db, rx, handoff, true));
-        }
+        });
         Self { queue, committed }
     }
 
@@ -356,75 +394,6 @@ impl Writer {
         }
         let n = c.records.len().min(max);
         Taken::Records(c.records.drain(..n).collect())
-    }
-}
-
-/// The writer's loop: gathers the records waiting into one batch, stores it, and hands it to the
-/// [`Syncer`] (on an SQLite file) or straight to the appender, until every [`Writer`] is dropped.
-/// `give_way`: it shares the runtime with the requests, and lets them run once before a commit.
-async fn run(
-    db: Database,
-    mut rx: tokio::sync::mpsc::Receiver<Message>,
-    handoff: Handoff,
-    give_way: bool,
-) {
-    // The next sequence number, read again after a failed batch.
-    let mut next_seq = None;
-    let syncer = db.wal().and_then(|wal| {
-        Syncer::start(wal.clone(), handoff.clone())
-            .inspect_err(|e| {
-                tracing::warn!(error = %e, "no WAL sync thread; every disclosure commit syncs itself");
-            })
-            .ok()
-    });
-    while let Some(first) = rx.recv().await {
-        let mut records = Vec::new();
-        let mut replies = Vec::new();
-        let mut watermark = None;
-        let mut next = Some(first);
-        let mut yielded = false;
-        while let Some(message) = next.take() {
-            match message {
-                Message::Record(record, reply) => {
-                    records.push(record);
-                    replies.push(reply);
-                }
-                Message::Appended(seq) => watermark = watermark.max(Some(seq)),
-            }
-            if records.len() < MAX_BATCH {
-                next = rx.try_recv().ok();
-                if next.is_none() && !yielded && give_way {
-                    // Once per batch, let the requests that are running now on the
-                    // runtime the writer shares add their records first: a third more
-                    // records per commit (per fsync) for one turn of the runtime's delay.
-                    yielded = true;
-                    tokio::task::yield_now().await;
-                    next = rx.try_recv().ok();
-                }
-            }
-        }
-        let result = write_batch(&db, next_seq, &records, watermark, syncer.is_some()).await;
-        match result {
-            Ok(first) => {
-                next_seq = Some(first + records.len() as i64);
-                let stored = Stored {
-                    first,
-                    records,
-                    replies,
-                };
-                match &syncer {
-                    Some(syncer) => syncer.push(stored),
-                    None => handoff.durable(stored),
-                }
-            }
-            Err(e) => {
-                next_seq = None;
-                tracing::error!(error = %e, records = records.len(), "disclosure records not stored; their requests fail");
-                for reply in replies {
-                    let _ = reply.send(Err(e.to_string()));
-                }
-            }
-        }
     }
 }
 
