@@ -65,7 +65,7 @@ impl Query {
         Record {
             disclosure_id: ids::ordered("disc"),
             at,
-            requester_org: self.caller.as_str().to_owned(),
+            requester_org: self.caller.to_string(),
             requester_person: self.requested_by.clone(),
             on_behalf_of_org: String::new(),
             case_ref: self.case_ref.clone(),
@@ -99,9 +99,9 @@ pub async fn decide(
             return Ok((Err(e.into()), record));
         }
     };
-    record.on_behalf_of_org = snapshot.coordinator.as_str().to_owned();
+    record.on_behalf_of_org = snapshot.coordinator.to_string();
     record.escalation_id = grant.escalation_id.clone();
-    record.purpose = grant.purpose.as_str().to_owned();
+    record.purpose = grant.purpose.to_string();
     record.grant_id = grant.id.clone();
 
     let asker = Asker {
@@ -112,24 +112,21 @@ pub async fn decide(
     };
     let mut response = v1::QueryFactsResponse::default();
     if let Some(case) = cache.get(db, &query.case_ref).await? {
-        response.facts.reserve(case.facts.len());
-        response.withheld.reserve(case.facts.len());
         for fact in &case.facts {
             if !query.categories.is_empty() && !query.categories.contains(&fact.category) {
                 continue;
             }
-            let category = fact.category.as_str();
             match disclosure::decide(fact.category, &case.bases, &asker) {
                 Decision::Disclose { .. } => {
                     record.disclosed_fact_ids.push(fact.fact_id.clone());
-                    record.disclosed_categories.push(category.to_owned());
+                    record.disclosed_categories.push(fact.category.to_string());
                     response.facts.push(fact.to_pb());
                 }
                 Decision::Withhold(reason) => {
                     record.withheld_fact_ids.push(fact.fact_id.clone());
-                    record.withheld_categories.push(category.to_owned());
+                    record.withheld_categories.push(fact.category.to_string());
                     response.withheld.push(v1::WithheldFact {
-                        category: category.to_owned(),
+                        category: fact.category.to_string(),
                         reason: v1::WithheldReason::from(reason) as i32,
                     });
                 }
