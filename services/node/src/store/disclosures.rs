@@ -732,12 +732,12 @@ mod tests {
 
     #[tokio::test]
     async fn records_logged_before_the_detail_column_read_back_unchanged_after_it() {
+        use sqlx::migrate::Migrator;
         // The node's migrations before 0007, when every field was a column of its own.
         fn before_0007(all: &Migrator) -> &'static Migrator {
             let earlier = all.migrations.iter().filter(|m| m.version < 7).cloned();
             Box::leak(Box::new(Migrator::with_migrations(earlier.collect())))
         }
-        use sqlx::migrate::Migrator;
         let old = Migrations {
             sqlite: before_0007(&crate::store::SQLITE),
             postgres: before_0007(&crate::store::POSTGRES),
@@ -803,6 +803,31 @@ mod tests {
             let writer = Writer::start(db.clone());
             writer.write(record(3)).await.unwrap();
             assert_eq!(persons(&pending(&db, 1, 10).await.unwrap()), ["emp-3"]);
+            db.close().await;
+            test_db.drop().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_whose_detail_was_altered_is_reported_not_misread() {
+        for test_db in TestDatabase::all().await {
+            let db = Database::connect(test_db.url(), &[&crate::store::MIGRATIONS])
+                .await
+                .unwrap();
+            let writer = Writer::start(db.clone());
+            writer.write(record(1)).await.unwrap();
+            let case_ref = record(1).case_ref;
+            assert_eq!(for_case_ref(&db, &case_ref, 10).await.unwrap().len(), 1);
+            // A field short: the log is not read as if the rest had moved up by one.
+            let mut conn = db.writer().await.unwrap();
+            sqlx::query("UPDATE disclosures SET detail = '[\"disc-1\", \"emp-1\"]'")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            drop(conn);
+            let err = for_case_ref(&db, &case_ref, 10).await.unwrap_err();
+            assert!(err.to_string().contains("disclosure 1's detail"), "{err}");
+            assert!(pending(&db, 0, 10).await.is_err());
             db.close().await;
             test_db.drop().await;
         }
