@@ -198,20 +198,46 @@ impl MeshMember {
     }
 }
 
-/// Hands out distinct free loopback ports. Every port stays bound until the pool is dropped, so the
-/// operating system cannot hand the same one out twice; the children bind them after that.
+/// Hands out distinct free loopback ports for processes to bind later. They come from below the
+/// range the system draws ephemeral ports from (`net.ipv4.ip_local_port_range`), so that between
+/// the pool's release and a child's bind no outgoing connection and no bind to port 0 on the
+/// machine can take one (a busy test run lost a node's port that way). Every port stays bound
+/// until the pool is dropped, so the pool never hands out the same one twice.
 #[derive(Default)]
-struct PortPool {
+pub struct PortPool {
     held: Vec<std::net::TcpListener>,
 }
 
 impl PortPool {
-    fn next(&mut self) -> anyhow::Result<u16> {
+    /// A free port, held until the pool is dropped.
+    pub fn take(&mut self) -> anyhow::Result<u16> {
+        use rand::Rng;
+        let above_ephemeral = ephemeral_ports_start().unwrap_or(32768);
+        let lowest = above_ephemeral.saturating_sub(16384).max(1024);
+        let mut rng = rand::thread_rng();
+        for _ in 0..64 {
+            let port = rng.gen_range(lowest..above_ephemeral);
+            if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                self.held.push(listener);
+                return Ok(port);
+            }
+        }
+        // Nothing free below the range: let the system choose.
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         self.held.push(listener);
         Ok(port)
     }
+}
+
+/// The first port of the system's ephemeral range, where it can tell.
+fn ephemeral_ports_start() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Finds a sibling binary of the running executable, or one on PATH.
@@ -311,23 +337,23 @@ pub async fn up(options: &UpOptions) -> anyhow::Result<MeshFile> {
             org_id: org.org.into(),
             kind: org.kind.as_str().into(),
             name: org.name.into(),
-            mesh_endpoint: format!("https://127.0.0.1:{}", ports.next()?),
+            mesh_endpoint: format!("https://127.0.0.1:{}", ports.take()?),
             local_endpoint: if with_local {
-                Some(format!("https://127.0.0.1:{}", ports.next()?))
+                Some(format!("https://127.0.0.1:{}", ports.take()?))
             } else {
                 None
             },
-            admin_addr: format!("127.0.0.1:{}", ports.next()?),
+            admin_addr: format!("127.0.0.1:{}", ports.take()?),
             files: OrgFiles::under(&pki_dir, oin),
             config: dir.join("config").join(format!("{}.toml", org.slug)),
             log: dir.join("logs").join(format!("{}.log", org.slug)),
             pid: None,
             gateway: if with_local {
-                let http = ports.next()?;
+                let http = ports.take()?;
                 Some(GatewayProcess {
                     api: format!("http://127.0.0.1:{http}/api/v1"),
                     console: format!("http://127.0.0.1:{http}/console"),
-                    admin_addr: format!("127.0.0.1:{}", ports.next()?),
+                    admin_addr: format!("127.0.0.1:{}", ports.take()?),
                     config: dir
                         .join("config")
                         .join(format!("{}-gateway.toml", org.slug)),
@@ -791,4 +817,24 @@ pub async fn status(dir: &Path) -> anyhow::Result<Vec<StatusLine>> {
         });
     }
     Ok(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_hands_out_distinct_held_ports_below_the_ephemeral_range() {
+        let mut pool = PortPool::default();
+        let ports: Vec<u16> = (0..20).map(|_| pool.take().unwrap()).collect();
+        let distinct: std::collections::HashSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len());
+        if let Some(start) = ephemeral_ports_start() {
+            assert!(ports.iter().all(|&p| p < start), "{ports:?} from {start}");
+        }
+        // Held until the pool goes, then free for the child.
+        assert!(std::net::TcpListener::bind(("127.0.0.1", ports[0])).is_err());
+        drop(pool);
+        assert!(std::net::TcpListener::bind(("127.0.0.1", ports[0])).is_ok());
+    }
 }

@@ -140,11 +140,12 @@ pub struct CoordinatorProcess {
     child: Option<Running>,
 }
 
-/// Returns two distinct free loopback addresses (both held until chosen, so they differ).
+/// Returns two distinct free loopback addresses, from outside the ephemeral range
+/// ([`doorzet_ctl::local_mesh::PortPool`]).
 fn free_addrs() -> (SocketAddr, SocketAddr) {
-    let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-    let (a, b) = (bind(), bind());
-    (a.local_addr().expect("addr"), b.local_addr().expect("addr"))
+    let mut pool = doorzet_ctl::local_mesh::PortPool::default();
+    let mut addr = || SocketAddr::from(([127, 0, 0, 1], pool.take().expect("free port")));
+    (addr(), addr())
 }
 
 impl CoordinatorProcess {
