@@ -203,23 +203,33 @@ impl MeshMember {
 /// the pool's release and a child's bind no outgoing connection and no bind to port 0 on the
 /// machine can take one (a busy test run lost a node's port that way). Every port stays bound
 /// until the pool is dropped, so the pool never hands out the same one twice.
-#[derive(Default)]
 pub struct PortPool {
     held: Vec<std::net::TcpListener>,
+    /// Where to pick from (`None`: no room below the ephemeral range).
+    range: Option<std::ops::Range<u16>>,
+}
+
+impl Default for PortPool {
+    fn default() -> Self {
+        Self {
+            held: Vec::new(),
+            range: below_ephemeral(ephemeral_ports_start()),
+        }
+    }
 }
 
 impl PortPool {
     /// A free port, held until the pool is dropped.
     pub fn take(&mut self) -> anyhow::Result<u16> {
         use rand::Rng;
-        let above_ephemeral = ephemeral_ports_start().unwrap_or(32768);
-        let lowest = above_ephemeral.saturating_sub(16384).max(1024);
-        let mut rng = rand::thread_rng();
-        for _ in 0..64 {
-            let port = rng.gen_range(lowest..above_ephemeral);
-            if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-                self.held.push(listener);
-                return Ok(port);
+        if let Some(range) = self.range.clone() {
+            let mut rng = rand::thread_rng();
+            for _ in 0..64 {
+                let port = rng.gen_range(range.clone());
+                if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                    self.held.push(listener);
+                    return Ok(port);
+                }
             }
         }
         // Nothing free below the range: let the system choose.
@@ -238,6 +248,14 @@ fn ephemeral_ports_start() -> Option<u16> {
         .next()?
         .parse()
         .ok()
+}
+
+/// Up to 16,384 unprivileged ports below an ephemeral range starting at `start` (Linux's default,
+/// 32768, where unknown); `None` when the range leaves none.
+fn below_ephemeral(start: Option<u16>) -> Option<std::ops::Range<u16>> {
+    let end = start.unwrap_or(32768);
+    let lowest = end.saturating_sub(16384).max(1024);
+    (lowest < end).then_some(lowest..end)
 }
 
 /// Finds a sibling binary of the running executable, or one on PATH.
@@ -836,5 +854,15 @@ mod tests {
         assert!(std::net::TcpListener::bind(("127.0.0.1", ports[0])).is_err());
         drop(pool);
         assert!(std::net::TcpListener::bind(("127.0.0.1", ports[0])).is_ok());
+    }
+
+    #[test]
+    fn a_system_whose_ephemeral_range_starts_low_leaves_the_choice_to_the_system() {
+        assert_eq!(below_ephemeral(Some(32768)), Some(16384..32768));
+        assert_eq!(below_ephemeral(None), Some(16384..32768));
+        assert_eq!(below_ephemeral(Some(4000)), Some(1024..4000));
+        // No room below the range: no range to pick from (it would panic), not a wrong one.
+        assert_eq!(below_ephemeral(Some(1024)), None);
+        assert_eq!(below_ephemeral(Some(80)), None);
     }
 }

@@ -171,14 +171,13 @@ fn insert_sql(backend: Backend) -> &'static str {
     }
 }
 
-/// A batch as [`insert_sql`] binds it.
-struct Encoded {
-    rows: String,
-    details: Vec<u8>,
-}
-
-/// `records`, numbered from `first_seq`, as [`insert_sql`] binds them.
-fn encode(first_seq: i64, records: &[Record]) -> Result<Encoded, Error> {
+/// `sql` (which holds [`insert_sql`]) with `records`, numbered from `first_seq`, bound as it
+/// reads them: `$1` the rows, `$2` the details.
+fn batch_query(
+    sql: &'static str,
+    first_seq: i64,
+    records: &[Record],
+) -> Result<sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>, Error> {
     /// `[seq, at, case_ref, start, length]`.
     #[derive(serde::Serialize)]
     struct NewRow<'a>(i64, i64, &'a str, usize, usize);
@@ -198,10 +197,8 @@ fn encode(first_seq: i64, records: &[Record]) -> Result<Encoded, Error> {
             details.len() - start,
         ));
     }
-    Ok(Encoded {
-        rows: serde_json::to_string(&rows).map_err(fail)?,
-        details,
-    })
+    let rows = serde_json::to_string(&rows).map_err(fail)?;
+    Ok(sqlx::query(sql).bind(rows).bind(details))
 }
 
 /// Stores `records` on `conn` (within the writer's transaction) with the sequence numbers
@@ -214,10 +211,7 @@ async fn insert_on(
     first_seq: i64,
     records: &[Record],
 ) -> Result<(), Error> {
-    let Encoded { rows, details } = encode(first_seq, records)?;
-    sqlx::query(insert_sql(backend))
-        .bind(rows)
-        .bind(details)
+    batch_query(insert_sql(backend), first_seq, records)?
         .execute(&mut *conn)
         .await?;
     Ok(())
@@ -520,10 +514,7 @@ async fn write_batch(
         None => next_seq_on(&mut conn).await?,
     };
     if unsynced {
-        let Encoded { rows, details } = encode(first, records)?;
-        let mut query = sqlx::query(unsynced_sql(watermark.is_some()))
-            .bind(rows)
-            .bind(details);
+        let mut query = batch_query(unsynced_sql(watermark.is_some()), first, records)?;
         if let Some(last) = watermark {
             query = query.bind(last);
         }
