@@ -208,8 +208,10 @@ impl Appender {
         let mut client = AuditLogClient::new(self.coordinator.clone());
         loop {
             let pending = if progress.from_db {
-                let pending =
-                    disclosures::pending(&self.db, progress.appended_through, BATCH).await?;
+                let pending = self
+                    .writer
+                    .pending(progress.appended_through, BATCH)
+                    .await?;
                 if pending.is_empty() {
                     // Everything committed so far is appended; what comes next, the writer hands
                     // over (or says it dropped).
@@ -242,12 +244,10 @@ impl Appender {
                     // One record spoils the call: append its records one by one (read back from
                     // the database, as the call took the entries), keep the refused here.
                     Err(_) => {
-                        let these = disclosures::pending(
-                            &self.db,
-                            progress.appended_through,
-                            call.records as u32,
-                        )
-                        .await?;
+                        let these = self
+                            .writer
+                            .pending(progress.appended_through, call.records as u32)
+                            .await?;
                         for (seq, record) in these {
                             let id = record.disclosure_id.clone();
                             match append_all(&mut client, entries_of(self.org, record)).await {
@@ -255,7 +255,7 @@ impl Appender {
                                 Err(s) if s.code() == tonic::Code::InvalidArgument => {
                                     tracing::error!(disclosure = %id, reason = %s.message(), "disclosure record refused by the audit log; kept in the node's log only");
                                     self.refused.inc();
-                                    disclosures::mark_local_only(&self.db, seq).await?;
+                                    self.writer.mark_local_only(seq).await?;
                                 }
                                 Err(s) => return Err(coordinator_error(&s)),
                             }

@@ -49,6 +49,9 @@ pub enum Error {
     /// A query failed.
     #[error("storage failure")]
     Storage(#[from] sqlx::Error),
+    /// The disclosure log did not store a record (the request that made it fails).
+    #[error("disclosure log: {0}")]
+    DisclosureLog(String),
     /// A stored value could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

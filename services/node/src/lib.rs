@@ -139,7 +139,7 @@ pub async fn serve(
             repeated.clone(),
         );
     });
-    let disclosure_writer = store::disclosures::Writer::start(db.clone());
+    let disclosure_writer = store::disclosures::Writer::start(db.clone()).await?;
     disclosure_audit::Appender {
         db: db.clone(),
         coordinator: coordinator_channel.clone(),
@@ -157,7 +157,7 @@ pub async fn serve(
             db: db.clone(),
             cases: case_cache.clone(),
             grants: grant::Verified::default(),
-            disclosures: disclosure_writer,
+            disclosures: disclosure_writer.clone(),
             directory: directory.clone(),
             audit_wake,
             org: config.org,
@@ -176,6 +176,7 @@ pub async fn serve(
             sealed::BsnKeys::load(&config.cases)?,
             case_cache,
             coordinator_channel.clone(),
+            disclosure_writer,
         ))
         .max_decoding_message_size(max),
     );

@@ -8,13 +8,11 @@
 //! - [`Database`]: a connected, migrated pool and which backend it talks to.
 //! - [`Migrations`]: a service's migration sets for both backends.
 //! - [`ids`]: time-ordered record ids, so that keys grow at the end of their B-trees.
-//! - [`wal`]: one sync of SQLite's WAL for many commits.
 //! - `testing` (feature `testing`): throwaway databases on SQLite and PostgreSQL for storage tests.
 
 pub mod ids;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-pub mod wal;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -73,8 +71,8 @@ pub struct Database {
     backend: Backend,
     /// SQLite: the process's one writing connection (see [`Database::writer`]).
     writer: Option<std::sync::Arc<tokio::sync::Mutex<Option<AnyConnection>>>>,
-    /// SQLite on a file: its WAL (see [`Database::wal`]).
-    wal: Option<std::sync::Arc<wal::WalFile>>,
+    /// SQLite on a file: the file (see [`Database::sqlite_file`]).
+    file: Option<std::path::PathBuf>,
 }
 
 /// The connection to write on, held until dropped (see [`Database::writer`]).
@@ -160,7 +158,7 @@ impl Database {
             .collect();
         all.sort_by_key(|m| m.version);
         Migrator::with_migrations(all).run(&pool).await?;
-        let (writer, wal) = match backend {
+        let (writer, file) = match backend {
             Backend::Sqlite => {
                 let mut conn = AnyConnection::connect_with(&options)
                     .await
@@ -173,15 +171,13 @@ impl Database {
                 let files: Vec<(i64, String, String)> = sqlx::query_as("PRAGMA database_list")
                     .fetch_all(&mut conn)
                     .await?;
-                let wal = files
+                let file = files
                     .into_iter()
                     .find(|(_, name, file)| name == "main" && !file.is_empty())
-                    .map(|(_, _, file)| {
-                        std::sync::Arc::new(wal::WalFile::of(std::path::Path::new(&file)))
-                    });
+                    .map(|(_, _, file)| std::path::PathBuf::from(file));
                 (
                     Some(std::sync::Arc::new(tokio::sync::Mutex::new(Some(conn)))),
-                    wal,
+                    file,
                 )
             }
             Backend::Postgres => (None, None),
@@ -190,7 +186,7 @@ impl Database {
             pool,
             backend,
             writer,
-            wal,
+            file,
         };
         let durability = db.durability().await?;
         if !durability.is_durable() {
@@ -253,11 +249,10 @@ impl Database {
         })
     }
 
-    /// SQLite on a file: its write-ahead log, for a writer that commits with `synchronous =
-    /// NORMAL` and makes many commits durable with one sync ([`wal::WalFile`]). `None` on
-    /// PostgreSQL, which groups the commits of concurrent transactions itself, and in memory.
-    pub fn wal(&self) -> Option<&std::sync::Arc<wal::WalFile>> {
-        self.wal.as_ref()
+    /// SQLite on a file: the database file, beside which a store may keep files of its own (the
+    /// node's disclosure journal). `None` on PostgreSQL and in memory.
+    pub fn sqlite_file(&self) -> Option<&std::path::Path> {
+        self.file.as_deref()
     }
 
     /// Returns the pool.

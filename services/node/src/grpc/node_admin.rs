@@ -36,6 +36,7 @@ pub struct NodeAdminService {
     cache: crate::case_cache::CaseCache,
     coordinator: tonic::transport::Channel,
     coordinator_org: Oin,
+    disclosures: disclosures::Writer,
 }
 
 impl NodeAdminService {
@@ -50,6 +51,7 @@ impl NodeAdminService {
         bsn: crate::sealed::BsnKeys,
         cache: crate::case_cache::CaseCache,
         coordinator: tonic::transport::Channel,
+        disclosures: disclosures::Writer,
     ) -> Self {
         Self {
             org: config.org,
@@ -69,6 +71,7 @@ impl NodeAdminService {
             cache,
             coordinator,
             coordinator_org: config.coordinator.org,
+            disclosures,
         }
     }
 
@@ -882,7 +885,10 @@ impl node_admin_server::NodeAdmin for NodeAdminService {
         )?;
         let req = request.into_inner();
         ids::check_case_ref(&req.case_ref).map_err(|why| invalid("case_ref", why))?;
-        let list = disclosures::for_case_ref(&self.db, &req.case_ref, page(req.limit)).await?;
+        let list = self
+            .disclosures
+            .for_case_ref(&req.case_ref, page(req.limit))
+            .await?;
         Ok(Response::new(v1::ListDisclosuresResponse {
             disclosures: list.into_iter().map(disclosure_pb).collect(),
         }))

@@ -5,12 +5,13 @@
 //! audit log refuses are marked as kept here only.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use doorzet_store::wal::WalFile;
 use doorzet_store::{Backend, Database};
 
+use super::journal::{self, Journal};
 use crate::Error;
 use crate::store::cases::{Joined, from_millis, millis};
 
@@ -171,70 +172,145 @@ fn insert_sql(backend: Backend) -> &'static str {
     }
 }
 
-/// `sql` (which holds [`insert_sql`]) with `records`, numbered from `first_seq`, bound as it
-/// reads them: `$1` the rows, `$2` the details.
-fn batch_query(
-    sql: &'static str,
-    first_seq: i64,
-    records: &[Record],
-) -> Result<sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>, Error> {
-    /// `[seq, at, case_ref, start, length]`.
-    #[derive(serde::Serialize)]
-    struct NewRow<'a>(i64, i64, &'a str, usize, usize);
-
-    let fail =
-        |e: serde_json::Error| Error::Corrupt(format!("disclosure records do not encode: {e}"));
-    let mut details = Vec::with_capacity(records.len() * 320);
-    let mut rows = Vec::with_capacity(records.len());
-    for (seq, r) in (first_seq..).zip(records) {
-        let start = details.len();
-        serde_json::to_writer(&mut details, &Detail(r)).map_err(fail)?;
-        rows.push(NewRow(
-            seq,
-            millis(r.at),
-            &r.case_ref,
-            start + 1,
-            details.len() - start,
-        ));
-    }
-    let rows = serde_json::to_string(&rows).map_err(fail)?;
-    Ok(sqlx::query(sql).bind(rows).bind(details))
+/// A batch as the log's table stores it, bound to [`insert_sql`] as two values.
+#[derive(Debug, Default)]
+struct Encoded {
+    /// `[seq, at, case_ref, start, length]` per record, `start` counting from 1 into `details`.
+    rows: Vec<(i64, i64, String, usize, usize)>,
+    /// The records' `detail` arrays, end to end.
+    details: Vec<u8>,
 }
 
-/// Stores `records` on `conn` (within the writer's transaction) with the sequence numbers
-/// `first_seq..`, in the order of `records`, with one statement. The writer numbers them itself:
-/// it is the log's only writer, and reading numbers back (`RETURNING`) cost a round trip per row
-/// between SQLite's thread and the writer.
-async fn insert_on(
-    conn: &mut sqlx::AnyConnection,
-    backend: Backend,
-    first_seq: i64,
-    records: &[Record],
-) -> Result<(), Error> {
-    batch_query(insert_sql(backend), first_seq, records)?
-        .execute(&mut *conn)
-        .await?;
+impl Encoded {
+    /// `records`, numbered from `first_seq`.
+    fn of(first_seq: i64, records: &[Record]) -> Result<Self, Error> {
+        let mut encoded = Self {
+            rows: Vec::with_capacity(records.len()),
+            details: Vec::with_capacity(records.len() * 320),
+        };
+        for (seq, r) in (first_seq..).zip(records) {
+            let start = encoded.details.len();
+            serde_json::to_writer(&mut encoded.details, &Detail(r))
+                .map_err(|e| Error::Corrupt(format!("disclosure records do not encode: {e}")))?;
+            encoded.row(seq, millis(r.at), r.case_ref.clone(), start);
+        }
+        Ok(encoded)
+    }
+
+    /// Adds a record whose detail is already encoded (read back from the journal).
+    fn push(&mut self, seq: i64, at: i64, case_ref: String, detail: &[u8]) {
+        let start = self.details.len();
+        self.details.extend_from_slice(detail);
+        self.row(seq, at, case_ref, start);
+    }
+
+    fn row(&mut self, seq: i64, at: i64, case_ref: String, start: usize) {
+        let length = self.details.len() - start;
+        self.rows.push((seq, at, case_ref, start + 1, length));
+    }
+
+    /// Adds `later`'s records after these.
+    fn extend(&mut self, later: Self) {
+        let shift = self.details.len();
+        self.details.extend_from_slice(&later.details);
+        self.rows.extend(
+            later
+                .rows
+                .into_iter()
+                .map(|(seq, at, case_ref, start, length)| {
+                    (seq, at, case_ref, start + shift, length)
+                }),
+        );
+    }
+
+    fn last_seq(&self) -> Option<i64> {
+        self.rows.last().map(|row| row.0)
+    }
+
+    /// Appends each record's journal frame to `out`.
+    fn frames(&self, out: &mut Vec<u8>) {
+        for (seq, at, case_ref, start, length) in &self.rows {
+            let detail = &self.details[start - 1..start - 1 + length];
+            journal::frame(out, *seq, *at, case_ref, detail);
+        }
+    }
+
+    /// The insert of these records, ready to run.
+    fn query(
+        &self,
+        backend: Backend,
+    ) -> Result<sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>, Error> {
+        let rows = serde_json::to_string(&self.rows)
+            .map_err(|e| Error::Corrupt(format!("disclosure records do not encode: {e}")))?;
+        Ok(sqlx::query(insert_sql(backend))
+            .bind(rows)
+            .bind(self.details.clone()))
+    }
+}
+
+/// Stores `batch` and moves the watermark to `watermark`, in one transaction that is durable
+/// when it returns.
+async fn commit(db: &Database, batch: &Encoded, watermark: Option<i64>) -> Result<(), Error> {
+    use sqlx::Connection;
+    let mut conn = db.writer().await?;
+    let mut tx = conn.begin().await?;
+    if !batch.rows.is_empty() {
+        batch.query(db.backend())?.execute(&mut *tx).await?;
+    }
+    if let Some(last) = watermark {
+        sqlx::query(sqlx::AssertSqlSafe(mark_appended_sql("$1")))
+            .bind(last)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 
-/// The statements of one unsynced SQLite commit ([`write_batch`]), in one round trip to
-/// SQLite's thread: the batch (`$1`, `$2`) and, with `watermark`, the new watermark (`$3`). The
-/// connection is back at `synchronous = FULL` when it ends, as every other writer expects it.
-fn unsynced_sql(watermark: bool) -> &'static str {
-    fn build(watermark: bool) -> String {
-        let mark = if watermark {
-            format!("{}; ", mark_appended_sql("$3"))
-        } else {
-            String::new()
-        };
-        format!(
-            "PRAGMA synchronous = NORMAL; BEGIN; {}; {mark}COMMIT; PRAGMA synchronous = FULL",
-            insert_sql(Backend::Sqlite)
-        )
-    }
-    static PLAIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| build(false));
-    static MARKED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| build(true));
-    if watermark { &MARKED } else { &PLAIN }
+/// The highest sequence number in the table (0: none) and the watermark (which no new record may
+/// fall under).
+async fn numbered(db: &Database) -> Result<(i64, i64), Error> {
+    let (max, through): (Option<i64>, i64) = sqlx::query_as(
+        "SELECT (SELECT MAX(seq) FROM disclosures), appended_through \
+         FROM disclosure_audit_progress WHERE id = 1",
+    )
+    .fetch_one(&mut *db.writer().await?)
+    .await?;
+    Ok((max.unwrap_or(0), through))
+}
+
+/// Answers a request once its record is durable (or with why it is not stored).
+type Reply = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// The log's writing side: it stores records with group commit, the records of concurrent
+/// requests together, and answers each request only once its record is durable. It numbers the
+/// records itself and stores one batch at a time, so sequence numbers become durable in order,
+/// which the audit watermark relies on (on PostgreSQL too, where concurrent writers could commit a
+/// lower sequence number after a higher one). It hands what it stored to the audit appender in
+/// memory ([`Committed`]), and stores the appender's watermark.
+///
+/// - On an SQLite file a batch is durable once it is in the journal ([`journal`]): one write and
+///   one `fdatasync` on a thread of its own. A task fills the log's table from there behind, in
+///   transactions of up to [`MOVE_LINGER`]'s worth of records. Reads through the writer
+///   ([`Writer::for_case_ref`], [`Writer::pending`]) first wait for it to catch up.
+/// - On PostgreSQL (which groups concurrent commits itself) and on SQLite in memory, a batch is
+///   one transaction.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    db: Database,
+    sink: Sink,
+    committed: Arc<Mutex<Committed>>,
+}
+
+#[derive(Debug, Clone)]
+enum Sink {
+    /// One transaction a batch, by the writer task.
+    Transactions(tokio::sync::mpsc::Sender<Message>),
+    /// Into the journal by its thread; into the table by the mover ([`Move`]).
+    Journal {
+        records: tokio::sync::mpsc::Sender<(Record, Reply)>,
+        mover: tokio::sync::mpsc::UnboundedSender<Move>,
+    },
 }
 
 #[expect(
@@ -248,30 +324,17 @@ enum Message {
     Appended(i64),
 }
 
-/// Answers a request once its record is durable (or with why it is not stored).
-type Reply = tokio::sync::oneshot::Sender<Result<(), String>>;
-
-/// Stores records with group commit: the records of concurrent requests share one transaction (one
-/// fsync), and each request is answered only once its record is durable. It is the only writer of
-/// the log and commits one transaction at a time, so sequence numbers become visible in order,
-/// which the audit watermark relies on (on PostgreSQL too, where concurrent writers could commit a
-/// lower sequence number after a higher one). It also moves the watermark, in its next
-/// transaction, and hands what it committed to the audit appender in memory ([`Committed`]).
-///
-/// On an SQLite file a commit does not wait for the disk itself: it is one round trip to SQLite's
-/// thread at `synchronous = NORMAL`, and a thread of its own ([`Syncer`]) makes every commit that
-/// returned durable with one sync of the WAL, while the next batch is being written. Requests are
-/// answered, and records handed to the appender, only after that sync. So a busy node no longer
-/// waits for the disk between batches, and one sync covers several commits.
-#[derive(Debug, Clone)]
-pub struct Writer {
-    queue: tokio::sync::mpsc::Sender<Message>,
-    committed: Arc<Mutex<Committed>>,
+/// What the mover is given: journalled records to put into the table, the watermark, and
+/// requests to catch up.
+enum Move {
+    Records(Encoded),
+    Appended(i64),
+    CatchUp(tokio::sync::oneshot::Sender<Result<(), String>>),
 }
 
 /// Records committed and not yet taken by the audit appender, in commit order with their sequence
 /// numbers, so that it need not read them back. Bounded: what does not fit is dropped here (it is
-/// in the database) and `lost` tells the appender to read from there.
+/// in the log) and `lost` tells the appender to read from there.
 #[derive(Debug, Default)]
 struct Committed {
     records: VecDeque<(i64, Record)>,
@@ -283,113 +346,73 @@ struct Committed {
 pub enum Taken {
     /// The records committed after the given sequence number, oldest first (none: all taken).
     Records(Vec<(i64, Record)>),
-    /// Some were dropped: read them from the database.
+    /// Some were dropped: read them from the log ([`Writer::pending`]).
     Lost,
 }
 
-/// Most records in one transaction.
+/// Most records in one batch.
 const MAX_BATCH: usize = 512;
 /// Most committed records held for the audit appender.
 const MAX_COMMITTED: usize = 4096;
+/// How long the mover gathers journalled records into one transaction.
+const MOVE_LINGER: std::time::Duration = std::time::Duration::from_millis(50);
+/// Most records the mover stores in one transaction.
+const MAX_MOVE: usize = 8192;
+
+fn stopped() -> Error {
+    Error::DisclosureLog("the disclosure log's writer stopped".into())
+}
 
 impl Writer {
-    /// Starts the writer task on `db`.
-    pub fn start(db: Database) -> Self {
-        Self::start_with(db, MAX_COMMITTED)
+    /// Starts the writer on `db`. On an SQLite file it first puts into the table what the
+    /// journal holds and the table lacks (after a crash), so it fails if the journal cannot be
+    /// read.
+    pub async fn start(db: Database) -> Result<Self, Error> {
+        Self::start_with(db, MAX_COMMITTED).await
     }
 
-    /// Starts the writer task, holding at most `capacity` committed records for the appender.
-    fn start_with(db: Database, capacity: usize) -> Self {
-        let (queue, mut rx) = tokio::sync::mpsc::channel::<Message>(4096);
+    /// Starts the writer, holding at most `capacity` committed records for the appender.
+    async fn start_with(db: Database, capacity: usize) -> Result<Self, Error> {
         let committed = Arc::new(Mutex::new(Committed::default()));
         let handoff = Handoff {
             committed: committed.clone(),
             capacity,
         };
-        tokio::spawn(async move {
-            // The next sequence number, read again after a failed batch.
-            let mut next_seq = None;
-            let syncer = db.wal().and_then(|wal| {
-                Syncer::start(wal.clone(), handoff.clone())
-                    .inspect_err(|e| {
-                        tracing::warn!(error = %e, "no WAL sync thread; every disclosure commit syncs itself");
-                    })
-                    .ok()
-            });
-            while let Some(first) = rx.recv().await {
-                let mut records = Vec::new();
-                let mut replies = Vec::new();
-                let mut watermark = None;
-                let mut next = Some(first);
-                let mut yielded = false;
-                while let Some(message) = next.take() {
-                    match message {
-                        Message::Record(record, reply) => {
-                            records.push(record);
-                            replies.push(reply);
-                        }
-                        Message::Appended(seq) => watermark = watermark.max(Some(seq)),
-                    }
-                    if records.len() < MAX_BATCH {
-                        next = rx.try_recv().ok();
-                        if next.is_none() && !yielded {
-                            // Once per batch, let the requests that are running now add their
-                            // records first: a third more records per commit (per fsync) for one
-                            // turn of the runtime's delay.
-                            yielded = true;
-                            tokio::task::yield_now().await;
-                            next = rx.try_recv().ok();
-                        }
-                    }
-                }
-                let result =
-                    write_batch(&db, next_seq, &records, watermark, syncer.is_some()).await;
-                match result {
-                    Ok(first) => {
-                        next_seq = Some(first + records.len() as i64);
-                        let stored = Stored {
-                            first,
-                            records,
-                            replies,
-                        };
-                        match &syncer {
-                            Some(syncer) => syncer.push(stored),
-                            None => handoff.durable(stored),
-                        }
-                    }
-                    Err(e) => {
-                        next_seq = None;
-                        tracing::error!(error = %e, records = records.len(), "disclosure records not stored; their requests fail");
-                        for reply in replies {
-                            let _ = reply.send(Err(e.to_string()));
-                        }
-                    }
-                }
-            }
-        });
-        Self { queue, committed }
+        let sink = match db.sqlite_file() {
+            Some(file) => start_journal(&db, file, handoff).await?,
+            None => start_transactions(&db, handoff),
+        };
+        Ok(Self {
+            db,
+            sink,
+            committed,
+        })
     }
 
     /// Stores `record` (to be appended to the audit log) and returns once it is durable.
     pub async fn write(&self, record: Record) -> Result<(), Error> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.queue
-            .send(Message::Record(record, reply))
-            .await
-            .map_err(|_| Error::Corrupt("disclosure writer stopped".into()))?;
+        let sent = match &self.sink {
+            Sink::Transactions(queue) => queue.send(Message::Record(record, reply)).await.is_ok(),
+            Sink::Journal { records, .. } => records.send((record, reply)).await.is_ok(),
+        };
+        if !sent {
+            return Err(stopped());
+        }
         answer
             .await
-            .map_err(|_| Error::Corrupt("disclosure writer stopped".into()))?
-            .map_err(Error::Corrupt)
+            .map_err(|_| stopped())?
+            .map_err(Error::DisclosureLog)
     }
 
     /// Records that every record up to `seq` is in the audit log (stored with the next
     /// transaction; after a crash before that, the appender sends the same records again).
     pub async fn appended(&self, seq: i64) -> Result<(), Error> {
-        self.queue
-            .send(Message::Appended(seq))
-            .await
-            .map_err(|_| Error::Corrupt("disclosure writer stopped".into()))
+        let sent = match &self.sink {
+            Sink::Transactions(queue) => queue.send(Message::Appended(seq)).await.is_ok(),
+            Sink::Journal { mover, .. } => mover.send(Move::Appended(seq)).is_ok(),
+        };
+        sent.then_some(()).ok_or_else(stopped)
     }
 
     /// Takes up to `max` committed records with sequence numbers above `after`.
@@ -406,13 +429,319 @@ impl Writer {
         let n = c.records.len().min(max);
         Taken::Records(c.records.drain(..n).collect())
     }
+
+    /// Returns once the table holds every record whose [`Writer::write`] returned before.
+    async fn catch_up(&self) -> Result<(), Error> {
+        let Sink::Journal { mover, .. } = &self.sink else {
+            return Ok(());
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        mover.send(Move::CatchUp(reply)).map_err(|_| stopped())?;
+        answer
+            .await
+            .map_err(|_| stopped())?
+            .map_err(Error::DisclosureLog)
+    }
+
+    /// Lists the newest `limit` entries for a case reference, newest first.
+    pub async fn for_case_ref(&self, case_ref: &str, limit: u32) -> Result<Vec<Record>, Error> {
+        self.catch_up().await?;
+        for_case_ref(&self.db, case_ref, limit).await
+    }
+
+    /// The oldest `limit` entries after sequence number `after` (the watermark, or further when
+    /// the appender is ahead of it) that go to the audit log, with their sequence numbers.
+    pub async fn pending(&self, after: i64, limit: u32) -> Result<Vec<(i64, Record)>, Error> {
+        self.catch_up().await?;
+        pending(&self.db, after, limit).await
+    }
+
+    /// Marks an entry as kept here only.
+    pub async fn mark_local_only(&self, seq: i64) -> Result<(), Error> {
+        self.catch_up().await?;
+        let mut conn = self.db.writer().await?;
+        sqlx::query("UPDATE disclosures SET audit_state = $1 WHERE seq = $2")
+            .bind(AuditState::LocalOnly as i32)
+            .bind(seq)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
 }
 
-/// A committed batch: its first sequence number, its records and the requests waiting for them.
-struct Stored {
-    first: i64,
-    records: Vec<Record>,
-    replies: Vec<Reply>,
+/// The writer task of [`Sink::Transactions`].
+fn start_transactions(db: &Database, handoff: Handoff) -> Sink {
+    let (queue, mut rx) = tokio::sync::mpsc::channel::<Message>(4096);
+    let db = db.clone();
+    tokio::spawn(async move {
+        // The next sequence number, read again after a failed batch.
+        let mut next_seq = None;
+        while let Some(first) = rx.recv().await {
+            let mut records = Vec::new();
+            let mut replies = Vec::new();
+            let mut watermark = None;
+            let mut next = Some(first);
+            let mut yielded = false;
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Record(record, reply) => {
+                        records.push(record);
+                        replies.push(reply);
+                    }
+                    Message::Appended(seq) => watermark = watermark.max(Some(seq)),
+                }
+                if records.len() < MAX_BATCH {
+                    next = rx.try_recv().ok();
+                    if next.is_none() && !yielded {
+                        // Once per batch, let the requests that are running now add their
+                        // records first: a third more records per commit (per fsync) for one
+                        // turn of the runtime's delay.
+                        yielded = true;
+                        tokio::task::yield_now().await;
+                        next = rx.try_recv().ok();
+                    }
+                }
+            }
+            let stored = async {
+                let first = match next_seq {
+                    Some(seq) => seq,
+                    None => {
+                        let (max, through) = numbered(&db).await?;
+                        max.max(through) + 1
+                    }
+                };
+                commit(&db, &Encoded::of(first, &records)?, watermark).await?;
+                Ok::<_, Error>(first)
+            };
+            match stored.await {
+                Ok(first) => {
+                    next_seq = Some(first + records.len() as i64);
+                    handoff.durable(first, records, replies);
+                }
+                Err(e) => {
+                    next_seq = None;
+                    tracing::error!(error = %e, records = records.len(), "disclosure records not stored; their requests fail");
+                    for reply in replies {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
+        }
+    });
+    Sink::Transactions(queue)
+}
+
+/// Puts what the journal of `file` holds and the table lacks into the table, then starts the
+/// journal's thread and the mover ([`Sink::Journal`]).
+async fn start_journal(
+    db: &Database,
+    file: &std::path::Path,
+    handoff: Handoff,
+) -> Result<Sink, Error> {
+    let unreadable = |e: std::io::Error| {
+        Error::DisclosureLog(format!(
+            "the journal beside {} cannot be read: {e}",
+            file.display()
+        ))
+    };
+    // Off the runtime: it may wait for a writer that is stopping to let the journal go.
+    let path = file.to_owned();
+    let (mut journal, held) = tokio::task::spawn_blocking(move || Journal::open(&path))
+        .await
+        .map_err(|e| unreadable(std::io::Error::other(e)))?
+        .map_err(unreadable)?;
+    let (max, through) = numbered(db).await?;
+    let mut last = max.max(through);
+    let missing: Vec<_> = held.into_iter().filter(|e| e.seq > max).collect();
+    if !missing.is_empty() {
+        tracing::info!(
+            records = missing.len(),
+            "disclosure records from the journal put into the log's table (the node stopped before it had moved them)"
+        );
+    }
+    for chunk in missing.chunks(MAX_MOVE) {
+        let mut batch = Encoded::default();
+        for e in chunk {
+            batch.push(e.seq, e.at, e.case_ref.clone(), &e.detail);
+            last = last.max(e.seq);
+        }
+        commit(db, &batch, None).await?;
+    }
+    journal.restart();
+
+    let in_table = Arc::new(AtomicI64::new(last));
+    let (mover, moves) = tokio::sync::mpsc::unbounded_channel();
+    let (mover_done, mover_ended) = std::sync::mpsc::channel();
+    tokio::spawn(run_mover(db.clone(), moves, in_table.clone(), mover_done));
+    let (records, rx) = tokio::sync::mpsc::channel(4096);
+    let thread = JournalThread {
+        journal,
+        next_seq: last + 1,
+        mover: mover.clone(),
+        handoff,
+        in_table,
+        mover_ended,
+    };
+    std::thread::Builder::new()
+        .name("disclosure-journal".into())
+        .spawn(move || thread.run(rx))
+        .map_err(|e| Error::DisclosureLog(format!("no thread for the journal: {e}")))?;
+    Ok(Sink::Journal { records, mover })
+}
+
+/// Writes batches to the journal, on a thread of its own (a sync blocks for the disk).
+struct JournalThread {
+    journal: Journal,
+    next_seq: i64,
+    mover: tokio::sync::mpsc::UnboundedSender<Move>,
+    handoff: Handoff,
+    /// Every record up to this sequence number is in the table (for the journal's rotation).
+    in_table: Arc<AtomicI64>,
+    /// Disconnected when the mover has ended.
+    mover_ended: std::sync::mpsc::Receiver<()>,
+}
+
+impl JournalThread {
+    fn run(mut self, mut rx: tokio::sync::mpsc::Receiver<(Record, Reply)>) {
+        let mut frames = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            // Every record that arrived while the last batch was written goes into this one.
+            let (mut records, mut replies) = (Vec::new(), Vec::new());
+            let mut next = Some(first);
+            while let Some((record, reply)) = next.take() {
+                records.push(record);
+                replies.push(reply);
+                if records.len() < MAX_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            match self.write(&records, &mut frames) {
+                Ok(batch) => {
+                    let first = self.next_seq;
+                    self.next_seq += records.len() as i64;
+                    // Before the answers, so that a read after them finds the records.
+                    let _ = self.mover.send(Move::Records(batch));
+                    self.handoff.durable(first, records, replies);
+                    self.journal.rotate(self.in_table.load(Ordering::Acquire));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, records = records.len(), "disclosure records not stored; their requests fail");
+                    for reply in replies {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
+        }
+        // The writer is gone. The journal (and its lock) is let go only once the mover has
+        // stored what it was given, so that a writer started next does not put the same records
+        // back at the same time.
+        let Self {
+            journal,
+            mover,
+            mover_ended,
+            ..
+        } = self;
+        drop(mover);
+        let _ = mover_ended.recv();
+        drop(journal);
+    }
+
+    /// Writes `records`, numbered from the next sequence number, and returns them as the table
+    /// will store them.
+    fn write(&mut self, records: &[Record], frames: &mut Vec<u8>) -> Result<Encoded, Error> {
+        let batch = Encoded::of(self.next_seq, records)?;
+        frames.clear();
+        batch.frames(frames);
+        let last = self.next_seq + records.len() as i64 - 1;
+        self.journal.append(frames, last).map_err(|e| {
+            Error::DisclosureLog(format!("the journal was not written to disk: {e}"))
+        })?;
+        Ok(batch)
+    }
+}
+
+/// Fills the table from the journal: gathers what the journal thread wrote for up to
+/// [`MOVE_LINGER`] (less when a reader waits) and stores it with the latest watermark in one
+/// transaction. A transaction that fails is tried again with what came in meanwhile.
+async fn run_mover(
+    db: Database,
+    mut moves: tokio::sync::mpsc::UnboundedReceiver<Move>,
+    in_table: Arc<AtomicI64>,
+    _done: std::sync::mpsc::Sender<()>,
+) {
+    /// What the next transaction stores, and who waits for it.
+    #[derive(Default)]
+    struct Gathered {
+        batch: Encoded,
+        watermark: Option<i64>,
+        waiting: Vec<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    }
+    impl Gathered {
+        fn take(&mut self, m: Move) {
+            match m {
+                Move::Records(more) => self.batch.extend(more),
+                Move::Appended(seq) => self.watermark = self.watermark.max(Some(seq)),
+                Move::CatchUp(reply) => self.waiting.push(reply),
+            }
+        }
+        fn is_empty(&self) -> bool {
+            self.batch.rows.is_empty() && self.watermark.is_none()
+        }
+        fn answer(&mut self, answer: &Result<(), String>) {
+            for w in self.waiting.drain(..) {
+                let _ = w.send(answer.clone());
+            }
+        }
+    }
+
+    let mut next = Gathered::default();
+    let mut open = true;
+    let mut backoff = std::time::Duration::from_millis(100);
+    while open || !next.is_empty() {
+        if open && next.is_empty() {
+            match moves.recv().await {
+                Some(m) => next.take(m),
+                None => open = false,
+            }
+        }
+        let until = tokio::time::Instant::now() + MOVE_LINGER;
+        while open && next.waiting.is_empty() && next.batch.rows.len() < MAX_MOVE {
+            match tokio::time::timeout_at(until, moves.recv()).await {
+                Ok(Some(m)) => next.take(m),
+                Ok(None) => open = false,
+                Err(_) => break,
+            }
+        }
+        while let Ok(m) = moves.try_recv() {
+            next.take(m);
+        }
+        if next.is_empty() {
+            next.answer(&Ok(()));
+            continue;
+        }
+        match commit(&db, &next.batch, next.watermark).await {
+            Ok(()) => {
+                if let Some(last) = next.batch.last_seq() {
+                    in_table.store(last, Ordering::Release);
+                }
+                next.answer(&Ok(()));
+                next = Gathered::default();
+                backoff = std::time::Duration::from_millis(100);
+            }
+            Err(e) if !open => {
+                tracing::error!(error = %e, records = next.batch.rows.len(), "disclosure records not moved from the journal into the log's table before the writer stopped; the next start puts them there");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = next.batch.rows.len(), "disclosure records not yet moved from the journal into the log's table; trying again");
+                next.answer(&Err(format!(
+                    "the disclosure log's table is behind its journal: {e}"
+                )));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+            }
+        }
+    }
 }
 
 /// Where durable records go: to the audit appender's hand ([`Committed`]), and their requests
@@ -424,11 +753,11 @@ struct Handoff {
 }
 
 impl Handoff {
-    /// `stored` is durable: hand its records over and answer its requests.
-    fn durable(&self, stored: Stored) {
+    /// `records`, numbered from `first`, are durable: hand them over and answer their requests.
+    fn durable(&self, first: i64, records: Vec<Record>, replies: Vec<Reply>) {
         {
             let mut c = self.committed.lock().unwrap_or_else(|e| e.into_inner());
-            for (seq, record) in (stored.first..).zip(stored.records) {
+            for (seq, record) in (first..).zip(records) {
                 if c.records.len() < self.capacity {
                     c.records.push_back((seq, record));
                 } else {
@@ -436,116 +765,10 @@ impl Handoff {
                 }
             }
         }
-        for reply in stored.replies {
+        for reply in replies {
             let _ = reply.send(Ok(()));
         }
     }
-
-    /// The sync after `stored` failed: its records may not survive a power loss, so its requests
-    /// fail, and the appender reads what the database holds instead of the records in hand.
-    fn not_durable(&self, stored: Stored, why: &str) {
-        self.committed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .lost = true;
-        for reply in stored.replies {
-            let _ = reply.send(Err(why.to_owned()));
-        }
-    }
-}
-
-/// Makes unsynced commits durable, several with one sync of the WAL, on a thread of its own (a
-/// sync blocks for the disk). Commits arrive in order and are answered in order.
-struct Syncer {
-    queue: std::sync::mpsc::Sender<Stored>,
-}
-
-impl Syncer {
-    fn start(wal: Arc<WalFile>, handoff: Handoff) -> std::io::Result<Self> {
-        let (queue, rx) = std::sync::mpsc::channel::<Stored>();
-        std::thread::Builder::new()
-            .name("disclosure-sync".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    // Every commit queued by now returned before this sync starts: one sync
-                    // makes them all durable.
-                    let waiting: Vec<Stored> = std::iter::once(first).chain(rx.try_iter()).collect();
-                    match wal.sync() {
-                        Ok(()) => waiting.into_iter().for_each(|s| handoff.durable(s)),
-                        Err(e) => {
-                            let records: usize = waiting.iter().map(|s| s.records.len()).sum();
-                            tracing::error!(error = %e, records, "disclosure log's WAL did not sync; their requests fail");
-                            let why = format!("disclosure log not synced to disk: {e}");
-                            waiting
-                                .into_iter()
-                                .for_each(|s| handoff.not_durable(s, &why));
-                        }
-                    }
-                }
-            })?;
-        Ok(Self { queue })
-    }
-
-    /// Queues a commit for the next sync.
-    fn push(&self, stored: Stored) {
-        // The thread ends only when this sender is dropped, or if it panicked: then the
-        // requests' replies are dropped with the batch, and they fail as "writer stopped".
-        let _ = self.queue.send(stored);
-    }
-}
-
-/// Stores `records` numbered from `next_seq` (read from the table when `None`) and moves the
-/// watermark; returns the first record's sequence number. `unsynced` (SQLite, with a [`Syncer`]):
-/// in one round trip to SQLite's thread, committed without waiting for the disk; the caller
-/// hands the batch to the syncer.
-async fn write_batch(
-    db: &Database,
-    next_seq: Option<i64>,
-    records: &[Record],
-    watermark: Option<i64>,
-    unsynced: bool,
-) -> Result<i64, Error> {
-    use sqlx::{Connection, Executor};
-    let mut conn = db.writer().await?;
-    // Read before the transaction: a deferred SQLite transaction that reads and then writes fails
-    // at once (no busy wait) when another connection wrote in between. Only this writer inserts.
-    let first = match next_seq {
-        Some(seq) => seq,
-        None => next_seq_on(&mut conn).await?,
-    };
-    if unsynced {
-        let mut query = batch_query(unsynced_sql(watermark.is_some()), first, records)?;
-        if let Some(last) = watermark {
-            query = query.bind(last);
-        }
-        if let Err(e) = query.execute(&mut *conn).await {
-            // A statement failed within the transaction: end it, and give the connection back
-            // as every writer expects it (ROLLBACK fails harmlessly when BEGIN had not run).
-            let _ = conn.execute("ROLLBACK").await;
-            let _ = conn.execute("PRAGMA synchronous = FULL").await;
-            return Err(e.into());
-        }
-        return Ok(first);
-    }
-    let mut tx = conn.begin().await?;
-    insert_on(&mut tx, db.backend(), first, records).await?;
-    if let Some(last) = watermark {
-        mark_appended_on(&mut tx, last).await?;
-    }
-    tx.commit().await?;
-    Ok(first)
-}
-
-/// The sequence number after the highest in use, and after the watermark (which no new record
-/// may fall under).
-async fn next_seq_on(conn: &mut sqlx::AnyConnection) -> Result<i64, Error> {
-    let (max, through): (Option<i64>, i64) = sqlx::query_as(
-        "SELECT (SELECT MAX(seq) FROM disclosures), appended_through \
-         FROM disclosure_audit_progress WHERE id = 1",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(max.unwrap_or(0).max(through) + 1)
 }
 
 const COLUMNS: &str = "seq, at, case_ref, detail";
@@ -586,7 +809,7 @@ fn record_of((seq, at, case_ref, detail): Row) -> Result<(i64, Record), Error> {
 }
 
 /// Lists the newest `limit` entries for a case reference, newest first.
-pub async fn for_case_ref(db: &Database, case_ref: &str, limit: u32) -> Result<Vec<Record>, Error> {
+async fn for_case_ref(db: &Database, case_ref: &str, limit: u32) -> Result<Vec<Record>, Error> {
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM disclosures WHERE case_ref = $1 ORDER BY seq DESC LIMIT $2"
     )))
@@ -601,7 +824,7 @@ pub async fn for_case_ref(db: &Database, case_ref: &str, limit: u32) -> Result<V
 
 /// The oldest `limit` entries after sequence number `after` (the watermark, or further when the
 /// appender is ahead of it) that go to the audit log, with their sequence numbers.
-pub async fn pending(db: &Database, after: i64, limit: u32) -> Result<Vec<(i64, Record)>, Error> {
+async fn pending(db: &Database, after: i64, limit: u32) -> Result<Vec<(i64, Record)>, Error> {
     let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM disclosures \
          WHERE seq > $1 AND audit_state <> $2 ORDER BY seq LIMIT $3"
@@ -612,15 +835,6 @@ pub async fn pending(db: &Database, after: i64, limit: u32) -> Result<Vec<(i64, 
     .fetch_all(db.pool())
     .await?;
     rows.into_iter().map(record_of).collect()
-}
-
-/// Moves the watermark to `last`: every entry up to it is in the audit log or kept here only.
-async fn mark_appended_on(conn: &mut sqlx::AnyConnection, last: i64) -> Result<(), Error> {
-    sqlx::query(sqlx::AssertSqlSafe(mark_appended_sql("$1")))
-        .bind(last)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
 }
 
 /// Moves the watermark up to the value bound at `param` (never down).
@@ -638,17 +852,6 @@ pub async fn appended_through(db: &Database) -> Result<i64, Error> {
             .fetch_one(db.pool())
             .await?,
     )
-}
-
-/// Marks an entry as kept here only.
-pub async fn mark_local_only(db: &Database, seq: i64) -> Result<(), Error> {
-    let mut conn = db.writer().await?;
-    sqlx::query("UPDATE disclosures SET audit_state = $1 WHERE seq = $2")
-        .bind(AuditState::LocalOnly as i32)
-        .bind(seq)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -693,7 +896,7 @@ mod tests {
             let db = Database::connect(test_db.url(), &[&crate::store::MIGRATIONS])
                 .await
                 .unwrap();
-            let writer = Writer::start(db.clone());
+            let writer = Writer::start(db.clone()).await.unwrap();
             let mut odd = record(1);
             odd.requester_person = "mw. \"de Vries\" \\ ÿ ü 💡 ' ; -- $1 ?".into();
             odd.refusal = "grant is malformed: {\"a\": [1]}".into();
@@ -705,7 +908,8 @@ mod tests {
             let (a, b) = tokio::join!(writer.write(odd.clone()), writer.write(plain.clone()));
             a.unwrap();
             b.unwrap();
-            let stored: Vec<Record> = pending(&db, 0, 10)
+            let stored: Vec<Record> = writer
+                .pending(0, 10)
                 .await
                 .unwrap()
                 .into_iter()
@@ -713,7 +917,7 @@ mod tests {
                 .collect();
             assert_eq!(stored, [odd.clone(), plain]);
             assert_eq!(
-                for_case_ref(&db, &odd.case_ref, 1).await.unwrap()[0].requester_person,
+                writer.for_case_ref(&odd.case_ref, 1).await.unwrap()[0].requester_person,
                 "emp-2"
             );
             db.close().await;
@@ -791,9 +995,9 @@ mod tests {
                     .unwrap();
             assert_eq!(person, odd.requester_person);
             // New records go in after them.
-            let writer = Writer::start(db.clone());
+            let writer = Writer::start(db.clone()).await.unwrap();
             writer.write(record(3)).await.unwrap();
-            assert_eq!(persons(&pending(&db, 1, 10).await.unwrap()), ["emp-3"]);
+            assert_eq!(persons(&writer.pending(1, 10).await.unwrap()), ["emp-3"]);
             db.close().await;
             test_db.drop().await;
         }
@@ -805,10 +1009,10 @@ mod tests {
             let db = Database::connect(test_db.url(), &[&crate::store::MIGRATIONS])
                 .await
                 .unwrap();
-            let writer = Writer::start(db.clone());
+            let writer = Writer::start(db.clone()).await.unwrap();
             writer.write(record(1)).await.unwrap();
             let case_ref = record(1).case_ref;
-            assert_eq!(for_case_ref(&db, &case_ref, 10).await.unwrap().len(), 1);
+            assert_eq!(writer.for_case_ref(&case_ref, 10).await.unwrap().len(), 1);
             // A field short: the log is not read as if the rest had moved up by one.
             let mut conn = db.writer().await.unwrap();
             sqlx::query("UPDATE disclosures SET detail = '[\"disc-1\", \"emp-1\"]'")
@@ -816,88 +1020,85 @@ mod tests {
                 .await
                 .unwrap();
             drop(conn);
-            let err = for_case_ref(&db, &case_ref, 10).await.unwrap_err();
+            let err = writer.for_case_ref(&case_ref, 10).await.unwrap_err();
             assert!(err.to_string().contains("disclosure 1's detail"), "{err}");
-            assert!(pending(&db, 0, 10).await.is_err());
+            assert!(writer.pending(0, 10).await.is_err());
             db.close().await;
             test_db.drop().await;
         }
     }
 
-    #[tokio::test]
-    async fn a_failed_batch_leaves_the_writing_connection_durable_and_out_of_its_transaction() {
+    /// A database on a file, with the node's migrations, and its writer.
+    async fn on_file() -> (TestDatabase, Database, Writer) {
         let test_db = TestDatabase::sqlite();
         let db = Database::connect(test_db.url(), &[&crate::store::MIGRATIONS])
             .await
             .unwrap();
-        assert!(
-            db.wal().is_some(),
-            "an SQLite file has its WAL synced apart"
-        );
-        let writer = Writer::start(db.clone());
-        writer.write(record(1)).await.unwrap();
-        let synchronous = || async {
-            let mut conn = db.writer().await.unwrap();
-            sqlx::query_scalar::<_, i64>("PRAGMA synchronous")
-                .fetch_one(&mut *conn)
-                .await
-                .unwrap()
-        };
-        // Every other writer on the connection still commits with its own fsync.
-        assert_eq!(synchronous().await, 2);
+        assert!(db.sqlite_file().is_some(), "an SQLite file has a journal");
+        let writer = Writer::start(db.clone()).await.unwrap();
+        (test_db, db, writer)
+    }
 
-        // The insert fails inside the batch's transaction.
-        let rename = |from: &'static str, to: &'static str| {
-            let db = db.clone();
-            async move {
-                let mut conn = db.writer().await.unwrap();
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "ALTER TABLE {from} RENAME TO {to}"
-                )))
-                .execute(&mut *conn)
-                .await
-                .unwrap();
-            }
-        };
-        rename("disclosures", "disclosures_away").await;
-        assert!(writer.write(record(2)).await.is_err());
-        assert_eq!(synchronous().await, 2);
-        // No transaction was left open: the connection takes the next write, and so does the
-        // log once its table is back.
-        rename("disclosures_away", "disclosures").await;
+    async fn rename(db: &Database, from: &str, to: &str) {
+        let mut conn = db.writer().await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE {from} RENAME TO {to}"
+        )))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_record_the_table_cannot_take_yet_is_durable_in_the_journal_and_moved_later() {
+        let (_test_db, db, writer) = on_file().await;
+        writer.write(record(1)).await.unwrap();
+        assert_eq!(persons(&writer.pending(0, 10).await.unwrap()), ["emp-1"]);
+
+        // The table is away: the request still succeeds (its record is on disk in the journal),
+        // and a reader is told that the table is behind rather than shown a short log.
+        rename(&db, "disclosures", "disclosures_away").await;
+        writer.write(record(2)).await.unwrap();
+        let err = writer.pending(0, 10).await.unwrap_err();
+        assert!(err.to_string().contains("behind its journal"), "{err}");
+
+        // Back: the mover's next try stores it, numbered in order, and nothing is lost.
+        rename(&db, "disclosures_away", "disclosures").await;
         writer.write(record(3)).await.unwrap();
+        let stored = writer.pending(0, 10).await.unwrap();
+        assert_eq!(persons(&stored), ["emp-1", "emp-2", "emp-3"]);
         assert_eq!(
-            persons(&pending(&db, 0, 10).await.unwrap()),
-            ["emp-1", "emp-3"]
+            stored.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            [1, 2, 3]
         );
         db.close().await;
     }
 
     #[tokio::test]
-    async fn records_whose_sync_failed_are_refused_and_the_appender_reads_the_database() {
-        let handoff = Handoff {
-            committed: Arc::default(),
-            capacity: 10,
-        };
-        let stored = |first| {
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            let stored = Stored {
-                first,
-                records: vec![record(first as u64)],
-                replies: vec![reply],
-            };
-            (stored, answer)
-        };
-        // A synced commit is answered and handed over.
-        let (ok, answer) = stored(1);
-        handoff.durable(ok);
-        assert_eq!(answer.await.unwrap(), Ok(()));
-        assert_eq!(handoff.committed.lock().unwrap().records.len(), 1);
-        // One whose sync failed is refused, and the appender is told to read from the database.
-        let (failed, answer) = stored(2);
-        handoff.not_durable(failed, "disk gone");
-        assert_eq!(answer.await.unwrap(), Err("disk gone".to_owned()));
-        assert!(handoff.committed.lock().unwrap().lost);
+    async fn records_the_table_lacks_are_put_back_from_the_journal_when_the_writer_starts() {
+        let (_test_db, db, writer) = on_file().await;
+        for n in 1..=3 {
+            writer.write(record(n)).await.unwrap();
+        }
+        assert_eq!(writer.pending(0, 10).await.unwrap().len(), 3);
+        // Another writer on the same database is refused while this one runs.
+        let err = Writer::start(db.clone()).await.unwrap_err();
+        assert!(err.to_string().contains("another node"), "{err}");
+
+        // As if the node had stopped before it moved the last two into the table.
+        let mut conn = db.writer().await.unwrap();
+        sqlx::query("DELETE FROM disclosures WHERE seq > 1")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        drop(conn);
+        drop(writer);
+        let again = Writer::start(db.clone()).await.unwrap();
+        let stored = again.pending(0, 10).await.unwrap();
+        assert_eq!(persons(&stored), ["emp-1", "emp-2", "emp-3"]);
+        again.write(record(4)).await.unwrap();
+        assert_eq!(again.pending(3, 10).await.unwrap()[0].0, 4);
+        db.close().await;
     }
 
     #[tokio::test]
@@ -906,7 +1107,7 @@ mod tests {
             let db = Database::connect(test_db.url(), &[&crate::store::MIGRATIONS])
                 .await
                 .unwrap();
-            let writer = Writer::start_with(db.clone(), 4);
+            let writer = Writer::start_with(db.clone(), 4).await.unwrap();
             for n in 0..3 {
                 writer.write(record(n)).await.unwrap();
             }
@@ -916,7 +1117,7 @@ mod tests {
             assert_eq!(persons(&taken), ["emp-0", "emp-1", "emp-2"]);
             assert!(taken.windows(2).all(|w| w[0].0 < w[1].0));
             // Exactly what the database holds, sequence numbers included.
-            assert_eq!(pending(&db, 0, 10).await.unwrap(), taken);
+            assert_eq!(writer.pending(0, 10).await.unwrap(), taken);
             let last = taken[2].0;
 
             for n in 3..5 {
@@ -933,7 +1134,7 @@ mod tests {
                 writer.write(record(n)).await.unwrap();
             }
             assert!(matches!(writer.take_committed(last, 100), Taken::Lost));
-            let rest = pending(&db, last, 100).await.unwrap();
+            let rest = writer.pending(last, 100).await.unwrap();
             assert_eq!(
                 persons(&rest),
                 ["emp-4", "emp-5", "emp-6", "emp-7", "emp-8", "emp-9"]
@@ -947,18 +1148,20 @@ mod tests {
             assert_eq!(appended_through(&db).await.unwrap(), 0);
             writer.appended(last).await.unwrap();
             writer.write(record(10)).await.unwrap();
+            writer.catch_up().await.unwrap();
             assert_eq!(appended_through(&db).await.unwrap(), last);
 
             // A writer started again (after a restart) numbers on from the highest stored record.
-            let highest = pending(&db, 0, 100).await.unwrap().last().unwrap().0;
-            let again = Writer::start_with(db.clone(), 4);
+            let highest = writer.pending(0, 100).await.unwrap().last().unwrap().0;
+            drop(writer);
+            let again = Writer::start_with(db.clone(), 4).await.unwrap();
             again.write(record(11)).await.unwrap();
             let Taken::Records(after_restart) = again.take_committed(0, 10) else {
                 panic!("nothing was dropped");
             };
             assert_eq!(persons(&after_restart), ["emp-11"]);
             assert_eq!(after_restart[0].0, highest + 1);
-            assert_eq!(pending(&db, highest, 10).await.unwrap(), after_restart);
+            assert_eq!(again.pending(highest, 10).await.unwrap(), after_restart);
             db.close().await;
             test_db.drop().await;
         }
