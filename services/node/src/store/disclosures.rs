@@ -355,7 +355,7 @@ const MAX_BATCH: usize = 512;
 /// Most committed records held for the audit appender.
 const MAX_COMMITTED: usize = 4096;
 /// How long the mover gathers journalled records into one transaction.
-const MOVE_LINGER: std::time::Duration = std::time::Duration::from_millis(50);
+const MOVE_LINGER: std::time::Duration = std::time::Duration::from_millis(200);
 /// Most records the mover stores in one transaction.
 const MAX_MOVE: usize = 8192;
 
