@@ -899,6 +899,10 @@ mod tests {
             let page = log.entries(590, 1000).await.unwrap();
             assert_eq!(page.len(), 10);
             assert_eq!(merkle::leaf_hash(&page[0]), leaves[590]);
+            // Every stored body, in order, is the entry its leaf hash was made from.
+            let stored = log.entries(0, n).await.unwrap();
+            let stored: Vec<Hash> = stored.iter().map(|b| merkle::leaf_hash(b)).collect();
+            assert_eq!(stored, leaves);
 
             // Reopen: the same state is rebuilt from storage and appends continue.
             drop(log);
