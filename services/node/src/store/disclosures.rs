@@ -355,9 +355,9 @@ const MAX_BATCH: usize = 512;
 /// Most committed records held for the audit appender.
 const MAX_COMMITTED: usize = 4096;
 /// How long the mover gathers journalled records into one transaction.
-const MOVE_LINGER: std::time::Duration = std::time::Duration::from_millis(200);
+const MOVE_LINGER: std::time::Duration = std::time::Duration::from_millis(100);
 /// Most records the mover stores in one transaction.
-const MAX_MOVE: usize = 8192;
+const MAX_MOVE: usize = 2048;
 
 fn stopped() -> Error {
     Error::DisclosureLog("the disclosure log's writer stopped".into())
