@@ -625,6 +625,11 @@ impl JournalThread {
                     self.journal.rotate(self.in_table.load(Ordering::Acquire));
                 }
                 Err(e) => {
+                    // The batch's numbers are not used again: whatever of it reached the disk
+                    // (a write that went through before its sync failed) is overwritten by the
+                    // next batch, and where that batch is shorter, the rest no longer numbers on
+                    // from it, so it is never read as records of requests that failed.
+                    self.next_seq += records.len() as i64;
                     tracing::error!(error = %e, records = records.len(), "disclosure records not stored; their requests fail");
                     for reply in replies {
                         let _ = reply.send(Err(e.to_string()));

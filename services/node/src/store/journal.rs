@@ -373,4 +373,35 @@ mod tests {
         let (_, held) = Journal::open(&db).unwrap();
         assert_eq!(held.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 6]);
     }
+
+    #[test]
+    fn what_a_failed_batch_left_on_disk_is_not_read_after_the_next_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("node.db");
+        let (mut journal, _) = Journal::open(&db).unwrap();
+        journal
+            .append(&frames(&[entry(1, "case-a", "[1]")]), 1)
+            .unwrap();
+        // A batch (2 to 4) whose write reached the file but whose sync failed: the journal
+        // did not move on, and the writer does not use its numbers again.
+        let failed = frames(&[
+            entry(2, "case-b", "[2]"),
+            entry(3, "case-c", "[3]"),
+            entry(4, "case-d", "[4]"),
+        ]);
+        let at = journal.sizes().0;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.path().join("node.db-disclosures-0"))
+            .unwrap()
+            .write_all_at(&failed, at)
+            .unwrap();
+        // The next batch is written over it, shorter, and numbered after it.
+        journal
+            .append(&frames(&[entry(5, "case-e", "[5]")]), 5)
+            .unwrap();
+        drop(journal);
+        let (_, held) = Journal::open(&db).unwrap();
+        assert_eq!(held.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 5]);
+    }
 }
