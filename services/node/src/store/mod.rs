@@ -4,8 +4,6 @@
 //! - [`directory_copy`]: the last good copy of the region's directory.
 //! - [`cases`]: cases, facts, consents and legal bases, links to case references.
 //! - [`disclosures`]: the disclosure log (NEN 7513).
-//! - `journal`: on an SQLite file, the disclosure log's records are durable here before they are
-//!   in its table.
 //! - [`inbox`]: notifications from the coordinator.
 //! - [`mandates`]: the organisation's mandates.
 
@@ -13,7 +11,6 @@ pub mod cases;
 pub mod directory_copy;
 pub mod disclosures;
 pub mod inbox;
-mod journal;
 pub mod mandates;
 
 use doorzet_store::Migrations;

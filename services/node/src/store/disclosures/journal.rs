@@ -2,7 +2,7 @@
 //! disk before its request is answered. Committing it to SQLite first put a B-tree insert, WAL
 //! frames and a round trip to SQLite's thread on every batch's path; instead a batch goes to
 //! this file with one `write` and one `fdatasync`, and the log's table is filled from the records
-//! behind, in larger transactions ([`super::disclosures`]). When the node starts, it puts what the
+//! behind, in larger transactions ([`super::Writer`]). When the node starts, it puts what the
 //! table lacks back from here before it serves.
 //!
 //! Two files take turns, `<database>-disclosures-0` and `-1`, each written from its start. Once
