@@ -115,13 +115,18 @@ struct Part {
 }
 
 impl Part {
-    fn open(path: PathBuf) -> std::io::Result<(Self, Vec<Entry>)> {
+    /// Opens the file at `path`, taking the journal's lock on it first when `lock` (so that
+    /// nothing is read or written while another process holds it).
+    fn open(path: PathBuf, lock: bool) -> std::io::Result<(Self, Vec<Entry>)> {
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)?;
+        if lock {
+            take_lock(&file, &path)?;
+        }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let (entries, _) = read_frames(&bytes);
@@ -148,10 +153,10 @@ impl Part {
 
 /// Takes the journal for this process: two writers would number records alike. A node that
 /// stopped a moment ago may still be closing its files, so this waits a little for them.
-fn lock(part: &Part) -> std::io::Result<()> {
+fn take_lock(file: &File, path: &Path) -> std::io::Result<()> {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
     loop {
-        match part.file.try_lock() {
+        match file.try_lock() {
             Ok(()) => return Ok(()),
             Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < until => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
@@ -159,7 +164,7 @@ fn lock(part: &Part) -> std::io::Result<()> {
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(std::io::Error::other(format!(
                     "{} is in use by another process: is another node running on this database?",
-                    part.path.display()
+                    path.display()
                 )));
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(e),
@@ -170,16 +175,15 @@ fn lock(part: &Part) -> std::io::Result<()> {
 impl Journal {
     /// Opens the journal of the SQLite database file `database`, creating its files, with the
     /// records they hold in order of sequence number (to be put back into the table: see
-    /// [`Journal::empty`]).
+    /// [`Journal::restart`]).
     pub(super) fn open(database: &Path) -> std::io::Result<(Self, Vec<Entry>)> {
         let path = |n: u8| {
             let mut path = database.as_os_str().to_owned();
             path.push(format!("-disclosures-{n}"));
             PathBuf::from(path)
         };
-        let (first, mut entries) = Part::open(path(0))?;
-        lock(&first)?;
-        let (second, more) = Part::open(path(1))?;
+        let (first, mut entries) = Part::open(path(0), true)?;
+        let (second, more) = Part::open(path(1), false)?;
         entries.extend(more);
         entries.sort_by_key(|e| e.seq);
         entries.dedup_by_key(|e| e.seq);
@@ -197,11 +201,25 @@ impl Journal {
     }
 
     /// Writes `frames`, whose highest sequence number is `last_seq`, and returns once they are
-    /// on disk. On failure the next batch is written in the same place.
+    /// on disk. On failure the next batch is written in the same place, and what of these may
+    /// have reached the disk is overwritten with zeros first, so that a crash before the next
+    /// batch does not leave records of requests that failed.
     pub(super) fn append(&mut self, frames: &[u8], last_seq: i64) -> std::io::Result<()> {
         let part = &mut self.parts[self.current];
-        part.file.write_all_at(frames, part.len)?;
-        part.file.sync_data()?;
+        let written = part
+            .file
+            .write_all_at(frames, part.len)
+            .and_then(|()| part.file.sync_data());
+        if let Err(e) = written {
+            if let Err(undo) = part
+                .file
+                .write_all_at(&vec![0; frames.len()], part.len)
+                .and_then(|()| part.file.sync_data())
+            {
+                tracing::error!(error = %undo, file = %part.path.display(), "a failed batch of the disclosure journal could not be overwritten; should the node stop before its next batch, the records of its failed requests are put into the log at the next start");
+            }
+            return Err(e);
+        }
         part.len += frames.len() as u64;
         part.last_seq = part.last_seq.max(last_seq);
         Ok(())
@@ -403,5 +421,34 @@ mod tests {
         drop(journal);
         let (_, held) = Journal::open(&db).unwrap();
         assert_eq!(held.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 5]);
+    }
+
+    #[test]
+    fn a_batch_the_disk_refused_fails_and_the_next_goes_in_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("node.db");
+        let (mut journal, _) = Journal::open(&db).unwrap();
+        journal
+            .append(&frames(&[entry(1, "case-a", "[1]")]), 1)
+            .unwrap();
+        let at = journal.sizes().0;
+        // The file can no longer be written (as after a disk error).
+        let writable = std::mem::replace(
+            &mut journal.parts[0].file,
+            File::open(dir.path().join("node.db-disclosures-0")).unwrap(),
+        );
+        assert!(
+            journal
+                .append(&frames(&[entry(2, "case-b", "[2]")]), 2)
+                .is_err()
+        );
+        assert_eq!(journal.sizes().0, at, "the journal did not move on");
+        journal.parts[0].file = writable;
+        journal
+            .append(&frames(&[entry(3, "case-c", "[3]")]), 3)
+            .unwrap();
+        drop(journal);
+        let (_, held) = Journal::open(&db).unwrap();
+        assert_eq!(held.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 3]);
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //! - this module: the record, how the table stores it, and the reads.
-//! - [`writer`]: how a record becomes durable before its request is answered, and reaches the
+//! - `writer`: how a record becomes durable before its request is answered, and reaches the
 //!   table ([`Writer`]).
 //! - `journal`: on an SQLite file, the append-only file where records are durable first.
 

@@ -20,11 +20,11 @@ type Reply = tokio::sync::oneshot::Sender<Result<(), String>>;
 /// records itself and stores one batch at a time, so sequence numbers become durable in order,
 /// which the audit watermark relies on (on PostgreSQL too, where concurrent writers could commit a
 /// lower sequence number after a higher one). It hands what it stored to the audit appender in
-/// memory ([`Committed`]), and stores the appender's watermark.
+/// memory (`Committed`), and stores the appender's watermark.
 ///
-/// - On an SQLite file a batch is durable once it is in the journal ([`journal`]): one write and
+/// - On an SQLite file a batch is durable once it is in the journal (`journal`): one write and
 ///   one `fdatasync` on a thread of its own. A task fills the log's table from there behind, in
-///   transactions of up to [`MOVE_LINGER`]'s worth of records. Reads through the writer
+///   transactions of up to `MOVE_LINGER`'s worth of records. Reads through the writer
 ///   ([`Writer::for_case_ref`], [`Writer::pending`]) first wait for it to catch up.
 /// - On PostgreSQL (which groups concurrent commits itself) and on SQLite in memory, a batch is
 ///   one transaction.
@@ -348,21 +348,21 @@ impl JournalThread {
                     next = rx.try_recv().ok();
                 }
             }
-            match self.write(&records, &mut frames) {
+            let first = self.next_seq;
+            let written = self.write(&records, &mut frames);
+            // Taken whether or not the batch was written. A failed batch's numbers are not used
+            // again: should some of it have stayed on disk after all (see `Journal::append`), the
+            // next batch is written over it, and where that one is shorter, the rest no longer
+            // numbers on from it, so it is never read as records of requests that failed.
+            self.next_seq += records.len() as i64;
+            match written {
                 Ok(batch) => {
-                    let first = self.next_seq;
-                    self.next_seq += records.len() as i64;
                     // Before the answers, so that a read after them finds the records.
                     let _ = self.mover.send(Move::Records(batch));
                     self.handoff.durable(first, records, replies);
                     self.journal.rotate(self.in_table.load(Ordering::Acquire));
                 }
                 Err(e) => {
-                    // The batch's numbers are not used again: whatever of it reached the disk
-                    // (a write that went through before its sync failed) is overwritten by the
-                    // next batch, and where that batch is shorter, the rest no longer numbers on
-                    // from it, so it is never read as records of requests that failed.
-                    self.next_seq += records.len() as i64;
                     tracing::error!(error = %e, records = records.len(), "disclosure records not stored; their requests fail");
                     for reply in replies {
                         let _ = reply.send(Err(e.to_string()));
