@@ -349,12 +349,12 @@ fn main() {
         println!("\nCPU per request (µs): {:<10} {:>10} {:>12} {:>8}", "", "node", "coordinator", "caller");
         for (name, n, used) in [("echo", echo_requests, echo_cpu), ("QueryFacts", requests, facts_cpu)] {
             let per = |i: usize| used[i] / n.max(1) as f64 * 1e6;
-            println!("{:<31} {:>10.0} {:>12.0} {:>8.0}", name, per(0), per(1), per(2));
+            println!("{:<31} {:>10.1} {:>12.1} {:>8.1}", name, per(0), per(1), per(2));
         }
         let with_audit =
             |i: usize| (facts_cpu[i] + after_audit[i] - after_facts[i]) / requests.max(1) as f64 * 1e6;
         println!(
-            "{:<31} {:>10.0} {:>12.0} {:>8.0}",
+            "{:<31} {:>10.1} {:>12.1} {:>8.1}",
             "QueryFacts + audit catch-up",
             with_audit(0),
             with_audit(1),
