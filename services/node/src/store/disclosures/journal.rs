@@ -172,16 +172,43 @@ fn take_lock(file: &File, path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// The journal's file `n` (0 or 1) of the SQLite database file `database`.
+fn part_path(database: &Path, n: u8) -> PathBuf {
+    let mut path = database.as_os_str().to_owned();
+    path.push(format!("-disclosures-{n}"));
+    PathBuf::from(path)
+}
+
+/// Reads back, while the journal is written, the records numbered `after + 1 ..= through`, in
+/// order. The caller knows them to be on disk (written before `through` was handed on), and the
+/// journal does not write over a file that holds records the table lacks, so they are all there;
+/// a frame being written meanwhile only ends a file's records early.
+pub(super) fn read_back(database: &Path, after: i64, through: i64) -> std::io::Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    for n in 0..2 {
+        let bytes = std::fs::read(part_path(database, n))?;
+        let (held, _) = read_frames(&bytes);
+        entries.extend(
+            held.into_iter()
+                .filter(|e| e.seq > after && e.seq <= through),
+        );
+    }
+    entries.sort_by_key(|e| e.seq);
+    entries.dedup_by_key(|e| e.seq);
+    if through > after && entries.last().is_none_or(|e| e.seq != through) {
+        return Err(std::io::Error::other(format!(
+            "record {through} is not in the journal"
+        )));
+    }
+    Ok(entries)
+}
+
 impl Journal {
     /// Opens the journal of the SQLite database file `database`, creating its files, with the
     /// records they hold in order of sequence number (to be put back into the table: see
     /// [`Journal::restart`]).
     pub(super) fn open(database: &Path) -> std::io::Result<(Self, Vec<Entry>)> {
-        let path = |n: u8| {
-            let mut path = database.as_os_str().to_owned();
-            path.push(format!("-disclosures-{n}"));
-            PathBuf::from(path)
-        };
+        let path = |n: u8| part_path(database, n);
         let (first, mut entries) = Part::open(path(0), true)?;
         let (second, more) = Part::open(path(1), false)?;
         entries.extend(more);
@@ -319,6 +346,23 @@ mod tests {
             let (_, valid) = read_frames(&bytes);
             prop_assert!(valid <= bytes.len());
         }
+    }
+
+    #[test]
+    fn records_are_read_back_while_the_journal_is_open_and_a_missing_one_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("node.db");
+        let (mut journal, _) = Journal::open(&db).unwrap();
+        let written: Vec<_> = (1..=4).map(|n| entry(n, "case-a", "[n]")).collect();
+        journal.append(&frames(&written[..2]), 2).unwrap();
+        journal.append(&frames(&written[2..]), 4).unwrap();
+        assert_eq!(read_back(&db, 1, 3).unwrap(), written[1..3]);
+        assert_eq!(read_back(&db, 0, 4).unwrap(), written);
+        assert!(read_back(&db, 4, 4).unwrap().is_empty());
+        // Asked for a record the journal does not hold: not a short answer but an error.
+        let err = read_back(&db, 2, 5).unwrap_err();
+        assert!(err.to_string().contains("record 5"), "{err}");
+        drop(journal);
     }
 
     #[test]

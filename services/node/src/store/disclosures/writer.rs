@@ -91,6 +91,10 @@ const MAX_COMMITTED: usize = 4096;
 const MOVE_LINGER: std::time::Duration = std::time::Duration::from_millis(100);
 /// Most records the mover stores in one transaction.
 const MAX_MOVE: usize = 2048;
+/// Most records the mover holds while the table cannot take them (about 30 MiB). Past it, it lets
+/// them go and reads them back from the journal once the table takes records again, so that a
+/// long outage of the table does not grow the node's memory with its traffic.
+const MAX_HELD: usize = 65_536;
 
 fn stopped() -> Error {
     Error::DisclosureLog("the disclosure log's writer stopped".into())
@@ -101,18 +105,19 @@ impl Writer {
     /// journal holds and the table lacks (after a crash), so it fails if the journal cannot be
     /// read.
     pub async fn start(db: Database) -> Result<Self, Error> {
-        Self::start_with(db, MAX_COMMITTED).await
+        Self::start_with(db, MAX_COMMITTED, MAX_HELD).await
     }
 
-    /// Starts the writer, holding at most `capacity` committed records for the appender.
-    async fn start_with(db: Database, capacity: usize) -> Result<Self, Error> {
+    /// Starts the writer, holding at most `capacity` committed records for the appender and, on
+    /// an SQLite file, at most `max_held` records the table cannot take yet.
+    async fn start_with(db: Database, capacity: usize, max_held: usize) -> Result<Self, Error> {
         let committed = Arc::new(Mutex::new(Committed::default()));
         let handoff = Handoff {
             committed: committed.clone(),
             capacity,
         };
         let sink = match db.sqlite_file() {
-            Some(file) => start_journal(&db, file, handoff).await?,
+            Some(file) => start_journal(&db, file, handoff, max_held).await?,
             None => start_transactions(&db, handoff),
         };
         Ok(Self {
@@ -270,6 +275,7 @@ async fn start_journal(
     db: &Database,
     file: &std::path::Path,
     handoff: Handoff,
+    max_held: usize,
 ) -> Result<Sink, Error> {
     let unreadable = |e: std::io::Error| {
         Error::DisclosureLog(format!(
@@ -305,7 +311,13 @@ async fn start_journal(
     let in_table = Arc::new(AtomicI64::new(last));
     let (mover, moves) = tokio::sync::mpsc::unbounded_channel();
     let (mover_done, mover_ended) = std::sync::mpsc::channel();
-    tokio::spawn(run_mover(db.clone(), moves, in_table.clone(), mover_done));
+    let mover_task = Mover {
+        db: db.clone(),
+        file: file.to_owned(),
+        in_table: in_table.clone(),
+        max_held,
+    };
+    tokio::spawn(mover_task.run(moves, mover_done));
     let (records, rx) = tokio::sync::mpsc::channel(4096);
     let thread = JournalThread {
         journal,
@@ -400,85 +412,147 @@ impl JournalThread {
 
 /// Fills the table from the journal: gathers what the journal thread wrote for up to
 /// [`MOVE_LINGER`] (less when a reader waits) and stores it with the latest watermark in one
-/// transaction. A transaction that fails is tried again with what came in meanwhile.
-async fn run_mover(
+/// transaction. A transaction that fails is tried again with what came in meanwhile; past
+/// `max_held` records it lets them go and reads them back from the journal.
+struct Mover {
     db: Database,
-    mut moves: tokio::sync::mpsc::UnboundedReceiver<Move>,
+    /// The database's file, beside which the journal lies.
+    file: std::path::PathBuf,
+    /// Every record up to this sequence number is in the table.
     in_table: Arc<AtomicI64>,
-    _done: std::sync::mpsc::Sender<()>,
-) {
-    /// What the next transaction stores, and who waits for it.
-    #[derive(Default)]
-    struct Gathered {
-        batch: Encoded,
-        watermark: Option<i64>,
-        waiting: Vec<tokio::sync::oneshot::Sender<Result<(), String>>>,
-    }
-    impl Gathered {
-        fn take(&mut self, m: Move) {
-            match m {
-                Move::Records(more) => self.batch.extend(more),
-                Move::Appended(seq) => self.watermark = self.watermark.max(Some(seq)),
-                Move::CatchUp(reply) => self.waiting.push(reply),
+    max_held: usize,
+}
+
+/// What the mover's next transaction stores, and who waits for it.
+#[derive(Default)]
+struct Gathered {
+    batch: Encoded,
+    /// The highest sequence number let go of: every record after the table's up to this one is
+    /// read back from the journal, not held here.
+    behind: Option<i64>,
+    watermark: Option<i64>,
+    waiting: Vec<tokio::sync::oneshot::Sender<Result<(), String>>>,
+}
+
+impl Gathered {
+    fn take(&mut self, m: Move) {
+        match m {
+            Move::Records(more) if self.behind.is_some() => {
+                self.behind = self.behind.max(more.last_seq());
             }
+            Move::Records(more) => self.batch.extend(more),
+            Move::Appended(seq) => self.watermark = self.watermark.max(Some(seq)),
+            Move::CatchUp(reply) => self.waiting.push(reply),
         }
-        fn is_empty(&self) -> bool {
-            self.batch.rows.is_empty() && self.watermark.is_none()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.batch.rows.is_empty() && self.behind.is_none() && self.watermark.is_none()
+    }
+
+    fn answer(&mut self, answer: &Result<(), String>) {
+        for w in self.waiting.drain(..) {
+            let _ = w.send(answer.clone());
         }
-        fn answer(&mut self, answer: &Result<(), String>) {
-            for w in self.waiting.drain(..) {
-                let _ = w.send(answer.clone());
+    }
+
+    /// Lets go of the records held: they are in the journal.
+    fn let_go(&mut self) {
+        if let Some(last) = self.batch.last_seq() {
+            self.behind = self.behind.max(Some(last));
+            self.batch = Encoded::default();
+        }
+    }
+}
+
+impl Mover {
+    async fn run(
+        self,
+        mut moves: tokio::sync::mpsc::UnboundedReceiver<Move>,
+        _done: std::sync::mpsc::Sender<()>,
+    ) {
+        let mut next = Gathered::default();
+        let mut open = true;
+        let mut backoff = std::time::Duration::from_millis(100);
+        while open || !next.is_empty() {
+            if open && next.is_empty() {
+                match moves.recv().await {
+                    Some(m) => next.take(m),
+                    None => open = false,
+                }
+            }
+            let until = tokio::time::Instant::now() + MOVE_LINGER;
+            while open && next.waiting.is_empty() && next.batch.rows.len() < MAX_MOVE {
+                match tokio::time::timeout_at(until, moves.recv()).await {
+                    Ok(Some(m)) => next.take(m),
+                    Ok(None) => open = false,
+                    Err(_) => break,
+                }
+            }
+            while let Ok(m) = moves.try_recv() {
+                next.take(m);
+            }
+            if next.is_empty() {
+                next.answer(&Ok(()));
+                continue;
+            }
+            match self.store(&mut next).await {
+                Ok(()) => {
+                    next.answer(&Ok(()));
+                    next = Gathered::default();
+                    backoff = std::time::Duration::from_millis(100);
+                }
+                Err(e) if !open => {
+                    tracing::error!(error = %e, "disclosure records not moved from the journal into the log's table before the writer stopped; the next start puts them there");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, held = next.batch.rows.len(), "disclosure records not yet moved from the journal into the log's table; trying again");
+                    next.answer(&Err(format!(
+                        "the disclosure log's table is behind its journal: {e}"
+                    )));
+                    if next.batch.rows.len() > self.max_held {
+                        tracing::warn!(
+                            records = next.batch.rows.len(),
+                            "disclosure records let go of in memory; they are read back from the journal once the log's table takes records again"
+                        );
+                        next.let_go();
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                }
             }
         }
     }
 
-    let mut next = Gathered::default();
-    let mut open = true;
-    let mut backoff = std::time::Duration::from_millis(100);
-    while open || !next.is_empty() {
-        if open && next.is_empty() {
-            match moves.recv().await {
-                Some(m) => next.take(m),
-                None => open = false,
-            }
-        }
-        let until = tokio::time::Instant::now() + MOVE_LINGER;
-        while open && next.waiting.is_empty() && next.batch.rows.len() < MAX_MOVE {
-            match tokio::time::timeout_at(until, moves.recv()).await {
-                Ok(Some(m)) => next.take(m),
-                Ok(None) => open = false,
-                Err(_) => break,
-            }
-        }
-        while let Ok(m) = moves.try_recv() {
-            next.take(m);
-        }
-        if next.is_empty() {
-            next.answer(&Ok(()));
-            continue;
-        }
-        match commit(&db, &next.batch, next.watermark).await {
-            Ok(()) => {
-                if let Some(last) = next.batch.last_seq() {
-                    in_table.store(last, Ordering::Release);
+    /// Stores what `next` gathered: first what it let go of, read back from the journal, then
+    /// what it holds, with the watermark. What went in is taken out of `next`.
+    async fn store(&self, next: &mut Gathered) -> Result<(), Error> {
+        if let Some(through) = next.behind {
+            let (path, after) = (self.file.clone(), self.in_table.load(Ordering::Acquire));
+            let entries = tokio::task::spawn_blocking(move || {
+                super::journal::read_back(&path, after, through)
+            })
+            .await
+            .map_err(|e| Error::DisclosureLog(e.to_string()))?
+            .map_err(|e| Error::DisclosureLog(format!("the journal cannot be read back: {e}")))?;
+            for chunk in entries.chunks(MAX_MOVE) {
+                let mut batch = Encoded::default();
+                for e in chunk {
+                    batch.push(e.seq, e.at, e.case_ref.clone(), &e.detail);
                 }
-                next.answer(&Ok(()));
-                next = Gathered::default();
-                backoff = std::time::Duration::from_millis(100);
+                commit(&self.db, &batch, None).await?;
+                if let Some(last) = batch.last_seq() {
+                    self.in_table.store(last, Ordering::Release);
+                }
             }
-            Err(e) if !open => {
-                tracing::error!(error = %e, records = next.batch.rows.len(), "disclosure records not moved from the journal into the log's table before the writer stopped; the next start puts them there");
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, records = next.batch.rows.len(), "disclosure records not yet moved from the journal into the log's table; trying again");
-                next.answer(&Err(format!(
-                    "the disclosure log's table is behind its journal: {e}"
-                )));
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
-            }
+            next.behind = None;
         }
+        commit(&self.db, &next.batch, next.watermark).await?;
+        if let Some(last) = next.batch.last_seq() {
+            self.in_table.store(last, Ordering::Release);
+        }
+        Ok(())
     }
 }
 
@@ -563,6 +637,66 @@ mod tests {
         db.close().await;
     }
 
+    #[test]
+    fn records_let_go_of_are_not_held_again_only_how_far_they_go() {
+        let batch = |first: i64, n: u64| {
+            let records: Vec<_> = (0..n).map(record).collect();
+            Encoded::of(first, &records).unwrap()
+        };
+        let mut next = Gathered::default();
+        next.take(Move::Records(batch(1, 3)));
+        assert_eq!(next.batch.rows.len(), 3);
+        next.let_go();
+        assert!(next.batch.rows.is_empty());
+        assert_eq!(next.behind, Some(3));
+        // What comes next is in the journal too: only how far it goes is kept.
+        next.take(Move::Records(batch(4, 2)));
+        assert!(next.batch.rows.is_empty());
+        assert_eq!(next.behind, Some(5));
+        assert!(
+            !next.is_empty(),
+            "the records let go of are still to be stored"
+        );
+    }
+
+    #[tokio::test]
+    async fn records_let_go_of_while_the_table_is_away_are_read_back_from_the_journal() {
+        let test_db = TestDatabase::sqlite();
+        let db = Database::connect(test_db.url(), &[&crate::store::MIGRATIONS])
+            .await
+            .unwrap();
+        // Holding at most two records the table cannot take.
+        let writer = Writer::start_with(db.clone(), MAX_COMMITTED, 2)
+            .await
+            .unwrap();
+        writer.write(record(1)).await.unwrap();
+        assert_eq!(writer.pending(0, 10).await.unwrap().len(), 1);
+
+        // The table is away for longer than the mover holds records: every request still
+        // succeeds, and the mover lets go of the records after its next failed try.
+        rename(&db, "disclosures", "disclosures_away").await;
+        for n in 2..=7 {
+            writer.write(record(n)).await.unwrap();
+        }
+        let err = writer.pending(0, 10).await.unwrap_err();
+        assert!(err.to_string().contains("behind its journal"), "{err}");
+        writer.write(record(8)).await.unwrap();
+
+        // Back: the records come from the journal, then the ones after them, in order.
+        rename(&db, "disclosures_away", "disclosures").await;
+        writer.write(record(9)).await.unwrap();
+        let stored = writer.pending(0, 20).await.unwrap();
+        assert_eq!(
+            persons(&stored),
+            (1..=9).map(|n| format!("emp-{n}")).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            stored.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            (1..=9).collect::<Vec<i64>>()
+        );
+        db.close().await;
+    }
+
     #[tokio::test]
     async fn records_the_table_lacks_are_put_back_from_the_journal_when_the_writer_starts() {
         let (_test_db, db, writer) = on_file().await;
@@ -596,7 +730,7 @@ mod tests {
             let db = Database::connect(test_db.url(), &[&crate::store::MIGRATIONS])
                 .await
                 .unwrap();
-            let writer = Writer::start_with(db.clone(), 4).await.unwrap();
+            let writer = Writer::start_with(db.clone(), 4, MAX_HELD).await.unwrap();
             for n in 0..3 {
                 writer.write(record(n)).await.unwrap();
             }
@@ -643,7 +777,7 @@ mod tests {
             // A writer started again (after a restart) numbers on from the highest stored record.
             let highest = writer.pending(0, 100).await.unwrap().last().unwrap().0;
             drop(writer);
-            let again = Writer::start_with(db.clone(), 4).await.unwrap();
+            let again = Writer::start_with(db.clone(), 4, MAX_HELD).await.unwrap();
             again.write(record(11)).await.unwrap();
             let Taken::Records(after_restart) = again.take_committed(0, 10) else {
                 panic!("nothing was dropped");
