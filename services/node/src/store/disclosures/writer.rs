@@ -525,8 +525,10 @@ impl Mover {
         }
     }
 
-    /// Stores what `next` gathered: first what it let go of, read back from the journal, then
-    /// what it holds, with the watermark. What went in is taken out of `next`.
+    /// Stores what `next` gathered: first what it let go of, read back from the journal (and no
+    /// longer owed once that is in the table), then what it holds, with the watermark. The read
+    /// takes the journal's files into memory for a moment: after a long outage, that is what the
+    /// outage wrote.
     async fn store(&self, next: &mut Gathered) -> Result<(), Error> {
         if let Some(through) = next.behind {
             let (path, after) = (self.file.clone(), self.in_table.load(Ordering::Acquire));
