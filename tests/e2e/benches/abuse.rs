@@ -219,10 +219,7 @@ fn main() {
         return; // cargo bench --list asks which benches exist
     }
     raise_own_file_limit();
-    let seconds: u64 = std::env::var("ABUSE_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let seconds = doorzet_testkit::measure::setting("ABUSE_SECONDS", 10);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

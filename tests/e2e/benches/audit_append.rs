@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use doorzet_proto::v1::{self, audit_log_client::AuditLogClient};
-use doorzet_testkit::measure::cpu_seconds;
+use doorzet_testkit::measure::{cpu_seconds, setting};
 use doorzet_testkit::process::CoordinatorProcess;
 use tonic::transport::Channel;
 
@@ -113,12 +113,6 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let setting = |name: &str, default: u64| -> u64 {
-        std::env::var(name)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(default)
-    };
     let rounds = setting("APPEND_ROUNDS", 4).max(1);
     let seconds = setting("APPEND_SECONDS", 2).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -34,14 +34,8 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let count: usize = std::env::var("DEADLINES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
-    let load: usize = std::env::var("DEADLINES_LOAD")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
+    let count = doorzet_testkit::measure::setting("DEADLINES", 200) as usize;
+    let load = doorzet_testkit::measure::setting("DEADLINES_LOAD", 8) as usize;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -24,7 +24,7 @@ use doorzet_proto::v1::{
     partner_node_client::PartnerNodeClient,
 };
 use doorzet_testkit::audit::checkpoint_size;
-use doorzet_testkit::measure::{cpu_seconds, percentile, rss_mib};
+use doorzet_testkit::measure::{cpu_seconds, percentile, rss_mib, setting};
 use doorzet_testkit::mesh::{channel_as, with_token};
 use doorzet_testkit::process::{CoordinatorProcess, NodeProcess};
 use tonic::transport::Channel;
@@ -178,12 +178,6 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let setting = |name: &str, default: u64| -> u64 {
-        std::env::var(name)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(default)
-    };
     let rounds = setting("FACTS_ROUNDS", 5).max(1);
     let seconds = setting("FACTS_SECONDS", 2).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -194,10 +188,7 @@ fn main() {
         let mut coordinator = CoordinatorProcess::new("");
         // The bench's appends would pass the shipped per-organisation quota (50/s) at once.
         // FACTS_APPEND_RATE=50 runs with the shipped quota, so the appends mostly wait.
-        let rate: u64 = std::env::var("FACTS_APPEND_RATE")
-            .ok()
-            .and_then(|r| r.parse().ok())
-            .unwrap_or(1_000_000);
+        let rate = setting("FACTS_APPEND_RATE", 1_000_000);
         coordinator.start_with_env(&[
             ("DOORZET_AUDIT__APPEND_RATE", &rate.to_string()),
             ("DOORZET_AUDIT__APPEND_BURST", &rate.max(100).to_string()),

@@ -1,5 +1,5 @@
-//! Small measuring helpers shared by the benches: a process's resident memory and CPU time, and
-//! percentiles.
+//! Small measuring helpers shared by the benches: a process's resident memory and CPU time,
+//! percentiles, and the benches' settings from the environment.
 
 use std::time::Duration;
 
@@ -36,4 +36,13 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
         return Duration::ZERO;
     }
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// A bench's whole-number setting from the environment variable `name`, or `default` when it is
+/// unset or not a number.
+pub fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }

@@ -297,6 +297,17 @@ mod tests {
         out
     }
 
+    /// A new journal beside `node.db` in a directory of its own, holding record 1.
+    fn journal_with_one() -> (tempfile::TempDir, PathBuf, Journal) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("node.db");
+        let (mut journal, _) = Journal::open(&db).unwrap();
+        journal
+            .append(&frames(&[entry(1, "case-a", "[1]")]), 1)
+            .unwrap();
+        (dir, db, journal)
+    }
+
     proptest! {
         /// Whatever the records, they read back exactly; cut short, with a byte changed, or
         /// followed by frames of an earlier turn, the frames before that still do and nothing
@@ -350,11 +361,11 @@ mod tests {
 
     #[test]
     fn records_are_read_back_while_the_journal_is_open_and_a_missing_one_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("node.db");
-        let (mut journal, _) = Journal::open(&db).unwrap();
-        let written: Vec<_> = (1..=4).map(|n| entry(n, "case-a", "[n]")).collect();
-        journal.append(&frames(&written[..2]), 2).unwrap();
+        let (_dir, db, mut journal) = journal_with_one();
+        let written: Vec<_> = (1..=4)
+            .map(|n| entry(n, "case-a", &format!("[{n}]")))
+            .collect();
+        journal.append(&frames(&written[1..2]), 2).unwrap();
         journal.append(&frames(&written[2..]), 4).unwrap();
         assert_eq!(read_back(&db, 1, 3).unwrap(), written[1..3]);
         assert_eq!(read_back(&db, 0, 4).unwrap(), written);
@@ -438,12 +449,7 @@ mod tests {
 
     #[test]
     fn what_a_failed_batch_left_on_disk_is_not_read_after_the_next_batch() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("node.db");
-        let (mut journal, _) = Journal::open(&db).unwrap();
-        journal
-            .append(&frames(&[entry(1, "case-a", "[1]")]), 1)
-            .unwrap();
+        let (dir, db, mut journal) = journal_with_one();
         // A batch (2 to 4) whose write reached the file but whose sync failed: the journal
         // did not move on, and the writer does not use its numbers again.
         let failed = frames(&[
@@ -469,12 +475,7 @@ mod tests {
 
     #[test]
     fn a_batch_the_disk_refused_fails_and_the_next_goes_in_its_place() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("node.db");
-        let (mut journal, _) = Journal::open(&db).unwrap();
-        journal
-            .append(&frames(&[entry(1, "case-a", "[1]")]), 1)
-            .unwrap();
+        let (dir, db, mut journal) = journal_with_one();
         let at = journal.sizes().0;
         // The file can no longer be written (as after a disk error).
         let writable = std::mem::replace(
