@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use doorzet_proto::v1::{self, node_admin_client::NodeAdminClient};
-use doorzet_testkit::measure::{percentile, rss_mib};
+use doorzet_testkit::measure::{listing_only, percentile, rss_mib, runtime, setting};
 use doorzet_testkit::mesh::with_token;
 use doorzet_testkit::pki::server_only_client_config;
 use doorzet_testkit::process::{CoordinatorProcess, NodeProcess};
@@ -215,16 +215,12 @@ fn raise_own_file_limit() {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    if listing_only() {
         return; // cargo bench --list asks which benches exist
     }
     raise_own_file_limit();
-    let seconds = doorzet_testkit::measure::setting("ABUSE_SECONDS", 10);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async move {
+    let seconds = setting("ABUSE_SECONDS", 10);
+    runtime().block_on(async move {
         let mut coordinator = CoordinatorProcess::new("");
         coordinator.start();
         coordinator.wait_serving().await;

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use doorzet_proto::v1::{self, audit_log_client::AuditLogClient};
-use doorzet_testkit::measure::{cpu_seconds, setting};
+use doorzet_testkit::measure::{cpu_seconds, listing_only, runtime, setting};
 use doorzet_testkit::process::CoordinatorProcess;
 use tonic::transport::Channel;
 
@@ -110,16 +110,12 @@ where
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
+    if listing_only() {
+        return; // cargo bench --list asks which benches exist
     }
     let rounds = setting("APPEND_ROUNDS", 4).max(1);
     let seconds = setting("APPEND_SECONDS", 2).max(1);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async move {
+    runtime().block_on(async move {
         let mut coordinator = CoordinatorProcess::new("");
         // The shipped per-organisation quota (50 entries/s) would refuse the load at once.
         coordinator.start_with_env(&[

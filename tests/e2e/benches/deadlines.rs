@@ -25,22 +25,18 @@ use doorzet_proto::v1::{
     self, coordinator_client::CoordinatorClient, node_admin_client::NodeAdminClient,
 };
 use doorzet_testkit::TestMesh;
-use doorzet_testkit::measure::percentile;
+use doorzet_testkit::measure::{listing_only, percentile, runtime, setting};
 use doorzet_testkit::mesh::{channel_as, with_token};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
+    if listing_only() {
+        return; // cargo bench --list asks which benches exist
     }
-    let count = doorzet_testkit::measure::setting("DEADLINES", 200) as usize;
-    let load = doorzet_testkit::measure::setting("DEADLINES_LOAD", 8) as usize;
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(run(count, load));
+    let count = setting("DEADLINES", 200) as usize;
+    let load = setting("DEADLINES_LOAD", 8) as usize;
+    runtime().block_on(run(count, load));
 }
 
 /// One round's outcome: the lags the client saw, the coordinator's count, the load's rate.

@@ -32,7 +32,7 @@ use doorzet_proto::v1::{
     node_admin_client::NodeAdminClient,
 };
 use doorzet_testkit::audit::checkpoint_size;
-use doorzet_testkit::measure::{cpu_seconds, percentile};
+use doorzet_testkit::measure::{cpu_seconds, listing_only, percentile, runtime, setting};
 use doorzet_testkit::mesh::{channel_as, channel_with, health, with_token};
 use doorzet_testkit::pki::{Pki, TestOrg, server_only_client_config};
 use doorzet_testkit::process::Running;
@@ -71,13 +71,6 @@ term = { working_days = 5, urgent_hours = 24 }
 on_term_passed = "alert_process_director"
 follow_up_working_days = 20
 "#;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// `n` distinct free loopback addresses (all held until chosen, so none repeats).
 fn free_addrs(n: usize) -> Vec<SocketAddr> {
@@ -237,23 +230,19 @@ fn audit_waits(entries: &[(i64, Vec<u8>)], samples: &[(i64, u64)]) -> HashMap<St
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
+    if listing_only() {
+        return; // cargo bench --list asks which benches exist
     }
-    let nodes_n = env("ESC_NODES", 50) as usize;
-    let concurrency = env("ESC_CONCURRENCY", 64) as usize;
-    let seconds = env("ESC_SECONDS", 10);
-    let paced_rate = env("ESC_PACED_RATE", 50).max(1);
-    let paced_seconds = env("ESC_PACED_SECONDS", 20).max(1);
+    let nodes_n = setting("ESC_NODES", 50) as usize;
+    let concurrency = setting("ESC_CONCURRENCY", 64) as usize;
+    let seconds = setting("ESC_SECONDS", 10);
+    let paced_rate = setting("ESC_PACED_RATE", 50).max(1);
+    let paced_seconds = setting("ESC_PACED_SECONDS", 20).max(1);
     assert!(
         nodes_n > PARTICIPANTS,
         "ESC_NODES must exceed {PARTICIPANTS}"
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(run(
+    runtime().block_on(run(
         nodes_n,
         concurrency,
         seconds,

@@ -24,7 +24,7 @@ use doorzet_proto::v1::{
     partner_node_client::PartnerNodeClient,
 };
 use doorzet_testkit::audit::checkpoint_size;
-use doorzet_testkit::measure::{cpu_seconds, percentile, rss_mib, setting};
+use doorzet_testkit::measure::{cpu_seconds, listing_only, percentile, rss_mib, runtime, setting};
 use doorzet_testkit::mesh::{channel_as, with_token};
 use doorzet_testkit::process::{CoordinatorProcess, NodeProcess};
 use tonic::transport::Channel;
@@ -175,16 +175,12 @@ async fn seed(node: &NodeProcess) {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
+    if listing_only() {
+        return; // cargo bench --list asks which benches exist
     }
     let rounds = setting("FACTS_ROUNDS", 5).max(1);
     let seconds = setting("FACTS_SECONDS", 2).max(1);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async move {
+    runtime().block_on(async move {
         let mut coordinator = CoordinatorProcess::new("");
         // The bench's appends would pass the shipped per-organisation quota (50/s) at once.
         // FACTS_APPEND_RATE=50 runs with the shipped quota, so the appends mostly wait.

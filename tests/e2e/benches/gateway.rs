@@ -18,30 +18,19 @@ use doorzet_gateway::config::HttpLimits;
 use doorzet_proto::v1::{self, coordinator_client::CoordinatorClient};
 use doorzet_testkit::TestMesh;
 use doorzet_testkit::gateway::TestGateway;
-use doorzet_testkit::measure::percentile;
+use doorzet_testkit::measure::{listing_only, percentile, runtime, setting};
 use doorzet_testkit::mesh::{channel_as, with_token};
 
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
+    if listing_only() {
+        return; // cargo bench --list asks which benches exist
     }
-    let clients = env("GATEWAY_CLIENTS", 64) as usize;
-    let seconds = env("GATEWAY_SECONDS", 5);
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(run(clients, Duration::from_secs(seconds)));
+    let clients = setting("GATEWAY_CLIENTS", 64) as usize;
+    let seconds = setting("GATEWAY_SECONDS", 5);
+    runtime().block_on(run(clients, Duration::from_secs(seconds)));
 }
 
 struct Run {

@@ -1,5 +1,5 @@
-//! Small measuring helpers shared by the benches: a process's resident memory and CPU time,
-//! percentiles, and the benches' settings from the environment.
+//! Small helpers shared by the benches: a process's resident memory and CPU time, percentiles,
+//! the benches' settings from the environment, and the start of a bench binary.
 
 use std::time::Duration;
 
@@ -45,4 +45,18 @@ pub fn setting(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
+}
+
+/// Whether cargo only asks a bench binary which benches it holds (`--list`): it then returns at
+/// once instead of running.
+pub fn listing_only() -> bool {
+    std::env::args().any(|a| a == "--list")
+}
+
+/// The multi-threaded runtime a bench runs its load on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
 }

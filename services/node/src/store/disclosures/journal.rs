@@ -297,6 +297,13 @@ mod tests {
         out
     }
 
+    /// The sequence numbers `journal` holds when it is opened again (as at the next start).
+    fn seqs_when_opened_again(journal: Journal, db: &Path) -> Vec<i64> {
+        drop(journal);
+        let (_, held) = Journal::open(db).unwrap();
+        held.iter().map(|e| e.seq).collect()
+    }
+
     /// A new journal beside `node.db` in a directory of its own, holding record 1.
     fn journal_with_one() -> (tempfile::TempDir, PathBuf, Journal) {
         let dir = tempfile::tempdir().unwrap();
@@ -442,9 +449,7 @@ mod tests {
         journal
             .append(&frames(&[entry(6, "case-f", "[6]")]), 6)
             .unwrap();
-        drop(journal);
-        let (_, held) = Journal::open(&db).unwrap();
-        assert_eq!(held.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 6]);
+        assert_eq!(seqs_when_opened_again(journal, &db), [5, 6]);
     }
 
     #[test]
@@ -468,9 +473,7 @@ mod tests {
         journal
             .append(&frames(&[entry(5, "case-e", "[5]")]), 5)
             .unwrap();
-        drop(journal);
-        let (_, held) = Journal::open(&db).unwrap();
-        assert_eq!(held.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 5]);
+        assert_eq!(seqs_when_opened_again(journal, &db), [1, 5]);
     }
 
     #[test]
@@ -492,8 +495,6 @@ mod tests {
         journal
             .append(&frames(&[entry(3, "case-c", "[3]")]), 3)
             .unwrap();
-        drop(journal);
-        let (_, held) = Journal::open(&db).unwrap();
-        assert_eq!(held.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 3]);
+        assert_eq!(seqs_when_opened_again(journal, &db), [1, 3]);
     }
 }
