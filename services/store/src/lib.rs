@@ -107,9 +107,18 @@ impl std::ops::DerefMut for Writer {
     }
 }
 
-/// The settings every SQLite connection runs with.
-const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-    PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; PRAGMA cache_size = -32768;";
+/// Page size of a new SQLite file, in bytes. SQLite takes it only before the file's first write
+/// (an existing file keeps its own). Against the default 4 KiB, a commit of a batch of log records
+/// writes a quarter of the WAL frames (each one two system calls): the facts bench's `QueryFacts`
+/// rose by 0.03 × echo in each of three interleaved pairs (docs/performance.md, 2026-12-06, ninth
+/// session); 32 KiB gave no more, and the coordinator's appends were slower.
+const SQLITE_PAGE_SIZE: u32 = 16_384;
+
+/// The settings every SQLite connection runs with; the page size first, so that it applies to a
+/// file that `journal_mode` is about to create.
+const SQLITE_PRAGMAS: &str = "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; \
+    PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+    PRAGMA cache_size = -32768;";
 
 impl Database {
     /// Connects to `url` and applies every set of `migrations` (their versions must not overlap:
@@ -466,6 +475,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(mode, "wal");
+        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(page_size, i64::from(SQLITE_PAGE_SIZE));
         db.close().await;
         // Reopening runs the migrations again without effect and keeps the data.
         let db = Database::connect(&url, &[&MIGRATIONS]).await.unwrap();
