@@ -107,15 +107,13 @@ impl std::ops::DerefMut for Writer {
     }
 }
 
-/// Page size of a new SQLite file, in bytes. SQLite takes it only before the file's first write
-/// (an existing file keeps its own). Against the default 4 KiB, a commit of a batch of log records
-/// writes a quarter of the WAL frames (each one two system calls): the facts bench's `QueryFacts`
-/// rose by 0.03 × echo in each of three interleaved pairs (docs/performance.md, 2026-12-06, ninth
-/// session); 32 KiB gave no more, and the coordinator's appends were slower.
-const SQLITE_PAGE_SIZE: u32 = 16_384;
-
-/// The settings every SQLite connection runs with; the page size first, so that it applies to a
-/// file that `journal_mode` is about to create.
+/// The settings every SQLite connection runs with. The page size comes first, so that it applies
+/// to a file that `journal_mode` is about to create; SQLite takes it only before a file's first
+/// write (an existing file keeps its own). Against the default 4 KiB, 16 KiB pages make a commit of
+/// a batch of log records write a quarter of the WAL frames (each one two system calls): the facts
+/// bench's `QueryFacts` rose by 0.03 × echo in each of three interleaved pairs
+/// (docs/performance.md, 2026-12-06, ninth session); 32 KiB gave no more, and the coordinator's
+/// appends were slower.
 const SQLITE_PRAGMAS: &str = "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; \
     PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
     PRAGMA cache_size = -32768;";
@@ -479,7 +477,7 @@ mod tests {
             .fetch_one(db.pool())
             .await
             .unwrap();
-        assert_eq!(page_size, i64::from(SQLITE_PAGE_SIZE));
+        assert_eq!(page_size, 16_384, "a new file's page size");
         db.close().await;
         // Reopening runs the migrations again without effect and keeps the data.
         let db = Database::connect(&url, &[&MIGRATIONS]).await.unwrap();
