@@ -210,7 +210,7 @@ pub fn new_entry(time: SystemTime, actor: Oin, action: v1::AuditAction) -> v1::A
     v1::AuditEntry {
         version: VERSION,
         time: Some(time.into()),
-        actor_org: actor.to_string(),
+        actor_org: actor.as_str().to_owned(),
         action: action as i32,
         outcome: v1::AuditOutcome::Success as i32,
         ..Default::default()

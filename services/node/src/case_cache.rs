@@ -7,11 +7,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use doorzet_domain::disclosure::Basis;
+use doorzet_domain::disclosure::{Basis, FactCategory};
+use doorzet_proto::v1;
 use doorzet_store::Database;
 
 use crate::Error;
-use crate::store::cases::{self, Fact};
+use crate::store::cases;
 
 /// A case as `QueryFacts` sees it.
 #[derive(Debug)]
@@ -19,9 +20,19 @@ pub struct CaseView {
     /// The node's case id.
     pub case_id: String,
     /// Its facts.
-    pub facts: Vec<Fact>,
+    pub facts: Vec<CachedFact>,
     /// Its consents and legal bases.
     pub bases: Vec<Basis>,
+}
+
+/// A fact as `QueryFacts` judges and answers it: its category for the rule, and the answer's
+/// message built once (cloned into every answer that discloses it).
+#[derive(Debug)]
+pub struct CachedFact {
+    /// Its category.
+    pub category: FactCategory,
+    /// The contract's view of it.
+    pub pb: v1::Fact,
 }
 
 /// The cache; cheap to clone.
@@ -49,7 +60,14 @@ impl CaseCache {
         let view = match cases::case_for_ref(db, case_ref).await? {
             None => None,
             Some(case_id) => Some(Arc::new(CaseView {
-                facts: cases::facts(db, &case_id).await?,
+                facts: cases::facts(db, &case_id)
+                    .await?
+                    .iter()
+                    .map(|f| CachedFact {
+                        category: f.category,
+                        pb: f.to_pb(),
+                    })
+                    .collect(),
                 bases: cases::bases(db, &case_id)
                     .await?
                     .into_iter()

@@ -65,7 +65,7 @@ impl Query {
         Record {
             disclosure_id: ids::ordered("disc"),
             at,
-            requester_org: self.caller.to_string(),
+            requester_org: self.caller.as_str().to_owned(),
             requester_person: self.requested_by.clone(),
             on_behalf_of_org: String::new(),
             case_ref: self.case_ref.clone(),
@@ -99,9 +99,9 @@ pub async fn decide(
             return Ok((Err(e.into()), record));
         }
     };
-    record.on_behalf_of_org = snapshot.coordinator.to_string();
+    record.on_behalf_of_org = snapshot.coordinator.as_str().to_owned();
     record.escalation_id = grant.escalation_id.clone();
-    record.purpose = grant.purpose.to_string();
+    record.purpose = grant.purpose.as_str().to_owned();
     record.grant_id = grant.id.clone();
 
     let asker = Asker {
@@ -118,15 +118,19 @@ pub async fn decide(
             }
             match disclosure::decide(fact.category, &case.bases, &asker) {
                 Decision::Disclose { .. } => {
-                    record.disclosed_fact_ids.push(fact.fact_id.clone());
-                    record.disclosed_categories.push(fact.category.to_string());
-                    response.facts.push(fact.to_pb());
+                    record.disclosed_fact_ids.push(fact.pb.fact_id.clone());
+                    record
+                        .disclosed_categories
+                        .push(fact.category.as_str().to_owned());
+                    response.facts.push(fact.pb.clone());
                 }
                 Decision::Withhold(reason) => {
-                    record.withheld_fact_ids.push(fact.fact_id.clone());
-                    record.withheld_categories.push(fact.category.to_string());
+                    record.withheld_fact_ids.push(fact.pb.fact_id.clone());
+                    record
+                        .withheld_categories
+                        .push(fact.category.as_str().to_owned());
                     response.withheld.push(v1::WithheldFact {
-                        category: fact.category.to_string(),
+                        category: fact.category.as_str().to_owned(),
                         reason: v1::WithheldReason::from(reason) as i32,
                     });
                 }

@@ -33,7 +33,7 @@ pub enum GrantError {
 /// are judged on every request (time, caller, case).
 #[derive(Debug, Clone, Default)]
 pub struct Verified {
-    claims: Arc<RwLock<HashMap<String, (u64, GrantClaims)>>>,
+    claims: Arc<RwLock<HashMap<String, (u64, Arc<GrantClaims>)>>>,
 }
 
 /// Most grants remembered; past it the cache starts over.
@@ -56,16 +56,16 @@ impl Verified {
             .unwrap_or_else(|e| e.into_inner())
             .get(token)
             .filter(|(v, _)| *v == version)
-            .map(|(_, c)| c.clone());
+            .map(|(_, c)| Arc::clone(c));
         let claims = match known {
             Some(claims) => claims,
             None => {
-                let claims = signed_claims(snapshot, token)?;
+                let claims = Arc::new(signed_claims(snapshot, token)?);
                 let mut map = self.claims.write().unwrap_or_else(|e| e.into_inner());
                 if map.len() >= MAX_GRANTS {
                     map.clear();
                 }
-                map.insert(token.to_owned(), (version, claims.clone()));
+                map.insert(token.to_owned(), (version, Arc::clone(&claims)));
                 claims
             }
         };

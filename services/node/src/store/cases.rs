@@ -104,7 +104,7 @@ impl Fact {
     pub fn to_pb(&self) -> doorzet_proto::v1::Fact {
         doorzet_proto::v1::Fact {
             fact_id: self.fact_id.clone(),
-            category: self.category.to_string(),
+            category: self.category.as_str().to_owned(),
             value: self.value.clone(),
             source: self.source.clone(),
             recorded_at: Some(self.recorded_at.into()),
