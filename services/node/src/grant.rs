@@ -33,8 +33,12 @@ pub enum GrantError {
 /// are judged on every request (time, caller, case).
 #[derive(Debug, Clone, Default)]
 pub struct Verified {
-    claims: Arc<RwLock<HashMap<String, (u64, Arc<GrantClaims>)>>>,
+    claims: Arc<RwLock<HashMap<String, Known>>>,
 }
+
+/// A verified grant's claims (shared, not copied, into each request's check) and the directory
+/// version whose key verified them.
+type Known = (u64, Arc<GrantClaims>);
 
 /// Most grants remembered; past it the cache starts over.
 const MAX_GRANTS: usize = 10_000;
