@@ -10,6 +10,8 @@ use doorzet_domain::Oin;
 use doorzet_proto::v1;
 use prost::Message;
 
+pub use crate::canonical::EntryView;
+
 /// Current encoding version.
 pub const VERSION: u32 = 1;
 /// Longest identifier token.
@@ -66,16 +68,21 @@ fn org(field: &'static str, value: &str, is_required: bool) -> Result<(), EntryE
 
 /// Validates a wire entry: every field within its shape.
 pub fn validate(entry: &v1::AuditEntry) -> Result<(), EntryError> {
+    check(&EntryView::of(entry))
+}
+
+/// [`validate`] on an entry's fields wherever they are borrowed from.
+pub fn check(entry: &EntryView<'_>) -> Result<(), EntryError> {
     if entry.version != VERSION {
         return Err(err("version", "unsupported version"));
     }
     if entry.time.is_none() {
         return Err(err("time", "must be set"));
     }
-    org("actor_org", &entry.actor_org, true)?;
-    token("actor_subject", &entry.actor_subject, false)?;
-    org("on_behalf_of_org", &entry.on_behalf_of_org, false)?;
-    org("recipient_org", &entry.recipient_org, false)?;
+    org("actor_org", entry.actor_org, true)?;
+    token("actor_subject", entry.actor_subject, false)?;
+    org("on_behalf_of_org", entry.on_behalf_of_org, false)?;
+    org("recipient_org", entry.recipient_org, false)?;
     match v1::AuditAction::try_from(entry.action) {
         Ok(v1::AuditAction::Unspecified) | Err(_) => {
             return Err(err("action", "must be a known action"));
@@ -88,9 +95,9 @@ pub fn validate(entry: &v1::AuditEntry) -> Result<(), EntryError> {
         }
         Ok(_) => {}
     }
-    token("escalation_id", &entry.escalation_id, false)?;
-    token("case_ref", &entry.case_ref, false)?;
-    token("purpose", &entry.purpose, false)?;
+    token("escalation_id", entry.escalation_id, false)?;
+    token("case_ref", entry.case_ref, false)?;
+    token("purpose", entry.purpose, false)?;
     for (ids, categories, ids_field, categories_field) in [
         (
             &entry.fact_ids,
@@ -126,7 +133,12 @@ const MAX_SECONDS: i64 = 253_402_300_799;
 /// carry a citizen service number. Entries already in the log are read with [`validate`] alone,
 /// so a rule added later never makes an old log unreadable.
 pub fn validate_new(entry: &v1::AuditEntry) -> Result<(), EntryError> {
-    validate(entry)?;
+    check_new(&EntryView::of(entry))
+}
+
+/// [`validate_new`] on an entry's fields wherever they are borrowed from.
+pub fn check_new(entry: &EntryView<'_>) -> Result<(), EntryError> {
+    check(entry)?;
     if let Some(time) = &entry.time
         && (!(0..1_000_000_000).contains(&time.nanos) || !(0..=MAX_SECONDS).contains(&time.seconds))
     {
@@ -136,30 +148,30 @@ pub fn validate_new(entry: &v1::AuditEntry) -> Result<(), EntryError> {
         ));
     }
     let identifiers = [
-        ("actor_subject", entry.actor_subject.as_str()),
-        ("escalation_id", &entry.escalation_id),
-        ("case_ref", &entry.case_ref),
-        ("purpose", &entry.purpose),
+        ("actor_subject", entry.actor_subject),
+        ("escalation_id", entry.escalation_id),
+        ("case_ref", entry.case_ref),
+        ("purpose", entry.purpose),
     ]
     .into_iter()
-    .chain(entry.fact_ids.iter().map(|id| ("fact_ids", id.as_str())))
+    .chain(entry.fact_ids.iter().map(|id| ("fact_ids", *id)))
     .chain(
         entry
             .fact_categories
             .iter()
-            .map(|c| ("fact_categories", c.as_str())),
+            .map(|c| ("fact_categories", *c)),
     )
     .chain(
         entry
             .withheld_fact_ids
             .iter()
-            .map(|id| ("withheld_fact_ids", id.as_str())),
+            .map(|id| ("withheld_fact_ids", *id)),
     )
     .chain(
         entry
             .withheld_fact_categories
             .iter()
-            .map(|c| ("withheld_fact_categories", c.as_str())),
+            .map(|c| ("withheld_fact_categories", *c)),
     );
     for (field, value) in identifiers {
         if doorzet_domain::bsn::contains_bsn_shaped(value) {
@@ -170,6 +182,14 @@ pub fn validate_new(entry: &v1::AuditEntry) -> Result<(), EntryError> {
         }
     }
     Ok(())
+}
+
+/// Reads a new entry as received (its canonical encoding, [`check_new`]), without decoding it
+/// into owned strings: its fields for the caller's own checks, and the bytes to append.
+pub fn read_new(bytes: &[u8]) -> Result<(EntryView<'_>, Encoded), EntryError> {
+    let view = EntryView::parse(bytes)?;
+    check_new(&view)?;
+    Ok((view, Encoded(bytes.to_vec())))
 }
 
 /// Validates a new entry ([`validate_new`]) and encodes it canonically.
