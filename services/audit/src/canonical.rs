@@ -336,9 +336,7 @@ mod tests {
                 break;
             }
         }
-        for _ in 0..padding {
-            bytes.push(0);
-        }
+        bytes.extend(std::iter::repeat_n(0, usize::from(padding)));
         let last = bytes.len() - 1;
         for (i, b) in bytes.iter().enumerate() {
             out.push(if i < last { b | 0x80 } else { *b });
