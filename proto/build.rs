@@ -22,6 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .generate_default_stubs(true)
         // Undecodable requests are the caller's fault: INVALID_ARGUMENT, not prost's INTERNAL.
         .codec_path("crate::codec::StrictCodec")
+        // Written by hand (src/append.rs): the same bytes on the wire, each entry kept encoded.
+        .extern_path(".doorzet.v1.AppendRequest", "crate::append::AppendRequest")
         .compile_fds(fds)?;
     Ok(())
 }

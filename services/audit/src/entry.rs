@@ -184,12 +184,34 @@ pub fn check_new(entry: &EntryView<'_>) -> Result<(), EntryError> {
     Ok(())
 }
 
-/// Reads a new entry as received (its canonical encoding, [`check_new`]), without decoding it
-/// into owned strings: its fields for the caller's own checks, and the bytes to append.
-pub fn read_new(bytes: &[u8]) -> Result<(EntryView<'_>, Encoded), EntryError> {
-    let view = EntryView::parse(bytes)?;
-    check_new(&view)?;
-    Ok((view, Encoded(bytes.to_vec())))
+/// A new entry as received, in its canonical encoding, read in place: its fields for the
+/// receiver's own checks ([`Received::view`]), then [`Received::check_new`] for the bytes to
+/// append, without decoding every identifier into a string of its own and encoding it again.
+#[derive(Debug)]
+pub struct Received<'a> {
+    view: EntryView<'a>,
+    bytes: &'a [u8],
+}
+
+impl<'a> Received<'a> {
+    /// Reads `bytes`; an error when they are not the canonical encoding of an entry.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, EntryError> {
+        Ok(Self {
+            view: EntryView::parse(bytes)?,
+            bytes,
+        })
+    }
+
+    /// The entry's fields.
+    pub fn view(&self) -> &EntryView<'a> {
+        &self.view
+    }
+
+    /// Checks the rules of a new entry ([`check_new`]); the bytes to append.
+    pub fn check_new(self) -> Result<Encoded, EntryError> {
+        check_new(&self.view)?;
+        Ok(Encoded(self.bytes.to_vec()))
+    }
 }
 
 /// Validates a new entry ([`validate_new`]) and encodes it canonically.

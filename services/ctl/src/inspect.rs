@@ -82,9 +82,7 @@ pub async fn record_disclosure(
         Duration::from_secs(10),
     )?;
     let appended = v1::audit_log_client::AuditLogClient::new(channel)
-        .append(v1::AppendRequest {
-            entries: vec![entry],
-        })
+        .append(v1::AppendRequest::of(&[entry]))
         .await?
         .into_inner();
     let index = appended

@@ -141,7 +141,7 @@ async fn append_all(
 ) -> Result<(), tonic::Status> {
     while !entries.is_empty() {
         let rest = entries.split_off(entries.len().min(MAX_APPEND));
-        client.append(v1::AppendRequest { entries }).await?;
+        client.append(v1::AppendRequest::of(&entries)).await?;
         entries = rest;
     }
     Ok(())
@@ -160,8 +160,8 @@ struct Progress {
 }
 
 impl Appender {
-    /// Runs until `shutdown`.
-    pub fn spawn(self, shutdown: CancellationToken) {
+    /// Runs until `shutdown`; an append under way when it comes is finished first.
+    pub fn spawn(self, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let mut progress = None;
             let mut backoff = Duration::from_millis(250);
@@ -193,7 +193,7 @@ impl Appender {
                     }
                 }
             }
-        });
+        })
     }
 
     /// Appends everything pending, in order; the first call reads the watermark.

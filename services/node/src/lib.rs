@@ -72,6 +72,9 @@ impl Listeners {
     }
 }
 
+/// How long a stopping node waits for an audit append that is under way.
+const SHUTDOWN_APPEND: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs the node until `shutdown`, then drains in-flight requests and returns.
 pub async fn serve(
     listeners: Listeners,
@@ -140,7 +143,7 @@ pub async fn serve(
         );
     });
     let disclosure_writer = store::disclosures::Writer::start(db.clone()).await?;
-    disclosure_audit::Appender {
+    let appender = disclosure_audit::Appender {
         db: db.clone(),
         coordinator: coordinator_channel.clone(),
         org: config.org,
@@ -149,6 +152,7 @@ pub async fn serve(
         writer: disclosure_writer.clone(),
     }
     .spawn(shutdown.clone());
+    let flush_writer = disclosure_writer.clone();
 
     let max = config.limits.max_message_bytes;
     let case_cache = case_cache::CaseCache::default();
@@ -220,6 +224,20 @@ pub async fn serve(
     );
     let (mesh, local) = tokio::join!(mesh, local);
     shutdown.cancel();
+    // What the audit log acknowledged is marked before the database closes: an append that is
+    // under way ends first, then the mark goes into the table. Without this, records appended
+    // just before a stop were appended a second time after the restart.
+    if tokio::time::timeout(SHUTDOWN_APPEND, appender)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "an audit append was still under way at shutdown; its records are sent again after the restart"
+        );
+    }
+    if let Err(e) = flush_writer.flush().await {
+        tracing::warn!(error = %e, "the disclosure log's last marks were not stored; records may be appended again after the restart");
+    }
     let _ = admin.await;
     db.close().await;
     mesh?;

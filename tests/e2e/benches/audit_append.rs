@@ -127,19 +127,19 @@ fn main() {
         let channel: Channel = coordinator.member_channel();
         let org = coordinator.member.org.to_string();
         // The entries are made before the load, so the caller's own work stays out of the turns.
-        let calls: Arc<Vec<Vec<v1::AuditEntry>>> = Arc::new(
+        let calls: Arc<Vec<v1::AppendRequest>> = Arc::new(
             (0..64u64)
                 .map(|c| {
-                    (0..PER_CALL as u64)
-                        .map(|i| entry(&org, c * PER_CALL as u64 + i))
-                        .collect()
+                    v1::AppendRequest::of(
+                        &(0..PER_CALL as u64)
+                            .map(|i| entry(&org, c * PER_CALL as u64 + i))
+                            .collect::<Vec<_>>(),
+                    )
                 })
                 .collect(),
         );
         let probe = AuditLogClient::new(channel.clone())
-            .append(v1::AppendRequest {
-                entries: calls[0].clone(),
-            })
+            .append(calls[0].clone())
             .await;
         assert!(probe.is_ok(), "a node's entries are taken: {probe:?}");
 
@@ -155,7 +155,7 @@ fn main() {
                 let batch = calls_a[n as usize % calls_a.len()].clone();
                 async move {
                     client
-                        .append(v1::AppendRequest { entries: batch })
+                        .append(batch)
                         .await
                         .is_ok()
                 }

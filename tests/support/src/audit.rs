@@ -26,9 +26,11 @@ pub fn disclosure(actor: Oin, i: u64) -> v1::AuditEntry {
 /// Appends disclosures `from..from + count` by `actor` over `channel` (the actor's own).
 pub async fn append(channel: Channel, actor: Oin, from: u64, count: u64) -> v1::AppendResponse {
     AuditLogClient::new(channel)
-        .append(v1::AppendRequest {
-            entries: (from..from + count).map(|i| disclosure(actor, i)).collect(),
-        })
+        .append(v1::AppendRequest::of(
+            &(from..from + count)
+                .map(|i| disclosure(actor, i))
+                .collect::<Vec<_>>(),
+        ))
         .await
         .expect("append")
         .into_inner()

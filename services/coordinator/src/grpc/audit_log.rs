@@ -7,6 +7,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use doorzet_audit::entry::{self, EntryView};
 use doorzet_audit::log::AuditLog;
 use doorzet_audit::merkle::Hash;
 use doorzet_domain::Oin;
@@ -15,6 +16,7 @@ use doorzet_mesh::directory::{Directory, Snapshot};
 use doorzet_proto::convert::ConvertError;
 use doorzet_proto::v1::{self, audit_log_server, get_inclusion_proof_request::Entry};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use prost::Message;
 use tonic::{Request, Response, Status};
 
 use crate::Error;
@@ -54,15 +56,15 @@ impl AuditLogService {
         }
     }
 
-    /// Checks one entry a node wants to append and encodes it; `Err` names the entry and field.
-    fn check_node_entry(
+    /// The checks of what a node may say, on one entry's fields; `Err` names the entry and field.
+    fn check_node_fields(
         &self,
         snapshot: &Snapshot,
         caller: Oin,
         i: usize,
-        entry: &v1::AuditEntry,
+        entry: &EntryView<'_>,
         now: SystemTime,
-    ) -> Result<doorzet_audit::entry::Encoded, Error> {
+    ) -> Result<(), Error> {
         let invalid = |field: &str, reason: &str| {
             Error::InvalidArgument(ConvertError::new(
                 "entries",
@@ -81,8 +83,8 @@ impl AuditLogService {
             )));
         }
         for (field, value) in [
-            ("on_behalf_of_org", &entry.on_behalf_of_org),
-            ("recipient_org", &entry.recipient_org),
+            ("on_behalf_of_org", entry.on_behalf_of_org),
+            ("recipient_org", entry.recipient_org),
         ] {
             if value.is_empty() {
                 continue;
@@ -123,7 +125,39 @@ impl AuditLogService {
                 _ => {}
             }
         }
-        doorzet_audit::entry::encode_new(entry).map_err(|e| invalid(e.field, e.reason))
+        Ok(())
+    }
+
+    /// Checks one encoded entry a node wants to append: in place when it is in canonical form
+    /// (as every prost client writes it), else decoded and written canonically. `Err` names the
+    /// entry and field.
+    fn check_node_entry(
+        &self,
+        snapshot: &Snapshot,
+        caller: Oin,
+        i: usize,
+        bytes: &[u8],
+        now: SystemTime,
+    ) -> Result<entry::Encoded, Error> {
+        let invalid = |field: &str, reason: &str| {
+            Error::InvalidArgument(ConvertError::new(
+                "entries",
+                format!("entries[{i}].{field}: {reason}"),
+            ))
+        };
+        match entry::Received::parse(bytes) {
+            Ok(received) => {
+                self.check_node_fields(snapshot, caller, i, received.view(), now)?;
+                received.check_new()
+            }
+            Err(_) => {
+                let decoded = v1::AuditEntry::decode(bytes)
+                    .map_err(|_| invalid("bytes", "is not an AuditEntry"))?;
+                self.check_node_fields(snapshot, caller, i, &EntryView::of(&decoded), now)?;
+                entry::encode_new(&decoded)
+            }
+        }
+        .map_err(|e| invalid(e.field, e.reason))
     }
 }
 

@@ -308,13 +308,7 @@ async fn a_node_may_append_only_its_own_disclosures_about_members_now_within_its
     let mut client = AuditLogClient::new(coordinator.member_channel());
     let append = |entry: v1::AuditEntry| {
         let mut client = client.clone();
-        async move {
-            client
-                .append(v1::AppendRequest {
-                    entries: vec![entry],
-                })
-                .await
-        }
+        async move { client.append(v1::AppendRequest::of(&[entry])).await }
     };
     append(disclosure(&coordinator))
         .await
@@ -438,9 +432,8 @@ async fn a_node_may_append_only_its_own_disclosures_about_members_now_within_its
     }
 
     // The quota: a burst of 150 entries, then RESOURCE_EXHAUSTED.
-    let batch = |n| v1::AppendRequest {
-        entries: (0..n).map(|_| disclosure(&coordinator)).collect(),
-    };
+    let batch =
+        |n| v1::AppendRequest::of(&(0..n).map(|_| disclosure(&coordinator)).collect::<Vec<_>>());
     client.append(batch(100)).await.expect("within the burst");
     let err = client.append(batch(100)).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");

@@ -39,12 +39,7 @@ async fn no_acknowledged_entry_is_lost_when_the_coordinator_is_killed() {
                         e
                     })
                     .collect();
-                let Ok(response) = client
-                    .append(v1::AppendRequest {
-                        entries: entries.clone(),
-                    })
-                    .await
-                else {
+                let Ok(response) = client.append(v1::AppendRequest::of(&entries)).await else {
                     return;
                 };
                 let indexes = response.into_inner().leaf_indexes;

@@ -155,9 +155,10 @@ async fn nodes_append_only_as_themselves() {
     let mut client =
         AuditLogClient::new(channel_as(&mesh.nodes[1].org, &mesh.coordinator.endpoint));
     let err = client
-        .append(v1::AppendRequest {
-            entries: vec![disclosure(mesh.nodes[0].org.org, 1)],
-        })
+        .append(v1::AppendRequest::of(&[disclosure(
+            mesh.nodes[0].org.org,
+            1,
+        )]))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
@@ -165,9 +166,7 @@ async fn nodes_append_only_as_themselves() {
     let mut free_text = disclosure(mesh.nodes[1].org.org, 1);
     free_text.purpose = "eviction on 12 March".into();
     let err = client
-        .append(v1::AppendRequest {
-            entries: vec![free_text],
-        })
+        .append(v1::AppendRequest::of(&[free_text]))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
@@ -239,16 +238,13 @@ async fn audit_requests_out_of_range_are_refused_naming_the_field() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
-    let err = client
-        .append(v1::AppendRequest { entries: vec![] })
-        .await
-        .unwrap_err();
+    let err = client.append(v1::AppendRequest::of(&[])).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("entries"), "{}", err.message());
     let actor = mesh.nodes[0].org.org;
-    let too_many = (0..101).map(|i| disclosure(actor, i)).collect();
+    let too_many: Vec<_> = (0..101).map(|i| disclosure(actor, i)).collect();
     let err = client
-        .append(v1::AppendRequest { entries: too_many })
+        .append(v1::AppendRequest::of(&too_many))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);

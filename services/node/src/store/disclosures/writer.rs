@@ -168,6 +168,12 @@ impl Writer {
         Taken::Records(c.records.drain(..n).collect())
     }
 
+    /// Returns once the table holds every record whose [`Writer::write`] returned before, and
+    /// the latest [`Writer::appended`] mark.
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.catch_up().await
+    }
+
     /// Returns once the table holds every record whose [`Writer::write`] returned before.
     async fn catch_up(&self) -> Result<(), Error> {
         let Sink::Journal { mover, .. } = &self.sink else {
@@ -697,6 +703,21 @@ mod tests {
             (1..=9).collect::<Vec<i64>>()
         );
         db.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_flush_stores_the_latest_audit_mark_at_once() {
+        let (_test_db, db, writer) = on_file().await;
+        for n in 1..=2 {
+            writer.write(record(n)).await.unwrap();
+        }
+        writer.flush().await.unwrap();
+        assert_eq!(super::super::appended_through(&db).await.unwrap(), 0);
+        // The mark waits for the mover's next transaction (up to MOVE_LINGER); a flush, as at a
+        // node's shutdown, stores it now.
+        writer.appended(2).await.unwrap();
+        writer.flush().await.unwrap();
+        assert_eq!(super::super::appended_through(&db).await.unwrap(), 2);
     }
 
     #[tokio::test]
