@@ -81,7 +81,7 @@ pub fn decompose(mut start: u64, end: u64) -> Vec<Subtree> {
     out
 }
 
-/// Returns MTH(D[start:end]) for a range the RFC's recursion produces (start aligned).
+/// Returns `MTH(D[start:end])` for a range the RFC's recursion produces (start aligned).
 pub fn range_hash(source: &impl SubtreeSource, start: u64, end: u64) -> Hash {
     let parts = decompose(start, end);
     let mut iter = parts.iter().rev();
