@@ -30,6 +30,14 @@ const NODE_ACTIONS: [v1::AuditAction; 2] = [
     v1::AuditAction::FactsWithheld,
 ];
 
+/// Entry `i` of an `Append` is refused for `field`.
+fn invalid_entry(i: usize, field: &str, reason: &str) -> Error {
+    Error::InvalidArgument(ConvertError::new(
+        "entries",
+        format!("entries[{i}].{field}: {reason}"),
+    ))
+}
+
 /// The `AuditLog` service.
 #[derive(Debug, Clone)]
 pub struct AuditLogService {
@@ -65,12 +73,7 @@ impl AuditLogService {
         entry: &EntryView<'_>,
         now: SystemTime,
     ) -> Result<(), Error> {
-        let invalid = |field: &str, reason: &str| {
-            Error::InvalidArgument(ConvertError::new(
-                "entries",
-                format!("entries[{i}].{field}: {reason}"),
-            ))
-        };
+        let invalid = |field: &str, reason: &str| invalid_entry(i, field, reason);
         if entry.actor_org != caller.as_str() {
             return Err(Error::PermissionDenied(format!(
                 "entries[{i}].actor_org must be the caller's organisation {caller}"
@@ -139,12 +142,7 @@ impl AuditLogService {
         bytes: &[u8],
         now: SystemTime,
     ) -> Result<entry::Encoded, Error> {
-        let invalid = |field: &str, reason: &str| {
-            Error::InvalidArgument(ConvertError::new(
-                "entries",
-                format!("entries[{i}].{field}: {reason}"),
-            ))
-        };
+        let invalid = |field: &str, reason: &str| invalid_entry(i, field, reason);
         match entry::Received::parse(bytes) {
             Ok(received) => {
                 self.check_node_fields(snapshot, caller, i, received.view(), now)?;

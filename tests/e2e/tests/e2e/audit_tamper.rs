@@ -174,6 +174,46 @@ async fn nodes_append_only_as_themselves() {
 }
 
 #[tokio::test]
+async fn entries_are_appended_as_sent_when_canonical_and_written_canonically_otherwise() {
+    use prost::Message;
+    let mesh = TestMesh::start(1).await;
+    let actor = mesh.nodes[0].org.org;
+    let mut client =
+        AuditLogClient::new(channel_as(&mesh.nodes[0].org, &mesh.coordinator.endpoint));
+    let mut stored = async |bytes: Vec<u8>| {
+        let appended = client
+            .append(v1::AppendRequest {
+                entries: vec![bytes.into()],
+            })
+            .await?
+            .into_inner();
+        let start = appended.leaf_indexes[0];
+        let got = client
+            .get_entries(v1::GetEntriesRequest { start, limit: 1 })
+            .await?
+            .into_inner();
+        Ok::<_, tonic::Status>(got.entries[0].clone())
+    };
+    // As prost writes it: the log holds the very bytes sent.
+    let canonical = disclosure(actor, 1).encode_to_vec();
+    assert_eq!(stored(canonical.clone()).await.unwrap(), canonical);
+    // The same kind of entry with its version written twice decodes the same: it is taken, and
+    // the log holds it as written canonically.
+    let entry = disclosure(actor, 2);
+    let mut twice = entry.encode_to_vec();
+    twice.extend_from_slice(&[0x08, 0x01]);
+    assert_eq!(stored(twice).await.unwrap(), entry.encode_to_vec());
+    // Bytes that are no entry at all are refused, naming the entry.
+    let err = stored(vec![0xff, 0xff]).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("entries[0].bytes"),
+        "{}",
+        err.message()
+    );
+}
+
+#[tokio::test]
 async fn a_new_signing_key_for_the_same_log_is_an_alarm() {
     let mut mesh = TestMesh::start(2).await;
     append(&mesh, 0, 3).await;
