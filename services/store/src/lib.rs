@@ -111,9 +111,9 @@ impl std::ops::DerefMut for Writer {
 /// to a file that `journal_mode` is about to create; SQLite takes it only before a file's first
 /// write (an existing file keeps its own). Against the default 4 KiB, 16 KiB pages make a commit of
 /// a batch of log records write a quarter of the WAL frames (each one two system calls): the facts
-/// bench's `QueryFacts` rose by 0.03 × echo in each of three interleaved pairs
-/// (docs/performance.md, 2026-12-06, ninth session); 32 KiB gave no more, and the coordinator's
-/// appends were slower.
+/// bench's `QueryFacts` rose by 0.03 × echo in each of three interleaved pairs and by 0.005 on
+/// average in four more, within the bench's noise (docs/performance.md, 2026-12-06, ninth
+/// session); 32 KiB gave no more, and the coordinator's appends were slower.
 const SQLITE_PRAGMAS: &str = "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; \
     PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
     PRAGMA cache_size = -32768;";
