@@ -237,14 +237,18 @@ pub fn encode_new(entry: &v1::AuditEntry) -> Result<Encoded, EntryError> {
     Ok(Encoded(entry.encode_to_vec()))
 }
 
+/// Reads entry bytes in place, insisting on the canonical encoding and a valid entry ([`check`]):
+/// what a reader of the log needs when it does not keep the entry.
+pub fn check_encoded(bytes: &[u8]) -> Result<EntryView<'_>, EntryError> {
+    let view = EntryView::parse(bytes)?;
+    check(&view)?;
+    Ok(view)
+}
+
 /// Decodes entry bytes, insisting on the canonical encoding and a valid entry.
 pub fn decode(bytes: &[u8]) -> Result<v1::AuditEntry, EntryError> {
-    let entry = v1::AuditEntry::decode(bytes).map_err(|_| err("bytes", "not an AuditEntry"))?;
-    if entry.encode_to_vec() != bytes {
-        return Err(err("bytes", "not in canonical encoding"));
-    }
-    validate(&entry)?;
-    Ok(entry)
+    check_encoded(bytes)?;
+    v1::AuditEntry::decode(bytes).map_err(|_| err("bytes", "not an AuditEntry"))
 }
 
 /// Starts an entry for `action` by `actor` at `time`, outcome success; fill in the rest.

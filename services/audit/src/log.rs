@@ -237,10 +237,11 @@ impl AuditLog {
         .await
     }
 
-    /// Appends already encoded entries; they are decoded to check they are canonical and valid.
+    /// Appends already encoded entries; they are read in place to check they are canonical and
+    /// valid.
     pub async fn append_encoded(&self, entries: Vec<Vec<u8>>) -> Result<Appended, AuditError> {
         for bytes in &entries {
-            entry::decode(bytes)?;
+            entry::check_encoded(bytes)?;
         }
         self.enqueue(entries).await
     }

@@ -703,7 +703,7 @@ impl AuditWatch {
             }
             for (offset, body) in entries.iter().enumerate() {
                 let leaf_index = index + offset as u64;
-                if doorzet_audit::entry::decode(body).is_err() {
+                if doorzet_audit::entry::check_encoded(body).is_err() {
                     return Err(Outcome::Broken(format!(
                         "entry {leaf_index} is not a valid canonical entry"
                     )));
