@@ -18,8 +18,9 @@ pub const VERSION: u32 = 1;
 pub const MAX_TOKEN: usize = 64;
 /// Most fact ids or categories in one entry.
 pub const MAX_FACTS: usize = 64;
-/// Most entries one `AuditLog.Append` call may carry.
-pub const MAX_APPEND: usize = 100;
+/// Most entries one `AuditLog.Append` call may carry. The coordinator's per-organisation burst
+/// (`audit.append_burst`) is at least this, so that a full call is never refused for good.
+pub const MAX_APPEND: usize = 500;
 
 /// Why an entry was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -140,7 +140,8 @@ pub struct AuditConfig {
     /// Entries per second each organisation may append, on average.
     #[serde(default = "default_append_rate")]
     pub append_rate: u32,
-    /// Entries an organisation may append in one burst above that rate.
+    /// Entries an organisation may append in one burst above that rate; at least one full
+    /// `Append` (`doorzet_audit::entry::MAX_APPEND`, 500).
     #[serde(default = "default_append_burst")]
     pub append_burst: u32,
 }
@@ -179,10 +180,11 @@ impl CoordinatorConfig {
                 "mesh.listen and admin.listen must differ".into(),
             ));
         }
-        if self.audit.append_rate == 0 || self.audit.append_burst < 100 {
-            return Err(Error::Config(
-                "audit.append_rate must be at least 1 and audit.append_burst at least 100 (one full Append)".into(),
-            ));
+        let full_call = doorzet_audit::entry::MAX_APPEND;
+        if self.audit.append_rate == 0 || (self.audit.append_burst as usize) < full_call {
+            return Err(Error::Config(format!(
+                "audit.append_rate must be at least 1 and audit.append_burst at least {full_call} (one full Append)"
+            )));
         }
         if !(0.0..=1.0).contains(&self.directory.max_removed_share) {
             return Err(Error::Config(
@@ -242,5 +244,16 @@ mod tests {
             // Two listeners at most (a node's mesh and local), plus the process's other files.
             assert!(files >= 2 * config.limits.max_connections + 256, "{unit}");
         }
+    }
+
+    #[test]
+    fn a_burst_must_hold_one_full_append() {
+        let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy");
+        let mut config = CoordinatorConfig::load(&deploy.join("coordinator.example.toml")).unwrap();
+        config.audit.append_burst = doorzet_audit::entry::MAX_APPEND as u32;
+        assert!(config.validate().is_ok());
+        config.audit.append_burst -= 1;
+        let refused = config.validate().unwrap_err().to_string();
+        assert!(refused.contains("audit.append_burst"), "{refused}");
     }
 }

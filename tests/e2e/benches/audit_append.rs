@@ -1,5 +1,5 @@
 //! What a release coordinator spends on the audit entries nodes append: `AuditLog.Append` over
-//! mutual TLS, 100 entries a call shaped like a node's disclosure records (7 facts disclosed, 3
+//! mutual TLS, full calls (500 entries) shaped like a node's disclosure records (7 facts disclosed, 3
 //! withheld), from a few callers at once, against `AuditLog.GetCheckpoint` on the same listener in
 //! the same run (the request path without an entry). The two loads take turns. It reports the
 //! coordinator's CPU per entry and per checkpoint read, and their ratio: the figure to watch when

@@ -302,7 +302,7 @@ fn disclosure(coordinator: &CoordinatorProcess) -> v1::AuditEntry {
 async fn a_node_may_append_only_its_own_disclosures_about_members_now_within_its_quota() {
     let coordinator = coordinator_with(&[
         ("DOORZET_AUDIT__APPEND_RATE", "1"),
-        ("DOORZET_AUDIT__APPEND_BURST", "150"),
+        ("DOORZET_AUDIT__APPEND_BURST", "600"),
     ])
     .await;
     let mut client = AuditLogClient::new(coordinator.member_channel());
@@ -431,11 +431,11 @@ async fn a_node_may_append_only_its_own_disclosures_about_members_now_within_its
         assert!(err.message().contains(field), "{what}: {}", err.message());
     }
 
-    // The quota: a burst of 150 entries, then RESOURCE_EXHAUSTED.
+    // The quota: a burst of 600 entries, then RESOURCE_EXHAUSTED.
     let batch =
         |n| v1::AppendRequest::of(&(0..n).map(|_| disclosure(&coordinator)).collect::<Vec<_>>());
-    client.append(batch(100)).await.expect("within the burst");
-    let err = client.append(batch(100)).await.unwrap_err();
+    client.append(batch(500)).await.expect("within the burst");
+    let err = client.append(batch(500)).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("quota"), "{err:?}");
 }

@@ -282,7 +282,9 @@ async fn audit_requests_out_of_range_are_refused_naming_the_field() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("entries"), "{}", err.message());
     let actor = mesh.nodes[0].org.org;
-    let too_many: Vec<_> = (0..101).map(|i| disclosure(actor, i)).collect();
+    let too_many: Vec<_> = (0..doorzet_audit::entry::MAX_APPEND as u64 + 1)
+        .map(|i| disclosure(actor, i))
+        .collect();
     let err = client
         .append(v1::AppendRequest::of(&too_many))
         .await
