@@ -24,10 +24,10 @@ use crate::store::disclosures::{self, Outcome, Record, Taken};
 /// Records taken per round (sent in calls of at most [`MAX_APPEND`] entries and [`CALL_BYTES`]).
 const BATCH: u32 = 1000;
 /// How long records gather after a wake-up before they are appended: a little delay in the audit
-/// log for far fewer, fuller appends. The coordinator's cost of an entry is mostly its share of a
+/// log for far fewer, fuller appends. Much of the coordinator's cost of an entry is its share of a
 /// call (a commit, an `fsync`, a signed checkpoint, the task switches around them): at 10 ms a busy
-/// node's calls carried about 150 entries and the coordinator spent 14 µs an entry; at 25 ms they
-/// carry about 400 and it spends 7–9 µs.
+/// node's calls carried about 150 entries and the coordinator spent 13–18 µs an entry; at 25 ms
+/// they carry about 400 and it spends 7.5–11 µs.
 const LINGER: Duration = Duration::from_millis(25);
 /// Most encoded bytes of entries in one call (one larger entry goes alone): a quarter of the mesh's
 /// default message limit (`limits.max_message_bytes`, 1 MiB), so that a call of entries with many
