@@ -14,7 +14,6 @@ use doorzet_domain::Oin;
 use doorzet_proto::v1::{self, audit_log_client::AuditLogClient};
 use doorzet_store::Database;
 use prometheus_client::metrics::counter::Counter;
-use prost::Message;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -122,17 +121,14 @@ struct Call {
 
 /// The entries of one record, encoded, and their size as a call carries them.
 fn encoded(org: Oin, record: Record) -> (Vec<Bytes>, usize) {
-    let entries: Vec<Bytes> = entries_of(org, record)
-        .iter()
-        .map(|e| Bytes::from(e.encode_to_vec()))
-        .collect();
-    let bytes = entries.iter().map(|e| on_the_wire(e.len())).sum();
+    let entries = v1::AppendRequest::of(&entries_of(org, record)).entries;
+    let bytes = entries.iter().map(on_the_wire).sum();
     (entries, bytes)
 }
 
-/// What an entry of `len` bytes adds to a call: its tag, its length and itself.
-fn on_the_wire(len: usize) -> usize {
-    1 + prost::encoding::encoded_len_varint(len as u64) + len
+/// What an encoded entry adds to a call: its tag, its length and itself.
+fn on_the_wire(entry: &Bytes) -> usize {
+    prost::encoding::bytes::encoded_len(1, entry)
 }
 
 /// Splits records into `Append` calls in order, each at most [`MAX_APPEND`] entries and
@@ -171,7 +167,7 @@ fn first_call(entries: &[Bytes]) -> usize {
         .iter()
         .take(MAX_APPEND)
         .take_while(|e| {
-            bytes += on_the_wire(e.len());
+            bytes += on_the_wire(e);
             bytes <= CALL_BYTES
         })
         .count()
@@ -333,6 +329,7 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use proptest::prelude::*;
+    use prost::Message;
 
     use super::*;
 
@@ -380,7 +377,7 @@ mod tests {
             for call in &calls {
                 let n = call.records;
                 prop_assert!(n >= 1);
-                let bytes: usize = call.entries.iter().map(|e| on_the_wire(e.len())).sum();
+                let bytes = v1::AppendRequest { entries: call.entries.clone() }.encoded_len();
                 prop_assert_eq!(bytes, call.bytes);
                 prop_assert!(n == 1 || (call.entries.len() <= MAX_APPEND && bytes <= CALL_BYTES));
                 prop_assert_eq!(call.last_seq, records[next + n - 1].0);
