@@ -171,11 +171,6 @@ impl Writer {
     /// Returns once the table holds every record whose [`Writer::write`] returned before, and
     /// the latest [`Writer::appended`] mark.
     pub async fn flush(&self) -> Result<(), Error> {
-        self.catch_up().await
-    }
-
-    /// Returns once the table holds every record whose [`Writer::write`] returned before.
-    async fn catch_up(&self) -> Result<(), Error> {
         let Sink::Journal { mover, .. } = &self.sink else {
             return Ok(());
         };
@@ -189,20 +184,20 @@ impl Writer {
 
     /// Lists the newest `limit` entries for a case reference, newest first.
     pub async fn for_case_ref(&self, case_ref: &str, limit: u32) -> Result<Vec<Record>, Error> {
-        self.catch_up().await?;
+        self.flush().await?;
         for_case_ref(&self.db, case_ref, limit).await
     }
 
     /// The oldest `limit` entries after sequence number `after` (the watermark, or further when
     /// the appender is ahead of it) that go to the audit log, with their sequence numbers.
     pub async fn pending(&self, after: i64, limit: u32) -> Result<Vec<(i64, Record)>, Error> {
-        self.catch_up().await?;
+        self.flush().await?;
         pending(&self.db, after, limit).await
     }
 
     /// Marks an entry as kept here only.
     pub async fn mark_local_only(&self, seq: i64) -> Result<(), Error> {
-        self.catch_up().await?;
+        self.flush().await?;
         let mut conn = self.db.writer().await?;
         sqlx::query("UPDATE disclosures SET audit_state = $1 WHERE seq = $2")
             .bind(AuditState::LocalOnly as i32)
@@ -794,7 +789,7 @@ mod tests {
             assert_eq!(appended_through(&db).await.unwrap(), 0);
             writer.appended(last).await.unwrap();
             writer.write(record(10)).await.unwrap();
-            writer.catch_up().await.unwrap();
+            writer.flush().await.unwrap();
             assert_eq!(appended_through(&db).await.unwrap(), last);
 
             // A writer started again (after a restart) numbers on from the highest stored record.
