@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use doorzet_audit::entry::{MAX_APPEND, MAX_FACTS};
 use doorzet_domain::Oin;
+use doorzet_mesh::layers::shape::message_limit;
 use doorzet_proto::v1::{self, audit_log_client::AuditLogClient};
 use doorzet_store::Database;
 use prometheus_client::metrics::counter::Counter;
@@ -30,7 +31,8 @@ const BATCH: u32 = 1000;
 const LINGER: Duration = Duration::from_millis(25);
 /// Most encoded bytes of entries in one call (one larger entry goes alone): a quarter of the mesh's
 /// default message limit (`limits.max_message_bytes`, 1 MiB), so that a call of entries with many
-/// facts stays well within it.
+/// facts stays well within it. A coordinator that refuses a call as larger than its limit names
+/// the limit, and calls are kept within that from then on.
 const CALL_BYTES: usize = 256 * 1024;
 
 /// The background appender; `wake` after storing a record.
@@ -132,16 +134,16 @@ fn on_the_wire(entry: &Bytes) -> usize {
 }
 
 /// Splits records into `Append` calls in order, each at most [`MAX_APPEND`] entries and
-/// [`CALL_BYTES`], and ending on a record's last entry. A record with more than one call carries
+/// `call_bytes`, and ending on a record's last entry. A record with more than one call carries
 /// goes alone and is sent in as many calls as it takes.
-fn appends(org: Oin, records: Vec<(i64, Record)>) -> Vec<Call> {
+fn appends(org: Oin, records: Vec<(i64, Record)>, call_bytes: usize) -> Vec<Call> {
     let mut calls: Vec<Call> = Vec::new();
     for (seq, record) in records {
         let (entries, bytes) = encoded(org, record);
         match calls.last_mut() {
             Some(call)
                 if call.entries.len() + entries.len() <= MAX_APPEND
-                    && call.bytes + bytes <= CALL_BYTES =>
+                    && call.bytes + bytes <= call_bytes =>
             {
                 call.records += 1;
                 call.last_seq = seq;
@@ -160,28 +162,29 @@ fn appends(org: Oin, records: Vec<(i64, Record)>) -> Vec<Call> {
 }
 
 /// How many of `entries`, from the first, one call carries: at most [`MAX_APPEND`] and
-/// [`CALL_BYTES`], and at least one.
-fn first_call(entries: &[Bytes]) -> usize {
+/// `call_bytes`, and at least one.
+fn first_call(entries: &[Bytes], call_bytes: usize) -> usize {
     let mut bytes = 0;
     entries
         .iter()
         .take(MAX_APPEND)
         .take_while(|e| {
             bytes += on_the_wire(e);
-            bytes <= CALL_BYTES
+            bytes <= call_bytes
         })
         .count()
         .max(1)
 }
 
-/// Appends encoded `entries` in calls of at most [`MAX_APPEND`] entries and [`CALL_BYTES`].
+/// Appends encoded `entries` in calls of at most [`MAX_APPEND`] entries and `call_bytes`.
 async fn append_all(
     client: &mut AuditLogClient<Channel>,
     entries: Vec<Bytes>,
+    call_bytes: usize,
 ) -> Result<(), tonic::Status> {
     let mut rest = entries.as_slice();
     while !rest.is_empty() {
-        let (call, more) = rest.split_at(first_call(rest));
+        let (call, more) = rest.split_at(first_call(rest, call_bytes));
         client
             .append(v1::AppendRequest {
                 entries: call.to_vec(),
@@ -192,16 +195,25 @@ async fn append_all(
     Ok(())
 }
 
+/// The coordinator's message limit when `status` refused a call as larger than it and the limit is
+/// below `call_bytes` (a single entry above the limit gets the same refusal again: an error, not a
+/// smaller budget).
+fn smaller_limit(status: &tonic::Status, call_bytes: usize) -> Option<usize> {
+    message_limit(status).filter(|&limit| limit < call_bytes)
+}
+
 fn coordinator_error(status: &tonic::Status) -> crate::Error {
     crate::Error::Coordinator(format!("{}: {}", status.code(), status.message()))
 }
 
-/// How far the appender is: the last record appended, and whether the next come from the database
-/// (at start, after a failed append, and when the writer dropped some) or from the writer's hand.
+/// How far the appender is: the last record appended, whether the next come from the database
+/// (at start, after a failed append, and when the writer dropped some) or from the writer's hand,
+/// and how many bytes a call carries.
 #[derive(Debug)]
 struct Progress {
     appended_through: i64,
     from_db: bool,
+    call_bytes: usize,
 }
 
 impl Appender {
@@ -248,6 +260,7 @@ impl Appender {
             None => progress.insert(Progress {
                 appended_through: disclosures::appended_through(&self.db).await?,
                 from_db: true,
+                call_bytes: CALL_BYTES,
             }),
         };
         let mut client = AuditLogClient::new(self.coordinator.clone());
@@ -280,9 +293,14 @@ impl Appender {
             // Until these are appended, the database is where to find them.
             let from_db = std::mem::replace(&mut progress.from_db, true);
             let taken = pending.len();
-            for call in appends(self.org, pending) {
-                match append_all(&mut client, call.entries).await {
+            let mut smaller = None;
+            for call in appends(self.org, pending, progress.call_bytes) {
+                match append_all(&mut client, call.entries, progress.call_bytes).await {
                     Ok(()) => self.appended(progress, call.last_seq).await?,
+                    Err(status) if smaller_limit(&status, progress.call_bytes).is_some() => {
+                        smaller = smaller_limit(&status, progress.call_bytes);
+                        break;
+                    }
                     Err(status) if status.code() != tonic::Code::InvalidArgument => {
                         return Err(coordinator_error(&status));
                     }
@@ -295,7 +313,8 @@ impl Appender {
                             .await?;
                         for (seq, record) in these {
                             let id = record.disclosure_id.clone();
-                            match append_all(&mut client, encoded(self.org, record).0).await {
+                            let entries = encoded(self.org, record).0;
+                            match append_all(&mut client, entries, progress.call_bytes).await {
                                 Ok(()) => {}
                                 Err(s) if s.code() == tonic::Code::InvalidArgument => {
                                     tracing::error!(disclosure = %id, reason = %s.message(), "disclosure record refused by the audit log; kept in the node's log only");
@@ -308,6 +327,16 @@ impl Appender {
                         }
                     }
                 }
+            }
+            if let Some(limit) = smaller {
+                // The rest is read back from the database (`from_db` stays set) and sent again
+                // in smaller calls.
+                tracing::warn!(
+                    limit,
+                    "the coordinator takes smaller messages than the node sent; audit appends go in smaller calls from now on"
+                );
+                progress.call_bytes = limit;
+                continue;
             }
             progress.from_db = from_db;
             if !from_db && taken < BATCH as usize {
@@ -363,7 +392,9 @@ mod tests {
         /// takes in one call, and end on a record's last entry.
         #[test]
         fn appends_keep_order_and_the_audit_logs_limit(
-            shapes in prop::collection::vec((0usize..300, 0usize..300, any::<bool>()), 0..120)
+            shapes in prop::collection::vec((0usize..300, 0usize..300, any::<bool>()), 0..120),
+            // From the smallest message limit a coordinator takes up to the node's own budget.
+            call_bytes in prop_oneof![Just(CALL_BYTES), 1024usize..CALL_BYTES],
         ) {
             let org: Oin = "00000001000000000003".parse().unwrap();
             let records: Vec<(i64, Record)> = shapes
@@ -371,7 +402,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, (d, w, r))| (i as i64 + 1, record(*d, *w, *r)))
                 .collect();
-            let calls = appends(org, records.clone());
+            let calls = appends(org, records.clone(), call_bytes);
             prop_assert_eq!(calls.iter().map(|c| c.records).sum::<usize>(), records.len());
             let mut next = 0;
             for call in &calls {
@@ -379,7 +410,7 @@ mod tests {
                 prop_assert!(n >= 1);
                 let bytes = v1::AppendRequest { entries: call.entries.clone() }.encoded_len();
                 prop_assert_eq!(bytes, call.bytes);
-                prop_assert!(n == 1 || (call.entries.len() <= MAX_APPEND && bytes <= CALL_BYTES));
+                prop_assert!(n == 1 || (call.entries.len() <= MAX_APPEND && bytes <= call_bytes));
                 prop_assert_eq!(call.last_seq, records[next + n - 1].0);
                 let expected: Vec<_> = records[next..next + n]
                     .iter()
@@ -439,7 +470,7 @@ mod tests {
         let records: Vec<(i64, Record)> = (1..=BATCH as i64)
             .map(|i| (i, record(7, 3, false)))
             .collect();
-        let calls = appends(org, records);
+        let calls = appends(org, records, CALL_BYTES);
         assert_eq!(calls.len(), BATCH as usize / MAX_APPEND);
         assert!(
             calls
@@ -448,7 +479,7 @@ mod tests {
         );
         // Records of 64 facts a side fill a call by its bytes first.
         let large: Vec<(i64, Record)> = (1..=200).map(|i| (i, record(64, 64, false))).collect();
-        let calls = appends(org, large);
+        let calls = appends(org, large, CALL_BYTES);
         assert!(calls.len() > 1);
         assert!(
             calls
@@ -458,12 +489,31 @@ mod tests {
     }
 
     #[test]
+    fn only_a_refusal_for_a_smaller_message_limit_shrinks_the_calls() {
+        let limit = |n: usize| {
+            let mut s = tonic::Status::resource_exhausted("message too large");
+            s.metadata_mut()
+                .insert(doorzet_mesh::layers::shape::MESSAGE_LIMIT_KEY, n.into());
+            s
+        };
+        assert_eq!(smaller_limit(&limit(65_536), CALL_BYTES), Some(65_536));
+        // Already within it: one entry is larger than the limit, and that is an error.
+        assert_eq!(smaller_limit(&limit(65_536), 65_536), None);
+        // A quota's refusal names no limit.
+        let quota = tonic::Status::resource_exhausted("over the append quota");
+        assert_eq!(smaller_limit(&quota, CALL_BYTES), None);
+    }
+
+    #[test]
     fn a_call_takes_entries_up_to_its_limits_and_always_one() {
         let small = vec![Bytes::from(vec![1u8; 400]); MAX_APPEND + 10];
-        assert_eq!(first_call(&small), MAX_APPEND);
+        assert_eq!(first_call(&small, CALL_BYTES), MAX_APPEND);
         let large = vec![Bytes::from(vec![1u8; 100_000]); 5];
-        assert_eq!(first_call(&large), 2);
+        assert_eq!(first_call(&large, CALL_BYTES), 2);
         let huge = vec![Bytes::from(vec![1u8; CALL_BYTES + 1]); 2];
-        assert_eq!(first_call(&huge), 1);
+        assert_eq!(first_call(&huge, CALL_BYTES), 1);
+        // Within a coordinator's smaller limit (400 bytes with tag and length: 403 on the wire).
+        assert_eq!(first_call(&small, 4096), 10);
+        assert_eq!(first_call(&large, 4096), 1);
     }
 }

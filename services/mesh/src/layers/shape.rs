@@ -1,7 +1,8 @@
 //! Refuses, before any other work, what is not a gRPC call of the shape this server serves: a
 //! request without a `:path` of the form `/package.Service/Method`, a message larger than the limit
-//! (`RESOURCE_EXHAUSTED`, read from the length prefix before the message is buffered), and a body
-//! that ends inside a message (`INVALID_ARGUMENT`).
+//! (`RESOURCE_EXHAUSTED`, read from the length prefix before the message is buffered, with the limit
+//! in [`MESSAGE_LIMIT_KEY`] so that a client can send smaller messages), and a body that ends inside
+//! a message (`INVALID_ARGUMENT`).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -13,6 +14,33 @@ use tonic::Status;
 
 /// Size of a gRPC message prefix: one flag byte and a four-byte big-endian length.
 const PREFIX: usize = 5;
+
+/// Metadata of the `RESOURCE_EXHAUSTED` that refuses an oversized message: the server's limit in
+/// bytes (a message's length without its gRPC prefix).
+pub const MESSAGE_LIMIT_KEY: &str = "doorzet-max-message-bytes";
+
+/// The limit a refusal of an oversized message names, read from its [`MESSAGE_LIMIT_KEY`]; `None`
+/// for any other status (a quota's `RESOURCE_EXHAUSTED` among them).
+pub fn message_limit(status: &Status) -> Option<usize> {
+    if status.code() != tonic::Code::ResourceExhausted {
+        return None;
+    }
+    status
+        .metadata()
+        .get(MESSAGE_LIMIT_KEY)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn oversized(len: usize, max: usize) -> Status {
+    let mut status = Status::resource_exhausted(format!(
+        "message of {len} bytes is larger than the limit of {max} bytes"
+    ));
+    status.metadata_mut().insert(MESSAGE_LIMIT_KEY, max.into());
+    status
+}
 
 /// Wraps services in [`Shape`].
 #[derive(Debug, Clone, Copy)]
@@ -138,9 +166,7 @@ fn follow(
         if *prefix_len == PREFIX {
             let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
             if len > max {
-                return Err(Status::resource_exhausted(format!(
-                    "message of {len} bytes is larger than the limit of {max} bytes"
-                )));
+                return Err(oversized(len, max));
             }
             *prefix_len = 0;
             *remaining = len;
@@ -235,10 +261,26 @@ mod tests {
             "{}",
             err.message()
         );
+        assert_eq!(message_limit(&err), Some(1024));
         assert_eq!(
             run(framed(&[10, 1024]), 3, 1024).await.unwrap(),
             10 + 1024 + 10
         );
+    }
+
+    #[test]
+    fn only_an_oversized_message_names_a_limit() {
+        assert_eq!(message_limit(&oversized(20, 10)), Some(10));
+        let quota = Status::resource_exhausted("over the quota");
+        assert_eq!(message_limit(&quota), None);
+        let mut other = Status::invalid_argument("bad");
+        other.metadata_mut().insert(MESSAGE_LIMIT_KEY, 10.into());
+        assert_eq!(message_limit(&other), None);
+        let mut garbled = oversized(20, 10);
+        garbled
+            .metadata_mut()
+            .insert(MESSAGE_LIMIT_KEY, "ten".parse().unwrap());
+        assert_eq!(message_limit(&garbled), None);
     }
 
     #[tokio::test]

@@ -405,6 +405,17 @@ async fn reaches(
     .await
 }
 
+/// Participant 1's grant for `case_ref`, a client of the coordinator's audit log as that
+/// participant, and its organisation id (the recipient its records name).
+fn asking(
+    mesh: &TestMesh,
+    case_ref: &str,
+) -> (String, AuditLogClient<tonic::transport::Channel>, String) {
+    let grant = mesh.coordinator.org.grant(&claims(mesh, 1, case_ref));
+    let audit = AuditLogClient::new(channel_as(&mesh.nodes[1].org, &mesh.coordinator.endpoint));
+    (grant, audit, mesh.nodes[1].org.org.to_string())
+}
+
 async fn ask(mesh: &TestMesh, grant: &str, case_ref: &str) {
     partner(mesh, 1, 0)
         .query_facts(query(grant, case_ref))
@@ -417,9 +428,7 @@ async fn disclosures_made_while_the_coordinator_is_down_reach_its_audit_log_once
     let mut mesh = TestMesh::start(2).await;
     // Nothing is linked to this reference: each answer is one audit entry.
     let case_ref = "case-downtimeqwrtz";
-    let grant = mesh.coordinator.org.grant(&claims(&mesh, 1, case_ref));
-    let recipient = mesh.nodes[1].org.org.to_string();
-    let audit = AuditLogClient::new(channel_as(&mesh.nodes[1].org, &mesh.coordinator.endpoint));
+    let (grant, audit, recipient) = asking(&mesh, case_ref);
     let reaches = |n: usize| reaches(&audit, case_ref, &recipient, n);
 
     ask(&mesh, &grant, case_ref).await;
@@ -442,6 +451,31 @@ async fn disclosures_made_while_the_coordinator_is_down_reach_its_audit_log_once
     // One more after the recovery: once it is in, anything sent twice before it would be too.
     ask(&mesh, &grant, case_ref).await;
     assert_eq!(reaches(7).await, 7);
+    mesh.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_coordinator_that_takes_smaller_messages_still_gets_every_record() {
+    let mut mesh = TestMesh::start(2).await;
+    // 4 KiB holds about a dozen of these entries; a node's calls carry up to 256 KiB.
+    mesh.restart_coordinator_with(|_, config| config.limits.max_message_bytes = 4096)
+        .await;
+    let case_ref = "case-smallcallsqw";
+    let (grant, audit, recipient) = asking(&mesh, case_ref);
+    let reaches = |n: usize| reaches(&audit, case_ref, &recipient, n);
+
+    // One record is a call well within the limit.
+    ask(&mesh, &grant, case_ref).await;
+    assert_eq!(reaches(1).await, 1);
+
+    // Records made while the coordinator is down go in together when it is back: one call of
+    // about 15 KB, refused as larger than the limit, then smaller calls.
+    mesh.stop_coordinator();
+    for _ in 0..60 {
+        ask(&mesh, &grant, case_ref).await;
+    }
+    mesh.restart_coordinator(|_| {}).await;
+    assert_eq!(reaches(61).await, 61);
     mesh.shutdown();
 }
 

@@ -1,6 +1,7 @@
 //! Limits that protect every server: oversized messages are refused with a clear status and the
 //! server keeps serving.
 
+use doorzet_mesh::layers::shape::message_limit;
 use doorzet_proto::v1::{self, directory_client::DirectoryClient};
 use doorzet_testkit::TestMesh;
 use doorzet_testkit::mesh::channel_as;
@@ -23,6 +24,8 @@ async fn oversized_request_is_refused_and_the_server_carries_on() {
         "{}",
         err.message()
     );
+    // The limit reaches the caller as metadata too, for clients that send smaller messages.
+    assert_eq!(message_limit(&err), Some(1024 * 1024));
     client
         .list_members(v1::ListMembersRequest {})
         .await
