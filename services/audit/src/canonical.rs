@@ -42,6 +42,8 @@ pub struct EntryView<'a> {
     pub withheld_fact_ids: Vec<&'a str>,
     /// Their categories.
     pub withheld_fact_categories: Vec<&'a str>,
+    /// The sender's id of the record the entry is of.
+    pub record_id: &'a str,
 }
 
 fn not_canonical() -> EntryError {
@@ -81,13 +83,13 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field's tag and wire type, or None at the end. Every tag of these messages is
-    /// below 16, so a key is one byte.
+    /// at most 16, so a key is one or two bytes.
     fn key(&mut self) -> Result<Option<(u8, u8)>, EntryError> {
         if self.is_done() {
             return Ok(None);
         }
         let key = self.varint()?;
-        if key >= 0x80 {
+        if key >= 17 << 3 {
             return Err(not_canonical());
         }
         Ok(Some(((key >> 3) as u8, (key & 7) as u8)))
@@ -172,7 +174,7 @@ impl<'a> EntryView<'a> {
                 10 => e.fact_categories.push(r.str()?),
                 14 => e.withheld_fact_ids.push(r.str()?),
                 15 => e.withheld_fact_categories.push(r.str()?),
-                3 | 4 | 5 | 7 | 8 | 11 | 13 => {
+                3 | 4 | 5 | 7 | 8 | 11 | 13 | 16 => {
                     let s = r.str()?;
                     if s.is_empty() {
                         return Err(not_canonical());
@@ -184,7 +186,8 @@ impl<'a> EntryView<'a> {
                         7 => &mut e.escalation_id,
                         8 => &mut e.case_ref,
                         11 => &mut e.purpose,
-                        _ => &mut e.recipient_org,
+                        13 => &mut e.recipient_org,
+                        _ => &mut e.record_id,
                     } = s;
                 }
                 _ => return Err(not_canonical()),
@@ -212,6 +215,7 @@ impl<'a> EntryView<'a> {
             recipient_org: &entry.recipient_org,
             withheld_fact_ids: strs(&entry.withheld_fact_ids),
             withheld_fact_categories: strs(&entry.withheld_fact_categories),
+            record_id: &entry.record_id,
         }
     }
 }
@@ -236,6 +240,7 @@ mod tests {
             token(),
             token(),
             token(),
+            token(),
         );
         let lists = (
             prop::collection::vec(token(), 0..4),
@@ -253,7 +258,7 @@ mod tests {
             prop_oneof![Just(0i32), -3i32..20, any::<i32>()],
         );
         (strings, lists, numbers).prop_map(
-            |((a, b, c, d, e, f, g), (l1, l2, l3, l4), (version, time, action, outcome))| {
+            |((a, b, c, d, e, f, g, h), (l1, l2, l3, l4), (version, time, action, outcome))| {
                 v1::AuditEntry {
                     version,
                     time: time.map(|(seconds, nanos)| Timestamp { seconds, nanos }),
@@ -270,6 +275,7 @@ mod tests {
                     recipient_org: g,
                     withheld_fact_ids: l3,
                     withheld_fact_categories: l4,
+                    record_id: h,
                 }
             },
         )
@@ -343,7 +349,7 @@ mod tests {
         }
     }
 
-    /// One field as written on the wire, right or wrong: tag 16 is unknown to `AuditEntry`, and
+    /// One field as written on the wire, right or wrong: tag 17 is unknown to `AuditEntry`, and
     /// each part may take a wrong wire type, a value prost leaves out or a longer varint.
     fn field() -> impl Strategy<Value = Vec<u8>> {
         let varint = prop_oneof![
@@ -369,7 +375,7 @@ mod tests {
             Just(vec![0xff, 0xfe]),
             timestamp,
         ];
-        (1u8..17, any::<bool>(), 0u8..8, varint, 0u8..2, payload).prop_map(
+        (1u8..18, any::<bool>(), 0u8..8, varint, 0u8..2, payload).prop_map(
             |(tag, right_wire, other_wire, value, padding, payload)| {
                 let wire = match (right_wire, tag) {
                     (true, 1 | 6 | 12) => 0,
@@ -416,6 +422,18 @@ mod tests {
     }
 
     #[test]
+    fn reads_a_record_id_behind_a_two_byte_key() {
+        let e = v1::AuditEntry {
+            version: 1,
+            record_id: "disc-1".into(),
+            ..Default::default()
+        };
+        let bytes = e.encode_to_vec();
+        assert_eq!(&bytes[2..4], [0x82, 0x01]);
+        assert_eq!(EntryView::parse(&bytes).unwrap().record_id, "disc-1");
+    }
+
+    #[test]
     fn longer_forms_than_needed_are_refused() {
         let e = v1::AuditEntry {
             version: 1,
@@ -424,13 +442,15 @@ mod tests {
         assert_eq!(e.encode_to_vec(), [0x08, 0x01]);
         assert!(EntryView::parse(&[0x08, 0x01]).is_ok());
         // version = 1 written in two bytes; version = 0 written out; version twice; a field of
-        // another wire type; an unknown field.
+        // another wire type (tag 16 as a varint); an unknown field (tag 17); a key in three bytes.
         for bytes in [
             &[0x08, 0x81, 0x00][..],
             &[0x08, 0x00],
             &[0x08, 0x01, 0x08, 0x01],
             &[0x0a, 0x00],
             &[0x80, 0x01, 0x00],
+            &[0x8a, 0x01, 0x01, 0x61],
+            &[0x82, 0x81, 0x00, 0x01, 0x61],
         ] {
             assert!(EntryView::parse(bytes).is_err(), "{bytes:?}");
             assert!(prost_canonical(bytes).is_none(), "{bytes:?}");

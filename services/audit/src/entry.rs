@@ -99,6 +99,7 @@ pub fn check(entry: &EntryView<'_>) -> Result<(), EntryError> {
     token("escalation_id", entry.escalation_id, false)?;
     token("case_ref", entry.case_ref, false)?;
     token("purpose", entry.purpose, false)?;
+    token("record_id", entry.record_id, false)?;
     for (ids, categories, ids_field, categories_field) in [
         (
             &entry.fact_ids,
@@ -153,6 +154,7 @@ pub fn check_new(entry: &EntryView<'_>) -> Result<(), EntryError> {
         ("escalation_id", entry.escalation_id),
         ("case_ref", entry.case_ref),
         ("purpose", entry.purpose),
+        ("record_id", entry.record_id),
     ]
     .into_iter()
     .chain(entry.fact_ids.iter().map(|id| ("fact_ids", *id)))
@@ -211,7 +213,10 @@ impl<'a> Received<'a> {
     /// Checks the rules of a new entry ([`check_new`]); the bytes to append.
     pub fn check_new(self) -> Result<Encoded, EntryError> {
         check_new(&self.view)?;
-        Ok(Encoded(self.bytes.to_vec()))
+        Ok(Encoded {
+            bytes: self.bytes.to_vec(),
+            keyed: !self.view.record_id.is_empty(),
+        })
     }
 }
 
@@ -223,19 +228,42 @@ pub fn encode(entry: &v1::AuditEntry) -> Result<Vec<u8>, EntryError> {
 /// A new entry that passed [`validate_new`], in its canonical encoding: what the log appends
 /// without checking it again.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Encoded(Vec<u8>);
+pub struct Encoded {
+    bytes: Vec<u8>,
+    keyed: bool,
+}
 
 impl Encoded {
     /// The encoded bytes.
     pub fn into_bytes(self) -> Vec<u8> {
-        self.0
+        self.bytes
+    }
+
+    /// The encoded bytes, borrowed.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Whether the entry has a `record_id`, and so is appended once however often it is sent.
+    pub fn is_keyed(&self) -> bool {
+        self.keyed
     }
 }
 
 /// Validates a new entry ([`validate_new`]) and encodes it canonically, once.
 pub fn encode_new(entry: &v1::AuditEntry) -> Result<Encoded, EntryError> {
     validate_new(entry)?;
-    Ok(Encoded(entry.encode_to_vec()))
+    Ok(Encoded {
+        bytes: entry.encode_to_vec(),
+        keyed: !entry.record_id.is_empty(),
+    })
+}
+
+/// Reads entry bytes in place as [`check_encoded`] does, for appending: the bytes, and whether
+/// the entry is keyed.
+pub fn check_for_append(bytes: Vec<u8>) -> Result<Encoded, EntryError> {
+    let keyed = !check_encoded(&bytes)?.record_id.is_empty();
+    Ok(Encoded { bytes, keyed })
 }
 
 /// Reads entry bytes in place, insisting on the canonical encoding and a valid entry ([`check`]):

@@ -92,12 +92,13 @@ const WRITER_LOCK: i64 = 0x646f_6f72_7a65_7461;
 const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 type Reply = oneshot::Sender<Result<Appended, AuditError>>;
+type Queued = (Vec<entry::Encoded>, Reply);
 
 /// A handle to the log; cheap to clone.
 #[derive(Clone)]
 pub struct AuditLog {
     shared: Arc<Shared>,
-    queue: mpsc::Sender<(Vec<Vec<u8>>, Reply)>,
+    queue: mpsc::Sender<Queued>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -223,30 +224,26 @@ impl AuditLog {
         self.append_checked(encoded).await
     }
 
-    /// Appends entries that [`entry::encode_new`] checked and encoded.
+    /// Appends entries that [`entry::encode_new`] checked and encoded. An entry with a
+    /// `record_id` that the log already holds is not appended again: its index is the one it has.
     pub async fn append_checked(
         &self,
         entries: Vec<entry::Encoded>,
     ) -> Result<Appended, AuditError> {
-        self.enqueue(
-            entries
-                .into_iter()
-                .map(entry::Encoded::into_bytes)
-                .collect(),
-        )
-        .await
-    }
-
-    /// Appends already encoded entries; they are read in place to check they are canonical and
-    /// valid.
-    pub async fn append_encoded(&self, entries: Vec<Vec<u8>>) -> Result<Appended, AuditError> {
-        for bytes in &entries {
-            entry::check_encoded(bytes)?;
-        }
         self.enqueue(entries).await
     }
 
-    async fn enqueue(&self, entries: Vec<Vec<u8>>) -> Result<Appended, AuditError> {
+    /// Appends already encoded entries, as [`AuditLog::append_checked`]; they are read in place to
+    /// check they are canonical and valid.
+    pub async fn append_encoded(&self, entries: Vec<Vec<u8>>) -> Result<Appended, AuditError> {
+        let entries = entries
+            .into_iter()
+            .map(entry::check_for_append)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.enqueue(entries).await
+    }
+
+    async fn enqueue(&self, entries: Vec<entry::Encoded>) -> Result<Appended, AuditError> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send((entries, reply))
@@ -333,10 +330,7 @@ impl AuditLog {
 
     async fn leaf_hash(&self, index: u64, size: u64) -> Result<Hash, AuditError> {
         let (_, partial) = self.check_size(size)?;
-        let leaf = Subtree { level: 0, index };
-        let blocks = fetch_blocks(&self.shared.db, &[leaf], size, &partial).await?;
-        let state = read_state(&self.shared);
-        Ok(Fetched::new(&state.upper, blocks, &[leaf])?.complete(leaf))
+        stored_leaf_hash(&self.shared, index, size, &partial).await
     }
 
     /// Returns the consistency proof between two sizes (0 < first ≤ second ≤ latest).
@@ -463,7 +457,20 @@ async fn fetch_blocks(
     Ok(blocks)
 }
 
-async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<(Vec<Vec<u8>>, Reply)>) {
+/// The leaf hash at `index` in the tree of `size`, from its tile or the incomplete block.
+async fn stored_leaf_hash(
+    shared: &Shared,
+    index: u64,
+    size: u64,
+    partial: &Partial,
+) -> Result<Hash, AuditError> {
+    let leaf = Subtree { level: 0, index };
+    let blocks = fetch_blocks(&shared.db, &[leaf], size, partial).await?;
+    let state = read_state(shared);
+    Ok(Fetched::new(&state.upper, blocks, &[leaf])?.complete(leaf))
+}
+
+async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Queued>) {
     while let Some(first) = rx.recv().await {
         let mut requests = vec![first];
         let mut count = requests[0].0.len();
@@ -680,10 +687,54 @@ async fn recover(
     Err(error)
 }
 
+/// The indexes the log already holds of the keyed entries (those with a `record_id`) among
+/// `hashes`: candidates from the leaf-hash index, each confirmed against the stored leaf hash.
+async fn already_in(
+    shared: &Shared,
+    batches: &[Vec<entry::Encoded>],
+    hashes: &[Hash],
+) -> Result<HashMap<Hash, u64>, AuditError> {
+    let keyed = batches.iter().flatten().zip(hashes);
+    let (size, candidates, partial) = {
+        let state = read_state(shared);
+        let size = state.checkpoint.size;
+        let candidates: Vec<(Hash, u64)> = keyed
+            .filter(|(e, _)| e.is_keyed())
+            .flat_map(|(_, h)| state.by_hash.candidates(h, size).map(|i| (*h, i)))
+            .collect();
+        let partial = Partial {
+            latest: size,
+            hashes: if candidates.is_empty() {
+                Vec::new()
+            } else {
+                state.partial.clone()
+            },
+        };
+        (size, candidates, partial)
+    };
+    let mut found = HashMap::new();
+    for (hash, index) in candidates {
+        if !found.contains_key(&hash)
+            && stored_leaf_hash(shared, index, size, &partial).await? == hash
+        {
+            found.insert(hash, index);
+        }
+    }
+    Ok(found)
+}
+
 async fn commit(
     shared: &Shared,
-    batches: Vec<Vec<Vec<u8>>>,
+    batches: Vec<Vec<entry::Encoded>>,
 ) -> Result<(u64, Vec<Vec<u64>>), AuditError> {
+    let hashes: Vec<Hash> = batches
+        .iter()
+        .flatten()
+        .map(|e| merkle::leaf_hash(e.bytes()))
+        .collect();
+    // A keyed entry is in the log once: sent again, it gets the index it has (or the one it gets
+    // in this batch).
+    let mut known = already_in(shared, &batches, &hashes).await?;
     let (mut frontier, mut partial) = {
         let state = read_state(shared);
         (state.frontier.clone(), state.partial.clone())
@@ -700,10 +751,19 @@ async fn commit(
     let mut rows = Vec::new();
     let mut finished = Vec::new();
     let mut index_ranges = Vec::with_capacity(batches.len());
+    let mut hashes = hashes.into_iter();
     for entries in batches {
         let mut indexes = Vec::with_capacity(entries.len());
-        for bytes in entries {
-            let hash = merkle::leaf_hash(&bytes);
+        for entry in entries {
+            let hash = hashes.next().expect("a hash for every entry");
+            if entry.is_keyed() {
+                if let Some(index) = known.get(&hash) {
+                    indexes.push(*index);
+                    continue;
+                }
+                known.insert(hash, frontier.size());
+            }
+            let bytes = entry.into_bytes();
             indexes.push(frontier.size());
             frontier.push(hash, |s, h| {
                 if s.level % STRIDE == 0 {
@@ -718,6 +778,11 @@ async fn commit(
             rows.push((hash, bytes));
         }
         index_ranges.push(indexes);
+    }
+    if rows.is_empty() {
+        // Every entry was in the log already: nothing to write, and the latest checkpoint covers
+        // them.
+        return Ok((first_index, index_ranges));
     }
     let checkpoint = Checkpoint {
         origin: shared.options.origin.clone(),
@@ -953,6 +1018,91 @@ mod tests {
             // The latest is what a reopen continues from.
             assert_eq!(open(test_db.url()).await.checkpoint().0.size, 12);
             test_db.drop().await;
+        }
+    }
+
+    fn keyed(i: u64) -> v1::AuditEntry {
+        let mut e = entry(i);
+        e.record_id = format!("disc-{i}");
+        e
+    }
+
+    #[tokio::test]
+    async fn a_keyed_entry_is_in_the_log_once_however_often_it_is_sent_on_both_backends() {
+        for test_db in TestDatabase::all().await {
+            let log = open(test_db.url()).await;
+            for chunk in (0..600).collect::<Vec<u64>>().chunks(100) {
+                log.append(&chunk.iter().copied().map(keyed).collect::<Vec<_>>())
+                    .await
+                    .unwrap();
+            }
+            // Sent again: from a complete block (a stored tile), from the incomplete one, and a
+            // new entry twice in one call.
+            let again = [keyed(5), keyed(300), keyed(599), keyed(600), keyed(600)];
+            let appended = log.append(&again).await.unwrap();
+            assert_eq!(appended.indexes, vec![5, 300, 599, 600, 600]);
+            assert_eq!((appended.tree_size, log.checkpoint().0.size), (601, 601));
+            // A call of entries that are all in already writes nothing.
+            let note = log.checkpoint().1;
+            let appended = log.append(&[keyed(17), keyed(600)]).await.unwrap();
+            assert_eq!((appended.indexes, appended.tree_size), (vec![17, 600], 601));
+            assert_eq!(log.checkpoint().1, note);
+            // Entries without a record id (the coordinator's own) are appended as sent.
+            let appended = log.append(&[entry(7), entry(7)]).await.unwrap();
+            assert_eq!(appended.indexes, vec![601, 602]);
+            // After a reopen, the index of what is in comes from storage.
+            drop(log);
+            let log = open(test_db.url()).await;
+            let appended = log.append(&[keyed(300), keyed(601)]).await.unwrap();
+            assert_eq!(
+                (appended.indexes, appended.tree_size),
+                (vec![300, 603], 604)
+            );
+            let bodies = log.entries(0, 1000).await.unwrap();
+            assert_eq!(bodies.len(), 604);
+            assert_eq!(bodies[300], entry::encode(&keyed(300)).unwrap());
+            test_db.drop().await;
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Calls of keyed entries drawn with repeats from a small set, and unkeyed ones: the log
+        /// holds every keyed entry once, in the order first sent, every unkeyed one as often as
+        /// sent, and each call's answer points at the very entries it sent.
+        #[test]
+        fn keyed_entries_go_in_once_in_the_order_first_sent(
+            calls in proptest::collection::vec(
+                proptest::collection::vec((0u64..40, proptest::bool::weighted(0.9)), 1..30),
+                1..8,
+            ),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let test_db = TestDatabase::sqlite();
+                let log = open(test_db.url()).await;
+                let mut expected: Vec<Vec<u8>> = Vec::new();
+                for call in &calls {
+                    let sent: Vec<v1::AuditEntry> = call
+                        .iter()
+                        .map(|&(i, is_keyed)| if is_keyed { keyed(i) } else { entry(1000 + i) })
+                        .collect();
+                    let appended = log.append(&sent).await.unwrap();
+                    for e in &sent {
+                        let bytes = entry::encode(e).unwrap();
+                        if e.record_id.is_empty() || !expected.contains(&bytes) {
+                            expected.push(bytes);
+                        }
+                    }
+                    let bodies = log.entries(0, 1000).await.unwrap();
+                    assert_eq!(appended.tree_size as usize, expected.len());
+                    for (e, index) in sent.iter().zip(&appended.indexes) {
+                        assert_eq!(bodies[*index as usize], entry::encode(e).unwrap());
+                    }
+                }
+                assert_eq!(log.entries(0, 1000).await.unwrap(), expected);
+                test_db.drop().await;
+            });
         }
     }
 

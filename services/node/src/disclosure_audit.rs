@@ -52,8 +52,8 @@ pub struct Appender {
     pub writer: disclosures::Writer,
 }
 
-/// The audit entries for one record: one per decision (facts split 64 per entry, disclosed and
-/// withheld side by side). FACTS_DISCLOSED when the answer disclosed anything, with what it
+/// The audit entries for one record, each with the record's id: one per decision (facts split 64
+/// per entry, disclosed and withheld side by side). FACTS_DISCLOSED when the answer disclosed anything, with what it
 /// withheld beside it; FACTS_WITHHELD otherwise: outcome REFUSED for a refused request (no facts)
 /// or an answer that withheld every fact, SUCCESS when nothing was linked to the case reference.
 pub fn entries_of(org: Oin, record: Record) -> Vec<v1::AuditEntry> {
@@ -69,6 +69,9 @@ pub fn entries_of(org: Oin, record: Record) -> Vec<v1::AuditEntry> {
         _ => (v1::AuditAction::FactsWithheld, v1::AuditOutcome::Success),
     };
     let mut base = doorzet_audit::entry::new_entry(record.at, org, action);
+    // The coordinator appends an entry with a record id once, so a record sent again after a
+    // crash (appended, but the node stopped before it noted so) is not in its log twice.
+    base.record_id = record.disclosure_id;
     base.actor_subject = "doorzet-node".into();
     base.recipient_org = record.requester_org;
     base.escalation_id = record.escalation_id;

@@ -64,7 +64,9 @@ impl Query {
     fn record(&self, at: SystemTime) -> Record {
         Record {
             disclosure_id: ids::ordered("disc"),
-            at,
+            // The log keeps milliseconds: a record (and so its audit entry) is the same whether it
+            // is appended from memory or, after a restart, read back.
+            at: doorzet_store::from_millis(doorzet_store::millis(at)),
             requester_org: self.caller.as_str().to_owned(),
             requester_person: self.requested_by.clone(),
             on_behalf_of_org: String::new(),

@@ -45,6 +45,7 @@ fn entry(org: &str, i: u64) -> v1::AuditEntry {
         v1::AuditAction::FactsDisclosed,
     );
     e.actor_subject = "doorzet-node".into();
+    e.record_id = format!("disc-{}", letters(i, 22));
     e.recipient_org = org.into();
     e.escalation_id = format!("esc-{}", letters(i / 50, 12));
     e.case_ref = format!("case-{}", letters(i / 10, 12));

@@ -390,6 +390,11 @@ impl TestMesh {
         &self.coordinator_config.storage.url
     }
 
+    /// Returns node `i`'s storage URL (an SQLite file or a PostgreSQL database).
+    pub fn node_storage_url(&self, i: usize) -> &str {
+        &self.node_runs[i].config.storage.url
+    }
+
     /// Returns the data directory (databases, directory file).
     pub fn data_dir(&self) -> &std::path::Path {
         self.data.path()

@@ -17,6 +17,7 @@ use doorzet_proto::v1::{
 };
 use doorzet_testkit::mesh::{Storage, channel_as, with_token};
 use doorzet_testkit::{TestMesh, eventually};
+use sqlx::Connection;
 use tonic::Code;
 
 /// Fictional fact values; none may appear in any log line, span or audit entry.
@@ -451,6 +452,37 @@ async fn disclosures_made_while_the_coordinator_is_down_reach_its_audit_log_once
     // One more after the recovery: once it is in, anything sent twice before it would be too.
     ask(&mesh, &grant, case_ref).await;
     assert_eq!(reaches(7).await, 7);
+    mesh.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_sent_again_after_a_crash_are_in_the_audit_log_once() {
+    let mut mesh = TestMesh::start(2).await;
+    let case_ref = "case-crashresendq";
+    let (grant, audit, recipient) = asking(&mesh, case_ref);
+    let reaches = |n: usize| reaches(&audit, case_ref, &recipient, n);
+    for _ in 0..3 {
+        ask(&mesh, &grant, case_ref).await;
+    }
+    assert_eq!(reaches(3).await, 3);
+
+    // The node stops as if it crashed after the coordinator took its records but before it noted
+    // so: its mark of what is appended is back at the start, and it sends all three again.
+    mesh.stop_node(0).await;
+    let mut db = sqlx::SqliteConnection::connect(mesh.node_storage_url(0))
+        .await
+        .expect("the node's database");
+    sqlx::query("UPDATE disclosure_audit_progress SET appended_through = 0")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    mesh.start_node(0).await;
+    // One record after the restart goes in behind the three sent again: once it is in, they were
+    // settled, and each is in once.
+    ask(&mesh, &grant, case_ref).await;
+    assert_eq!(reaches(4).await, 4);
+    assert_eq!(in_audit_log(&audit, case_ref, &recipient).await, 4);
     mesh.shutdown();
 }
 
