@@ -330,7 +330,7 @@ impl AuditLog {
 
     async fn leaf_hash(&self, index: u64, size: u64) -> Result<Hash, AuditError> {
         let (_, partial) = self.check_size(size)?;
-        stored_leaf_hash(&self.shared, index, size, &partial).await
+        Ok(stored_leaf_hashes(&self.shared, &[index], size, &partial).await?[0])
     }
 
     /// Returns the consistency proof between two sizes (0 < first ≤ second ≤ latest).
@@ -457,17 +457,25 @@ async fn fetch_blocks(
     Ok(blocks)
 }
 
-/// The leaf hash at `index` in the tree of `size`, from its tile or the incomplete block.
-async fn stored_leaf_hash(
+/// The leaf hashes at `indexes` in the tree of `size`, from their tiles (one read each) or the
+/// incomplete block.
+async fn stored_leaf_hashes(
     shared: &Shared,
-    index: u64,
+    indexes: &[u64],
     size: u64,
     partial: &Partial,
-) -> Result<Hash, AuditError> {
-    let leaf = Subtree { level: 0, index };
-    let blocks = fetch_blocks(&shared.db, &[leaf], size, partial).await?;
+) -> Result<Vec<Hash>, AuditError> {
+    let leaves: Vec<Subtree> = indexes
+        .iter()
+        .map(|&index| Subtree { level: 0, index })
+        .collect();
+    let blocks = fetch_blocks(&shared.db, &leaves, size, partial).await?;
     let state = read_state(shared);
-    Ok(Fetched::new(&state.upper, blocks, &[leaf])?.complete(leaf))
+    let fetched = Fetched::new(&state.upper, blocks, &leaves)?;
+    Ok(leaves
+        .into_iter()
+        .map(|leaf| fetched.complete(leaf))
+        .collect())
 }
 
 async fn writer(shared: Arc<Shared>, mut rx: mpsc::Receiver<Queued>) {
@@ -702,22 +710,21 @@ async fn already_in(
             .filter(|(e, _)| e.is_keyed())
             .flat_map(|(_, h)| state.by_hash.candidates(h, size).map(|i| (*h, i)))
             .collect();
+        if candidates.is_empty() {
+            return Ok(HashMap::new());
+        }
         let partial = Partial {
             latest: size,
-            hashes: if candidates.is_empty() {
-                Vec::new()
-            } else {
-                state.partial.clone()
-            },
+            hashes: state.partial.clone(),
         };
         (size, candidates, partial)
     };
+    let indexes: Vec<u64> = candidates.iter().map(|(_, index)| *index).collect();
+    let stored = stored_leaf_hashes(shared, &indexes, size, &partial).await?;
     let mut found = HashMap::new();
-    for (hash, index) in candidates {
-        if !found.contains_key(&hash)
-            && stored_leaf_hash(shared, index, size, &partial).await? == hash
-        {
-            found.insert(hash, index);
+    for ((hash, index), stored) in candidates.into_iter().zip(stored) {
+        if stored == hash {
+            found.entry(hash).or_insert(index);
         }
     }
     Ok(found)

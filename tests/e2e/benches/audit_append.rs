@@ -22,6 +22,29 @@ use tonic::transport::Channel;
 
 /// Entries in one `Append` call: the contract's most.
 const PER_CALL: usize = doorzet_audit::entry::MAX_APPEND;
+/// Letters at the end of an entry's record id that number the call it goes in.
+const RECORD_TAIL: usize = 8;
+
+/// `call` as the `n`-th call sends it: each entry's record id (its last field, so the end of its
+/// bytes) ends in letters of `n`. The coordinator appends an entry with a record id once, so the
+/// calls made before the load, sent over and over, would otherwise be appended only the first
+/// time.
+fn numbered(call: &v1::AppendRequest, n: u64) -> v1::AppendRequest {
+    let tail = letters(n, RECORD_TAIL);
+    v1::AppendRequest {
+        entries: call
+            .entries
+            .iter()
+            .map(|entry| {
+                let mut bytes = entry.to_vec();
+                let at = bytes.len() - RECORD_TAIL;
+                bytes[at..].copy_from_slice(tail.as_bytes());
+                bytes.into()
+            })
+            .collect(),
+    }
+}
+
 /// Concurrent appending callers (a few busy nodes).
 const APPENDERS: usize = 4;
 /// Concurrent checkpoint readers.
@@ -45,7 +68,8 @@ fn entry(org: &str, i: u64) -> v1::AuditEntry {
         v1::AuditAction::FactsDisclosed,
     );
     e.actor_subject = "doorzet-node".into();
-    e.record_id = format!("disc-{}", letters(i, 22));
+    // Its last letters are the call's own (see `numbered`), so an entry is never sent twice.
+    e.record_id = format!("disc-{}{}", letters(i, 14), letters(0, RECORD_TAIL));
     e.recipient_org = org.into();
     e.escalation_id = format!("esc-{}", letters(i / 50, 12));
     e.case_ref = format!("case-{}", letters(i / 10, 12));
@@ -76,25 +100,17 @@ fn entry(org: &str, i: u64) -> v1::AuditEntry {
 /// Runs `callers` loops of `call` for `seconds`; returns the calls that succeeded and failed.
 async fn load<F, Fut>(callers: usize, seconds: u64, call: F) -> (u64, u64)
 where
-    F: Fn(u64) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for _ in 0..callers {
-        let (call, stop, ok, failed, next) = (
-            call.clone(),
-            stop.clone(),
-            ok.clone(),
-            failed.clone(),
-            next.clone(),
-        );
+        let (call, stop, ok, failed) = (call.clone(), stop.clone(), ok.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if call(n).await {
+                if call().await {
                     ok.fetch_add(1, Ordering::Relaxed);
                 } else {
                     failed.fetch_add(1, Ordering::Relaxed);
@@ -140,7 +156,7 @@ fn main() {
                 .collect(),
         );
         let probe = AuditLogClient::new(channel.clone())
-            .append(calls[0].clone())
+            .append(numbered(&calls[0], u64::MAX))
             .await;
         assert!(probe.is_ok(), "a node's entries are taken: {probe:?}");
 
@@ -148,12 +164,15 @@ fn main() {
         let (mut append_cpu, mut read_cpu) = (0.0, 0.0);
         let (mut append_secs, mut read_secs) = (0.0, 0.0);
         let mut failed = 0;
+        // Numbers the calls across the rounds, so that no round sends what an earlier one did.
+        let sent = Arc::new(AtomicU64::new(0));
         for _ in 0..rounds {
-            let (channel_a, calls_a) = (channel.clone(), calls.clone());
+            let (channel_a, calls_a, sent) = (channel.clone(), calls.clone(), sent.clone());
             let (before, started) = (cpu_seconds(pid), Instant::now());
-            let (ok, bad) = load(APPENDERS, seconds, move |n| {
+            let (ok, bad) = load(APPENDERS, seconds, move || {
                 let mut client = AuditLogClient::new(channel_a.clone());
-                let batch = calls_a[n as usize % calls_a.len()].clone();
+                let n = sent.fetch_add(1, Ordering::Relaxed);
+                let batch = numbered(&calls_a[n as usize % calls_a.len()], n);
                 async move {
                     client
                         .append(batch)
@@ -169,7 +188,7 @@ fn main() {
 
             let channel_r = channel.clone();
             let (before, started) = (cpu_seconds(pid), Instant::now());
-            let (ok, bad) = load(READERS, seconds, move |_| {
+            let (ok, bad) = load(READERS, seconds, move || {
                 let mut client = AuditLogClient::new(channel_r.clone());
                 async move {
                     client
