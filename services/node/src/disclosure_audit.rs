@@ -53,9 +53,10 @@ pub struct Appender {
 }
 
 /// The audit entries for one record, each with the record's id: one per decision (facts split 64
-/// per entry, disclosed and withheld side by side). FACTS_DISCLOSED when the answer disclosed anything, with what it
-/// withheld beside it; FACTS_WITHHELD otherwise: outcome REFUSED for a refused request (no facts)
-/// or an answer that withheld every fact, SUCCESS when nothing was linked to the case reference.
+/// per entry, disclosed and withheld side by side). FACTS_DISCLOSED when the answer disclosed
+/// anything, with what it withheld beside it; FACTS_WITHHELD otherwise: outcome REFUSED for a
+/// refused request (no facts) or an answer that withheld every fact, SUCCESS when nothing was
+/// linked to the case reference.
 pub fn entries_of(org: Oin, record: Record) -> Vec<v1::AuditEntry> {
     let (action, outcome) = match record.outcome {
         Outcome::Refused => (v1::AuditAction::FactsWithheld, v1::AuditOutcome::Refused),
@@ -336,7 +337,7 @@ impl Appender {
                 // in smaller calls.
                 tracing::warn!(
                     limit,
-                    "the coordinator takes smaller messages than the node sent; audit appends go in smaller calls from now on"
+                    "the coordinator's message limit is below the node's calls; audit appends keep within it from now on"
                 );
                 progress.call_bytes = limit;
                 continue;

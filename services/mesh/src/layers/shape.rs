@@ -1,8 +1,8 @@
 //! Refuses, before any other work, what is not a gRPC call of the shape this server serves: a
-//! request without a `:path` of the form `/package.Service/Method`, a message larger than the limit
-//! (`RESOURCE_EXHAUSTED`, read from the length prefix before the message is buffered, with the limit
-//! in [`MESSAGE_LIMIT_KEY`] so that a client can send smaller messages), and a body that ends inside
-//! a message (`INVALID_ARGUMENT`).
+//! request without a `:path` of the form `/package.Service/Method`, a message larger than the
+//! limit (`RESOURCE_EXHAUSTED`, read from the length prefix before the message is buffered, with
+//! the limit in [`MESSAGE_LIMIT_KEY`] so that a client can send smaller messages), and a body that
+//! ends inside a message (`INVALID_ARGUMENT`).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
