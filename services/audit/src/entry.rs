@@ -350,6 +350,15 @@ mod tests {
         assert_eq!(encode(&e).unwrap_err().field, "withheld_fact_ids");
         e.withheld_fact_ids = vec!["f-123456782".into()];
         assert_eq!(encode(&e).unwrap_err().field, "withheld_fact_ids");
+        // A record id is a token like the others, and makes an entry keyed.
+        let mut e = sample();
+        e.record_id = "disc-abcdefghij".into();
+        assert!(encode_new(&e).unwrap().is_keyed());
+        assert!(!encode_new(&sample()).unwrap().is_keyed());
+        e.record_id = "disc 42".into();
+        assert_eq!(encode(&e).unwrap_err().field, "record_id");
+        e.record_id = "disc-123456782".into();
+        assert_eq!(encode(&e).unwrap_err().field, "record_id");
     }
 
     #[test]
