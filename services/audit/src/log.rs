@@ -742,6 +742,7 @@ async fn commit(
     // A keyed entry is in the log once: sent again, it gets the index it has (or the one it gets
     // in this batch).
     let mut known = already_in(shared, &batches, &hashes).await?;
+    known.reserve(hashes.len());
     let (mut frontier, mut partial) = {
         let state = read_state(shared);
         (state.frontier.clone(), state.partial.clone())

@@ -301,8 +301,10 @@ impl Appender {
             for call in appends(self.org, pending, progress.call_bytes) {
                 match append_all(&mut client, call.entries, progress.call_bytes).await {
                     Ok(()) => self.appended(progress, call.last_seq).await?,
-                    Err(status) if smaller_limit(&status, progress.call_bytes).is_some() => {
-                        smaller = smaller_limit(&status, progress.call_bytes);
+                    Err(status)
+                        if let Some(limit) = smaller_limit(&status, progress.call_bytes) =>
+                    {
+                        smaller = Some(limit);
                         break;
                     }
                     Err(status) if status.code() != tonic::Code::InvalidArgument => {

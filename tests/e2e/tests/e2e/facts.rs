@@ -424,6 +424,13 @@ async fn ask(mesh: &TestMesh, grant: &str, case_ref: &str) {
         .expect("the node answers without the coordinator");
 }
 
+/// Asks `times` times, one after the other, so each answer's record follows the one before.
+async fn ask_times(mesh: &TestMesh, grant: &str, case_ref: &str, times: usize) {
+    for _ in 0..times {
+        ask(mesh, grant, case_ref).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn disclosures_made_while_the_coordinator_is_down_reach_its_audit_log_once() {
     let mut mesh = TestMesh::start(2).await;
@@ -437,15 +444,11 @@ async fn disclosures_made_while_the_coordinator_is_down_reach_its_audit_log_once
 
     // The coordinator is down: the node answers and keeps the records.
     mesh.stop_coordinator();
-    for _ in 0..3 {
-        ask(&mesh, &grant, case_ref).await;
-    }
+    ask_times(&mesh, &grant, case_ref, 3).await;
     // The node restarts before it could append them: they are only in its database now.
     mesh.stop_node(0).await;
     mesh.start_node(0).await;
-    for _ in 0..2 {
-        ask(&mesh, &grant, case_ref).await;
-    }
+    ask_times(&mesh, &grant, case_ref, 2).await;
 
     mesh.restart_coordinator(|_| {}).await;
     assert_eq!(reaches(6).await, 6);
@@ -461,9 +464,7 @@ async fn records_sent_again_after_a_crash_are_in_the_audit_log_once() {
     let case_ref = "case-crashresendq";
     let (grant, audit, recipient) = asking(&mesh, case_ref);
     let reaches = |n: usize| reaches(&audit, case_ref, &recipient, n);
-    for _ in 0..3 {
-        ask(&mesh, &grant, case_ref).await;
-    }
+    ask_times(&mesh, &grant, case_ref, 3).await;
     assert_eq!(reaches(3).await, 3);
 
     // The node stops as if it crashed after the coordinator took its records but before it noted
@@ -503,9 +504,7 @@ async fn a_coordinator_that_takes_smaller_messages_still_gets_every_record() {
     // Records made while the coordinator is down go in together when it is back: one call of
     // about 15 KB, refused as larger than the limit, then smaller calls.
     mesh.stop_coordinator();
-    for _ in 0..60 {
-        ask(&mesh, &grant, case_ref).await;
-    }
+    ask_times(&mesh, &grant, case_ref, 60).await;
     mesh.restart_coordinator(|_| {}).await;
     assert_eq!(reaches(61).await, 61);
     mesh.shutdown();
